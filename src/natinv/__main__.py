@@ -1,0 +1,3 @@
+from natinv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,355 @@
+"""Parameters: load YAML files (a default plus profile overlays), merge them, validate into dataclasses.
+
+Every error names the file and key that set the bad value, the value, and what is allowed, in one line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from natinv.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+def _min(value: float, *, exclusive: bool = False) -> dict:
+    return {"min": value, "exclusive": exclusive}
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["fashion-mnist", "cifar10", "cifar100", "custom"] = "fashion-mnist"
+    root: str = "data"  # where datasets are looked up, cached and downloaded to
+    path: str | None = None  # custom data: an image folder or an .npz file
+    train_limit: int | None = field(default=None, metadata=_min(1))  # first N training images (tiny runs)
+    test_limit: int | None = field(default=None, metadata=_min(1))
+    test_fraction: float = field(default=0.1, metadata=_min(0, exclusive=True))  # custom data without a test split
+    image_size: int | None = field(default=None, metadata=_min(8))  # custom data: resize to this (square)
+
+
+@dataclass
+class ModelSpec:
+    arch: str
+    width: int | None = field(default=None, metadata=_min(1))  # base channel width; None = the arch's default
+
+
+@dataclass
+class TeacherConfig:
+    models: list[str] = field(default_factory=list)  # keys of `models` to train as teachers
+    epochs: int = field(default=3, metadata=_min(1))
+    batch_size: int = field(default=128, metadata=_min(1))
+    lr: float = field(default=0.1, metadata=_min(0, exclusive=True))
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    warmup_epochs: float = field(default=0.0, metadata=_min(0))  # linear warm-up before the cosine decay
+
+
+@dataclass
+class NIConfig:
+    """NaturalInversion (paper Alg. 1). Defaults are the paper's CIFAR-10 settings."""
+
+    kind: Literal["naturalinversion"] = "naturalinversion"
+    iterations: int = field(default=2000, metadata=_min(1))
+    lr_generator: float = field(default=1e-3, metadata=_min(0, exclusive=True))
+    lr_ftp: float = field(default=5e-4, metadata=_min(0, exclusive=True))
+    lr_alpha: float = field(default=5e-2, metadata=_min(0, exclusive=True))
+    lambda_bn: float = field(default=10.0, metadata=_min(0))
+    lambda_tv: float = field(default=6e-3, metadata=_min(0))
+    lambda_l2: float = field(default=1.5e-5, metadata=_min(0))
+    latent_dim: int = field(default=1024, metadata=_min(1))
+    generator_width: int = field(default=128, metadata=_min(2))  # channels of the paper's Table 6 generator
+    alpha_mean: float = 5.0  # ACS init ~ N(alpha_mean, alpha_std)
+    alpha_std: float = field(default=1.0, metadata=_min(0))
+    jitter: int = field(default=2, metadata=_min(0))  # random roll of +-jitter pixels
+    flip: bool = True
+    o2o: bool = True  # one-to-one: a fresh generator per batch (off: one generator for the whole shard)
+    ftp: bool = True  # Feature Transfer Pyramid
+    acs: bool = True  # Adaptive Channel Scaling (off: alpha fixed to 1)
+    ftp_stages: list[int] | None = None  # 1-based teacher stages the FTP uses (paper Table 4); None = all
+
+
+@dataclass
+class DIConfig:
+    """DeepInversion: the same loss optimized on pixels. Defaults: NVlabs' CIFAR-10 settings."""
+
+    kind: Literal["deepinversion"] = "deepinversion"
+    iterations: int = field(default=2000, metadata=_min(1))
+    lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
+    lambda_bn: float = field(default=10.0, metadata=_min(0))
+    lambda_tv: float = field(default=2.5e-5, metadata=_min(0))
+    lambda_l2: float = field(default=0.0, metadata=_min(0))
+    jitter: int = field(default=2, metadata=_min(0))
+    flip: bool = True
+    clamp: bool = False  # keep pixels inside the valid [0, 1] range (in normalized space) after every step
+
+
+MethodConfig = Union[NIConfig, DIConfig]
+METHOD_KINDS: dict[str, type] = {"naturalinversion": NIConfig, "deepinversion": DIConfig}
+
+
+@dataclass
+class SynthesisConfig:
+    teachers: list[str] = field(default_factory=list)  # teacher keys to invert; empty = all of teacher.models
+    run: list[str] = field(default_factory=list)  # method keys (of `methods`) to run
+    num_images: int = field(default=1024, metadata=_min(1))
+    batch_size: int = field(default=128, metadata=_min(1))
+    shards: int = field(default=1, metadata=_min(1))
+    save_scaling: Literal["clamp", "minmax"] = "clamp"  # uint8 rendering: clamp to [0,1] or per-image min-max
+    methods: dict[str, MethodConfig] = field(default_factory=dict)
+
+
+@dataclass
+class KDConfig:
+    students: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)  # data sources to distill from: method keys and/or "real"
+    epochs: int = field(default=30, metadata=_min(1))
+    batch_size: int = field(default=128, metadata=_min(1))
+    lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    temperature: float = field(default=4.0, metadata=_min(0, exclusive=True))
+    real_images: int | None = field(default=None, metadata=_min(1))  # method=real: image count (None = synthesis.num_images)
+
+
+@dataclass
+class Config:
+    experiment: str = "default"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = field(default=None, metadata=_min(1))  # torch CPU threads (None = torch's default)
+    results: str = "results"
+    data: DataConfig = field(default_factory=DataConfig)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.results) / self.experiment
+
+    def teacher_keys(self) -> list[str]:
+        return self.synthesis.teachers or self.teacher.models
+
+
+# ---------------------------------------------------------------------------------------- merge and load
+
+
+def _merge(base: dict, over: dict, origin: dict, source: str, prefix: str = "") -> None:
+    """Deep-merge `over` into `base`, recording in `origin` which file set each key."""
+    for key, value in over.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            origin.setdefault(path, source)
+            _merge(base[key], value, origin, source, path + ".")
+        else:
+            base[key] = value
+            for k in [k for k in origin if k.startswith(path + ".")]:
+                del origin[k]
+            origin[path] = source
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(paths: list[str | Path], overrides: dict[str, Any] | None = None) -> Config:
+    """Load and validate params files in order (later files override earlier ones)."""
+    if not paths:
+        raise ConfigError("no params file given: pass --params params/default.yaml")
+    merged: dict = {}
+    origin: dict[str, str] = {}
+    for p in paths:
+        _merge(merged, _read_yaml(Path(p)), origin, str(p))
+    if overrides:
+        _merge(merged, overrides, origin, "command line")
+    return config_from_dict(merged, origin)
+
+
+def config_from_dict(raw: dict, origin: dict[str, str] | None = None) -> Config:
+    conv = _Converter(origin or {})
+    cfg = conv.build(Config, raw, "")
+    _check_references(cfg, conv)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        text = " or ".join(_describe(a) for a in args)
+        return text + (" or null" if len(args) < len(typing.get_args(tp)) else "")
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+class _Converter:
+    def __init__(self, origin: dict[str, str]):
+        self.origin = origin
+
+    def where(self, path: str) -> str:
+        key = path
+        while key and key not in self.origin:
+            key = key.rpartition(".")[0]
+        return self.origin.get(key, "params")
+
+    def fail(self, path: str, message: str) -> None:
+        raise ConfigError(f"{self.where(path)}: {path}: {message}")
+
+    def bad(self, path: str, value: Any, tp: Any) -> None:
+        self.fail(path, f"got {value!r} ({type(value).__name__}); expected {_describe(tp)}")
+
+    def build(self, cls: type, raw: Any, path: str) -> Any:
+        if not isinstance(raw, dict):
+            self.bad(path or "(top level)", raw, cls)
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in raw if k not in fields]
+        if unknown:
+            key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+            self.fail(key, f"unknown key; allowed keys here: {', '.join(fields)}")
+        kwargs = {}
+        for name, f in fields.items():
+            key = f"{path}.{name}" if path else name
+            if name in raw:
+                value = self.convert(hints[name], raw[name], key)
+                self.check_min(f, value, key)
+                kwargs[name] = value
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.fail(key, "missing required key")
+        return cls(**kwargs)
+
+    def check_min(self, f: dataclasses.Field, value: Any, key: str) -> None:
+        if "min" not in f.metadata or value is None:
+            return
+        lo, exclusive = f.metadata["min"], f.metadata["exclusive"]
+        if value < lo or (exclusive and value == lo):
+            self.fail(key, f"got {value!r}; must be {'>' if exclusive else '>='} {lo}")
+
+    def convert(self, tp: Any, value: Any, path: str) -> Any:
+        origin = typing.get_origin(tp)
+        if tp is MethodConfig:
+            return self.method(value, path)
+        if origin in (Union, types.UnionType):
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            for arg in (a for a in args if a is not type(None)):
+                try:
+                    return self.convert(arg, value, path)
+                except ConfigError:
+                    continue
+            self.bad(path, value, tp)
+        if origin is Literal:
+            if value not in typing.get_args(tp):
+                self.bad(path, value, tp)
+            return value
+        if origin is list:
+            if not isinstance(value, list):
+                self.bad(path, value, tp)
+            (item,) = typing.get_args(tp)
+            return [self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.bad(path, value, tp)
+            _, item = typing.get_args(tp)
+            return {str(k): self.convert(item, v, f"{path}.{k}") for k, v in value.items()}
+        if dataclasses.is_dataclass(tp):
+            return self.build(tp, value, path)
+        if tp is bool:
+            if not isinstance(value, bool):
+                self.bad(path, value, tp)
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.bad(path, value, tp)
+            return value
+        if tp is float:
+            # YAML reads 1e-3 (no dot) as a string; accept numeric strings of that form only
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    self.bad(path, value, tp)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.bad(path, value, tp)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                self.bad(path, value, tp)
+            return value
+        raise TypeError(f"unsupported config type {tp}")  # a bug in the schema, not user input
+
+    def method(self, value: Any, path: str) -> MethodConfig:
+        if not isinstance(value, dict):
+            self.bad(path, value, dict)
+        kind = value.get("kind")
+        if kind not in METHOD_KINDS:
+            self.fail(f"{path}.kind", f"got {kind!r}; expected one of {', '.join(map(repr, METHOD_KINDS))}")
+        return self.build(METHOD_KINDS[kind], value, path)
+
+
+def _check_references(cfg: Config, conv: _Converter) -> None:
+    from natinv.models import ARCHS  # late import: models import torch
+
+    for key, spec in cfg.models.items():
+        if spec.arch not in ARCHS:
+            conv.fail(f"models.{key}.arch", f"got {spec.arch!r}; expected one of {', '.join(ARCHS)}")
+
+    def known(keys: list[str], pool: dict | list, path: str, what: str, extra: tuple = ()) -> None:
+        for i, k in enumerate(keys):
+            if k not in pool and k not in extra:
+                allowed = ", ".join([*pool, *extra]) or "(none defined)"
+                conv.fail(f"{path}[{i}]", f"got {k!r}; expected one of the {what}: {allowed}")
+
+    known(cfg.teacher.models, cfg.models, "teacher.models", "keys of `models`")
+    known(cfg.synthesis.teachers, cfg.teacher.models, "synthesis.teachers", "teachers in teacher.models")
+    known(cfg.synthesis.run, cfg.synthesis.methods, "synthesis.run", "keys of synthesis.methods")
+    known(cfg.kd.students, cfg.models, "kd.students", "keys of `models`")
+    known(cfg.kd.methods, cfg.synthesis.methods, "kd.methods", "keys of synthesis.methods", ("real",))
+    if cfg.data.dataset == "custom" and not cfg.data.path:
+        conv.fail("data.path", "missing: dataset 'custom' needs an image folder or an .npz file")
+    if "real" in cfg.synthesis.methods:
+        conv.fail("synthesis.methods.real", "'real' is reserved for the real-data reference rows")
+    syn = cfg.synthesis
+    batches = -(-syn.num_images // syn.batch_size)
+    if syn.shards > batches:
+        conv.fail("synthesis.shards", f"got {syn.shards}; at most {batches} (one batch per shard at least)")
+    for key, m in syn.methods.items():
+        if isinstance(m, NIConfig) and m.ftp_stages is not None:
+            if not m.ftp_stages or any(s < 1 for s in m.ftp_stages) or len(set(m.ftp_stages)) != len(m.ftp_stages):
+                conv.fail(f"synthesis.methods.{key}.ftp_stages", f"got {m.ftp_stages!r}; expected distinct stage numbers >= 1")

@@ -1,0 +1,281 @@
+"""Datasets as in-memory uint8 tensors (N, C, H, W), normalization, and batched GPU/CPU-friendly augmentation.
+
+fashion-mnist: the configured root, then Debian's dataset-fashion-mnist package, then a download; 28x28 is
+padded to 32x32. cifar10/cifar100: torchvision (downloaded when online). custom: an image folder or an .npz.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from natinv.config import DataConfig
+from natinv.errors import DataNotFound
+from natinv.io import atomic_write_json, read_npz, write_npz
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+# Per-dataset normalization constants (training-set channel mean/std in [0, 1]); fashion-mnist after padding.
+NORMALIZATION = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "fashion-mnist": ((0.2190,), (0.3318,)),
+}
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_x: torch.Tensor  # uint8 (N, C, H, W)
+    train_y: torch.Tensor  # int64 (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def in_channels(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train_x.shape[-1]
+
+
+# ----------------------------------------------------------------------------------- normalization
+
+
+def normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str = "cpu"):
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    return m, s
+
+
+def normalize(x_uint8: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m, s = normalizer(mean, std, x_uint8.device)
+    return (x_uint8.float() / 255.0 - m) / s
+
+
+def render_uint8(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], scaling: str = "clamp") -> torch.Tensor:
+    """De-normalize a synthesized batch to uint8 pixels: clamp to [0, 1], or per-image min-max (official code)."""
+    m, s = normalizer(mean, std, x.device)
+    img = x.float() * s + m
+    if scaling == "minmax":
+        lo = img.amin(dim=(1, 2, 3), keepdim=True)
+        hi = img.amax(dim=(1, 2, 3), keepdim=True)
+        img = (img - lo) / (hi - lo).clamp_min(1e-8)
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+# ------------------------------------------------------------------------------------- augmentation
+
+
+def crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per image, batched (no Python loop per image)."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dev = x.device
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
+    rows = (oy.view(n, 1) + torch.arange(h, device=dev).view(1, h))  # (n, h)
+    cols = torch.arange(w, device=dev).view(1, w).expand(n, w)
+    cols = torch.where(flip.view(n, 1), w - 1 - cols, cols) + ox.view(n, 1)  # (n, w)
+    idx_r = rows.view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * pad)
+    out = padded.gather(2, idx_r)
+    idx_c = cols.view(n, 1, 1, w).expand(n, x.shape[1], h, w)
+    return out.gather(3, idx_c)
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_fashion(root: Path) -> Path | None:
+    for folder in (root / "FashionMNIST" / "raw", root / "fashion-mnist", root, DEBIAN_FASHION_MNIST):
+        if all((folder / f).exists() or (folder / f"{f}.gz").exists() for f in FASHION_FILES):
+            return folder
+    return None
+
+
+def _idx_file(folder: Path, name: str) -> Path:
+    return folder / name if (folder / name).exists() else folder / f"{name}.gz"
+
+
+def _load_fashion(cfg: DataConfig) -> tuple:
+    root = Path(cfg.root)
+    folder = _find_fashion(root)
+    if folder is None:
+        try:
+            from torchvision.datasets import FashionMNIST
+
+            FashionMNIST(str(root), train=True, download=True)
+            FashionMNIST(str(root), train=False, download=True)
+        except Exception as exc:  # offline: URLError, socket errors, ...
+            raise DataNotFound(
+                f"fashion-mnist not found under {root}/FashionMNIST/raw or {DEBIAN_FASHION_MNIST}, and the download "
+                f"failed ({type(exc).__name__}); install Debian's dataset-fashion-mnist or put the four idx files in {root}/FashionMNIST/raw"
+            ) from None
+        folder = _find_fashion(root)
+    arrays = [_read_idx(_idx_file(folder, f)) for f in FASHION_FILES]
+    pad = lambda a: np.pad(a[:, None], ((0, 0), (0, 0), (2, 2), (2, 2)))  # noqa: E731  28x28 -> 32x32
+    return pad(arrays[0]), arrays[1], pad(arrays[2]), arrays[3], 10, str(folder)
+
+
+def _load_cifar(cfg: DataConfig) -> tuple:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls, n = (CIFAR10, 10) if cfg.dataset == "cifar10" else (CIFAR100, 100)
+    try:
+        train = cls(cfg.root, train=True, download=True)
+        test = cls(cfg.root, train=False, download=True)
+    except Exception as exc:
+        raise DataNotFound(
+            f"{cfg.dataset} not found under {Path(cfg.root) / cls.base_folder} and the download failed "
+            f"({type(exc).__name__}); put the extracted python-version archive there or set data.root"
+        ) from None
+    nchw = lambda d: np.ascontiguousarray(d.data.transpose(0, 3, 1, 2))  # noqa: E731
+    return nchw(train), np.asarray(train.targets), nchw(test), np.asarray(test.targets), n, str(Path(cfg.root) / cls.base_folder)
+
+
+def _to_nchw(images: np.ndarray, where: str) -> np.ndarray:
+    if images.dtype != np.uint8:
+        raise DataNotFound(f"{where}: images must be uint8, got {images.dtype}")
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim != 4:
+        raise DataNotFound(f"{where}: images must be (N, H, W), NHWC or NCHW, got shape {images.shape}")
+    if images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
+        return images
+    if images.shape[-1] in (1, 3):
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    raise DataNotFound(f"{where}: cannot tell the channel axis of shape {images.shape} (expected 1 or 3 channels)")
+
+
+def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple:
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = max(1, int(round(len(x) * fraction)))
+    te, tr = order[:n_test], order[n_test:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _load_npz(path: Path, cfg: DataConfig) -> tuple:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:
+        raise DataNotFound(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise DataNotFound(f"{path}: missing array {key!r}; found {', '.join(arrays) or 'none'} (need images uint8 NHWC/NCHW and labels)")
+    x, y = _to_nchw(arrays["images"], str(path)), arrays["labels"].astype(np.int64).ravel()
+    if len(x) != len(y):
+        raise DataNotFound(f"{path}: {len(x)} images but {len(y)} labels")
+    if "test_images" in arrays and "test_labels" in arrays:
+        xt, yt = _to_nchw(arrays["test_images"], f"{path}:test_images"), arrays["test_labels"].astype(np.int64).ravel()
+    else:
+        x, y, xt, yt = _split(x, y, cfg.test_fraction, 0)
+    return x, y, xt, yt
+
+
+def _load_folder(path: Path, cfg: DataConfig) -> tuple:
+    from torchvision.datasets import ImageFolder
+
+    def read(folder: Path, classes: list[str] | None = None):
+        ds = ImageFolder(str(folder))
+        if classes is not None and ds.classes != classes:
+            raise DataNotFound(f"{folder}: class folders {ds.classes} differ from the training classes {classes}")
+        imgs, labels = [], []
+        for p, label in ds.samples:
+            img = ds.loader(p)
+            if cfg.image_size:
+                img = img.resize((cfg.image_size, cfg.image_size))
+            imgs.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "I;16") else "RGB")))
+            labels.append(label)
+        shapes = {a.shape for a in imgs}
+        if len(shapes) != 1:
+            raise DataNotFound(f"{folder}: images have different sizes {sorted(shapes)[:3]}; set data.image_size to resize them")
+        return _to_nchw(np.stack(imgs), str(folder)), np.asarray(labels, dtype=np.int64), ds.classes
+
+    if (path / "train").is_dir():
+        x, y, classes = read(path / "train")
+        if (path / "test").is_dir():
+            xt, yt, _ = read(path / "test", classes)
+            return x, y, xt, yt
+    else:
+        x, y, _ = read(path)
+    return _split(x, y, cfg.test_fraction, 0)
+
+
+def _load_custom(cfg: DataConfig) -> tuple:
+    path = Path(cfg.path)
+    if not path.exists():
+        raise DataNotFound(f"data.path = {cfg.path}: not found (expected an image folder or an .npz file)")
+    x, y, xt, yt = _load_npz(path, cfg) if path.suffix == ".npz" else _load_folder(path, cfg)
+    if x.shape[-1] != x.shape[-2]:
+        raise DataNotFound(f"{path}: images must be square, got {x.shape[-2]}x{x.shape[-1]}; set data.image_size")
+    num_classes = int(max(y.max(), yt.max())) + 1
+    return x, y, xt, yt, num_classes, str(path)
+
+
+# ---------------------------------------------------------------------------------------- prepare/load
+
+
+def prepare(cfg: DataConfig, out_dir: Path) -> dict:
+    """The `data` stage: fetch the dataset, write canonical uint8 arrays and a manifest with checksums."""
+    if cfg.dataset == "fashion-mnist":
+        x, y, xt, yt, n, source = _load_fashion(cfg)
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        x, y, xt, yt, n, source = _load_cifar(cfg)
+    else:
+        x, y, xt, yt, n, source = _load_custom(cfg)
+    x, y = x[: cfg.train_limit], y[: cfg.train_limit]
+    xt, yt = xt[: cfg.test_limit], yt[: cfg.test_limit]
+    if cfg.dataset in NORMALIZATION:
+        mean, std = NORMALIZATION[cfg.dataset]
+    else:  # user data: constants from its own training split
+        f = x.astype(np.float64) / 255.0
+        mean = tuple(float(v) for v in f.mean(axis=(0, 2, 3)))
+        std = tuple(float(max(v, 1e-3)) for v in f.std(axis=(0, 2, 3)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, (xs, ys) in {"train": (x, y), "test": (xt, yt)}.items():
+        path = out_dir / f"{split}.npz"
+        write_npz(path, {"images": np.ascontiguousarray(xs), "labels": ys.astype(np.int64)})
+        files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest = {
+        "dataset": cfg.dataset, "source": source, "num_classes": n, "in_channels": int(x.shape[1]),
+        "image_size": int(x.shape[-1]), "train_images": len(x), "test_images": len(xt),
+        "mean": list(mean), "std": list(std), "sha256": files,
+    }
+    atomic_write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def load(out_dir: Path) -> Dataset:
+    """Load what the `data` stage wrote."""
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataNotFound(f"{manifest_path}: not found; run `python -m natinv data` first")
+    m = json.loads(manifest_path.read_text())
+    tr, te = read_npz(out_dir / "train.npz"), read_npz(out_dir / "test.npz")
+    t = torch.from_numpy
+    return Dataset(m["dataset"], t(tr["images"]), t(tr["labels"]), t(te["images"]), t(te["labels"]),
+                   m["num_classes"], tuple(m["mean"]), tuple(m["std"]))
+

@@ -1,0 +1,23 @@
+"""Knowledge distillation: a student trained only on synthesized images (the stored float16 tensors, i.e.
+what the teacher saw) with the teacher's soft targets, KL at temperature T; or on real images (method=real)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from natinv.train import BatchLoss
+
+
+def kd_loss(teacher: nn.Module, temperature: float) -> BatchLoss:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)); teacher logits on the same augmented batch."""
+    teacher.eval().requires_grad_(False)
+
+    def loss(student: nn.Module, xb: torch.Tensor, _targets: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = teacher(xb)
+        s = student(xb)
+        return F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1),
+                        log_target=True, reduction="batchmean") * temperature**2
+
+    return loss

@@ -1,0 +1,32 @@
+"""The file contract of every stage (DESIGN.md section 3), in one place."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def data_dir(exp: Path) -> Path:
+    return exp / "data"
+
+
+def teacher_weights(exp: Path, teacher: str) -> Path:
+    return exp / "teachers" / f"{teacher}.safetensors"
+
+
+def teacher_json(exp: Path, teacher: str) -> Path:
+    return exp / "teachers" / f"{teacher}.json"
+
+
+def shard_npz(exp: Path, teacher: str, method: str, shard: int) -> Path:
+    return exp / "synth" / teacher / method / f"shard-{shard}.npz"
+
+
+def shard_json(exp: Path, teacher: str, method: str, shard: int) -> Path:
+    return exp / "synth" / teacher / method / f"shard-{shard}.json"
+
+
+def kd_json(exp: Path, teacher: str, method: str, student: str) -> Path:
+    return exp / "kd" / teacher / method / f"{student}.json"
+
+
+def kd_weights(exp: Path, teacher: str, method: str, student: str) -> Path:
+    return exp / "kd" / teacher / method / f"{student}.safetensors"

@@ -1,0 +1,1 @@
+"""Synthesis methods over shared pieces: BN-statistics hooks, priors, jitter, label schedule, shard writer."""
