@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from natinv.checkpoint import ModelMeta, save_model
+from natinv.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+def tiny_teacher(arch: str = "resnet8", width: int = 4, num_classes: int = 10, in_channels: int = 3, seed: int = 0):
+    """A small net whose BN running statistics are those of a random data distribution (not the 0/1 init)."""
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes, in_channels, width)
+    model.train()
+    with torch.no_grad():
+        for _ in range(5):
+            model(torch.randn(32, in_channels, 32, 32) * 0.7 + 0.2)
+    return model.eval()
+
+
+@pytest.fixture
+def teacher_file(tmp_path: Path) -> tuple[Path, ModelMeta]:
+    model = tiny_teacher()
+    meta = ModelMeta("resnet8", 10, 3, 32, 4, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    path = tmp_path / "teacher.safetensors"
+    save_model(path, model, meta)
+    return path, meta
+
+
+@pytest.fixture
+def repo_params(tmp_path: Path) -> Path:
+    """A copy of params/ so tests can add files beside it."""
+    dst = tmp_path / "params"
+    shutil.copytree(ROOT / "params", dst)
+    return dst

@@ -1,0 +1,66 @@
+"""Params validation: every bad input is one line naming the file, the key, the value and what is allowed."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from natinv.config import DIConfig, NIConfig, load_config
+from natinv.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "params" / "default.yaml"
+
+
+def overlay(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "profile.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_default_and_profiles_load():
+    cfg = load_config([DEFAULT])
+    assert cfg.data.dataset == "fashion-mnist"
+    assert isinstance(cfg.synthesis.methods["ni"], NIConfig) and isinstance(cfg.synthesis.methods["di"], DIConfig)
+    for profile in sorted((ROOT / "params").glob("*.yaml")):
+        load_config([DEFAULT, profile])
+
+
+def test_overlay_overrides_only_what_it_sets(tmp_path):
+    cfg = load_config([DEFAULT, overlay(tmp_path, "synthesis:\n  methods:\n    ni: {kind: naturalinversion, iterations: 7}\n")])
+    assert cfg.synthesis.methods["ni"].iterations == 7
+    assert cfg.synthesis.methods["di"] == load_config([DEFAULT]).synthesis.methods["di"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("synthesis: {batch_sise: 3}", r"profile.yaml: synthesis.batch_sise: unknown key; allowed keys here: .*batch_size"),
+    ("synthesis: {batch_size: many}", r"profile.yaml: synthesis.batch_size: got 'many' \(str\); expected an integer"),
+    ("synthesis: {batch_size: 0}", r"synthesis.batch_size: got 0; must be >= 1"),
+    ("kd: {temperature: hot}", r"kd.temperature: got 'hot' \(str\); expected a number"),
+    ("data: {dataset: mnist}", r"data.dataset: got 'mnist' \(str\); expected one of 'fashion-mnist', 'cifar10'"),
+    ("models: {x: {arch: resnet9}}", r"models.x.arch: got 'resnet9'; expected one of resnet8, resnet18"),
+    ("synthesis: {run: [ni, gan]}", r"synthesis.run\[1\]: got 'gan'; expected one of the keys of synthesis.methods: ni, di"),
+    ("kd: {students: [nope]}", r"kd.students\[0\]: got 'nope'"),
+    ("synthesis: {methods: {x: {kind: magic}}}", r"synthesis.methods.x.kind: got 'magic'; expected one of 'naturalinversion'"),
+    ("synthesis: {methods: {ni: {kind: naturalinversion, flip: 1}}}", r"synthesis.methods.ni.flip: got 1 \(int\); expected true or false"),
+    ("synthesis: {shards: 999}", r"synthesis.shards: got 999; at most 8"),
+    ("data: {dataset: custom}", r"data.path: missing"),
+    ("- a list", r"profile.yaml: expected a mapping"),
+    ("a: [unclosed", r"profile.yaml \(line \d+\): not valid YAML"),
+])
+def test_bad_values_give_one_clear_line(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config([DEFAULT, overlay(tmp_path, text)])
+    assert "\n" not in str(info.value)
+
+
+def test_error_names_the_file_that_set_the_key(tmp_path):
+    good = overlay(tmp_path, yaml.safe_dump({"kd": {"epochs": 2}}))
+    bad = tmp_path / "second.yaml"
+    bad.write_text("kd: {lr: -1}\n")
+    with pytest.raises(ConfigError, match=r"second.yaml: kd.lr: got -1.0; must be > 0"):
+        load_config([DEFAULT, good, bad])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: params file not found"):
+        load_config([tmp_path / "nope.yaml"])

@@ -1,0 +1,89 @@
+"""Dataset sources, normalization constants, augmentation and renderings."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from natinv import data
+from natinv.config import DataConfig
+from natinv.errors import DataNotFound
+
+
+def _npz(path: Path, layout: str, n: int = 50, test: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8)
+    if layout == "nhwc":
+        imgs = imgs.transpose(0, 2, 3, 1)
+    arrays = {"images": imgs, "labels": rng.integers(0, 4, n)}
+    if test:
+        arrays |= {"test_images": imgs[:10], "test_labels": arrays["labels"][:10]}
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_custom_npz_either_layout(tmp_path, layout):
+    cfg = DataConfig(dataset="custom", path=str(_npz(tmp_path / "d.npz", layout)), test_fraction=0.2)
+    m = data.prepare(cfg, tmp_path / "out")
+    ds = data.load(tmp_path / "out")
+    assert (m["train_images"], m["test_images"], m["in_channels"], m["image_size"]) == (40, 10, 3, 16)
+    assert ds.train_x.shape == (40, 3, 16, 16) and ds.train_x.dtype == torch.uint8
+    assert ds.num_classes == 4 and len(ds.mean) == 3  # constants computed from the user's data
+
+
+def test_custom_npz_with_test_split_and_errors(tmp_path):
+    m = data.prepare(DataConfig(dataset="custom", path=str(_npz(tmp_path / "d.npz", "nchw", test=True))), tmp_path / "o")
+    assert m["test_images"] == 10 and m["train_images"] == 50
+    np.savez(tmp_path / "bad.npz", pictures=np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(DataNotFound, match="bad.npz: missing array 'images'"):
+        data.prepare(DataConfig(dataset="custom", path=str(tmp_path / "bad.npz")), tmp_path / "o2")
+    with pytest.raises(DataNotFound, match="data.path = .*nothing.npz: not found"):
+        data.prepare(DataConfig(dataset="custom", path=str(tmp_path / "nothing.npz")), tmp_path / "o3")
+
+
+def test_image_folder(tmp_path):
+    for split, n in (("train", 6), ("test", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((12, 12, 3), 40 * i, np.uint8)).save(tmp_path / "imgs" / split / cls / f"{i}.png")
+    m = data.prepare(DataConfig(dataset="custom", path=str(tmp_path / "imgs")), tmp_path / "out")
+    assert (m["train_images"], m["test_images"], m["num_classes"], m["image_size"]) == (12, 4, 2, 12)
+
+
+def test_fashion_mnist_found_and_padded(tmp_path):
+    if data._find_fashion(tmp_path) is None:
+        pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist); .ci/run installs it")
+    m = data.prepare(DataConfig(root=str(tmp_path), train_limit=100, test_limit=50), tmp_path / "out")
+    ds = data.load(tmp_path / "out")
+    assert ds.train_x.shape == (100, 1, 32, 32) and ds.test_x.shape == (50, 1, 32, 32)
+    assert ds.train_x[:, :, :2].max() == 0  # the 2-pixel pad
+    assert m["mean"] == [data.NORMALIZATION["fashion-mnist"][0][0]]
+
+
+def test_cifar_offline_gives_one_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tvd.CIFAR10, "download", offline)
+    with pytest.raises(DataNotFound, match=r"cifar10 not found under .*cifar-10-batches-py and the download failed"):
+        data.prepare(DataConfig(dataset="cifar10", root=str(tmp_path)), tmp_path / "out")
+
+
+def test_crop_flip_and_renderings():
+    x = torch.randn(64, 3, 32, 32)
+    out = data.crop_flip(x, pad=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    same = data.crop_flip(x, pad=0, generator=torch.Generator().manual_seed(0))
+    flipped = x.flip(3)
+    assert all(torch.equal(s, a) or torch.equal(s, f) for s, a, f in zip(same, x, flipped))
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    u8 = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(data.render_uint8(data.normalize(u8, mean, std), mean, std), u8)  # round trip
+    big = torch.randn(4, 3, 8, 8) * 10
+    mm = data.render_uint8(big, mean, std, "minmax")
+    assert mm.amin(dim=(1, 2, 3)).eq(0).all() and mm.amax(dim=(1, 2, 3)).eq(255).all()

@@ -1,0 +1,82 @@
+"""The loss terms against direct computations."""
+import torch
+from torch import nn
+
+from natinv.synthesis.bn_stats import BNStatsLoss
+from natinv.synthesis.priors import jitter_flip, l2_prior, tv_prior
+from tests.conftest import tiny_teacher
+
+
+def test_bn_statistics_loss_matches_direct_computation():
+    model = tiny_teacher()
+    inputs = {}
+    handles = [m.register_forward_pre_hook(lambda mod, inp: inputs.__setitem__(mod, inp[0].detach().clone()))
+               for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    bn = BNStatsLoss(model)
+    x = torch.randn(8, 3, 32, 32)
+    with bn.capture():
+        model(x)
+    got = bn.loss()
+    expected = 0.0
+    for mod, a in inputs.items():
+        n = a.shape[0] * a.shape[2] * a.shape[3]
+        mean = a.sum(dim=(0, 2, 3)) / n
+        var = ((a - mean.view(1, -1, 1, 1)) ** 2).sum(dim=(0, 2, 3)) / n  # biased
+        expected += ((mean - mod.running_mean) ** 2).sum().sqrt() + ((var - mod.running_var) ** 2).sum().sqrt()
+    assert len(inputs) == len(bn.layers) == 9
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    for h in handles:
+        h.remove()
+
+
+def test_bn_loss_only_counts_inside_capture():
+    model = tiny_teacher()
+    bn = BNStatsLoss(model)
+    model(torch.randn(4, 3, 32, 32))
+    assert bn.terms == []
+    bn.remove()
+    with bn.capture():
+        model(torch.randn(4, 3, 32, 32))
+    assert bn.terms == []
+
+
+def test_bn_loss_is_small_on_matching_statistics():
+    bn_layer = nn.BatchNorm2d(3).eval()
+    bn_layer.running_mean.copy_(torch.tensor([1.0, -2.0, 0.5]))
+    bn_layer.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    model = nn.Sequential(bn_layer)
+    loss = BNStatsLoss(model)
+    x = torch.randn(512, 3, 16, 16) * bn_layer.running_var.sqrt().view(1, 3, 1, 1) + bn_layer.running_mean.view(1, 3, 1, 1)
+    with loss.capture():
+        model(x)
+    assert loss.loss() < 0.05
+    with loss.capture():
+        model(x * 2)
+    assert loss.loss() > 1.0
+
+
+def test_tv_prior():
+    assert tv_prior(torch.full((2, 3, 8, 8), 3.0)) == 0
+    x = torch.zeros(1, 1, 2, 2)
+    x[0, 0, 0, 0] = 1.0
+    # right diff: (1), down: (1), diagonal up-right: (0 - 0)... check by hand:
+    # d1 = x[:, :-1] - x[:, 1:] over columns -> [[1],[0]]: norm 1; d2 over rows -> [[1, 0]]: norm 1
+    # d3 = x[1:, :-1] - x[:-1, 1:] = 0 - 0 = 0; d4 = x[:-1, :-1] - x[1:, 1:] = 1 - 0 = 1
+    assert torch.isclose(tv_prior(x), torch.tensor(3.0))
+    y = torch.randn(2, 3, 8, 8)
+    assert torch.isclose(tv_prior(y + 5), tv_prior(y))  # shift invariant
+    assert torch.isclose(tv_prior(2 * y), 2 * tv_prior(y))  # L2 norms: homogeneous of degree 1
+
+
+def test_l2_prior():
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.isclose(l2_prior(x), x.pow(2).sum().sqrt())
+
+
+def test_jitter_flip_is_seeded_and_bounded():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float).view(2, 1, 6, 6)
+    a = jitter_flip(x, torch.Generator().manual_seed(3), 2, True)
+    b = jitter_flip(x, torch.Generator().manual_seed(3), 2, True)
+    assert torch.equal(a, b)
+    assert sorted(a.flatten().tolist()) == sorted(x.flatten().tolist())  # a permutation of pixels
+    assert torch.equal(jitter_flip(x, torch.Generator(), 0, False), x)
