@@ -21,12 +21,12 @@ def chain(tmp_path_factory):
     params = ["--params", str(ROOT / "params/default.yaml"), "--params", str(ROOT / "params/tiny.yaml"), "--params", str(overlay)]
     proc = subprocess.run([sys.executable, "-m", "natinv", "data", *params, "--threads", "1"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert main(["teacher", *params, "--teacher", "resnet8-w32"]) == 0
+    assert main(["teacher", *params, "--teacher", "resnet8-w16"]) == 0
     for method in ("ni", "di"):
         for shard in (0, 1):
-            assert main(["synthesize", *params, "--teacher", "resnet8-w32", "--method", method, "--shard", str(shard)]) == 0
+            assert main(["synthesize", *params, "--teacher", "resnet8-w16", "--method", method, "--shard", str(shard)]) == 0
     for method in ("ni", "real"):
-        assert main(["kd", *params, "--teacher", "resnet8-w32", "--method", method, "--student", "resnet8-w16"]) == 0
+        assert main(["kd", *params, "--teacher", "resnet8-w16", "--method", method, "--student", "resnet8-w8"]) == 0
     return tmp / "results" / "tiny", params
 
 
@@ -34,19 +34,19 @@ def test_chain_writes_the_declared_outputs(chain):
     exp, _ = chain
     manifest = json.loads((exp / "data/manifest.json").read_text())
     assert manifest["train_images"] == 2000 and manifest["image_size"] == 32
-    teacher = json.loads((exp / "teachers/resnet8-w32.json").read_text())
-    assert 0 <= teacher["test_acc"] <= 100 and (exp / "teachers/resnet8-w32.safetensors").is_file()
+    teacher = json.loads((exp / "teachers/resnet8-w16.json").read_text())
+    assert 0 <= teacher["test_acc"] <= 100 and (exp / "teachers/resnet8-w16.safetensors").is_file()
     total = 0
     for shard in (0, 1):
-        with np.load(exp / f"synth/resnet8-w32/ni/shard-{shard}.npz") as z:
+        with np.load(exp / f"synth/resnet8-w16/ni/shard-{shard}.npz") as z:
             assert z["images"].dtype == np.float16 and z["labels"].dtype == np.int64
             assert z["images_uint8"].shape == z["images"].shape
             total += len(z["labels"])
-        summary = json.loads((exp / f"synth/resnet8-w32/ni/shard-{shard}.json").read_text())
+        summary = json.loads((exp / f"synth/resnet8-w16/ni/shard-{shard}.json").read_text())
         assert summary["iterations"] == 10 and "agreement_uint8" in summary
     assert total == 48
     for method in ("ni", "real"):
-        kd = json.loads((exp / f"kd/resnet8-w32/{method}/resnet8-w16.json").read_text())
+        kd = json.loads((exp / f"kd/resnet8-w16/{method}/resnet8-w8.json").read_text())
         assert kd["images"] == 48 and len(kd["epochs"]) == 1 and 0 <= kd["test_acc"] <= 100
     assert not list(exp.rglob("*.tmp"))  # nothing half-written left behind
 
@@ -59,16 +59,16 @@ def _one_line_error(argv, expected, capsys):
 
 def test_bad_input_exits_with_one_line(chain, capsys, tmp_path):
     exp, params = chain
-    _one_line_error(["synthesize", *params, "--teacher", "resnet8-w32", "--method", "gan", "--shard", "0"],
+    _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "gan", "--shard", "0"],
                     "method = 'gan': expected one of ni, di", capsys)
-    _one_line_error(["synthesize", *params, "--teacher", "resnet8-w32", "--method", "ni", "--shard", "5"],
+    _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "ni", "--shard", "5"],
                     "shard = 5: expected 0..1", capsys)
     _one_line_error(["synthesize", *params, "--teacher", "nobody", "--method", "ni", "--shard", "0"],
                     "nobody.safetensors: checkpoint not found", capsys)
-    _one_line_error(["kd", *params, "--teacher", "resnet8-w32", "--method", "ni", "--student", "giant"],
+    _one_line_error(["kd", *params, "--teacher", "resnet8-w16", "--method", "ni", "--student", "giant"],
                     "student = 'giant': expected one of", capsys)
-    _one_line_error(["teacher", *params, "--set", "models.resnet8-w32.arch=resnet9", "--teacher", "resnet8-w32"],
-                    "command line: models.resnet8-w32.arch: got 'resnet9'", capsys)
+    _one_line_error(["teacher", *params, "--set", "models.resnet8-w16.arch=resnet9", "--teacher", "resnet8-w16"],
+                    "command line: models.resnet8-w16.arch: got 'resnet9'", capsys)
     corrupt = exp / "teachers" / "broken.safetensors"
     corrupt.write_bytes(b"not a checkpoint")
     _one_line_error(["synthesize", *params, "--teacher", "broken", "--method", "ni", "--shard", "0"],

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage("teacher", "train a teacher on real data", "teacher")
     stage("synthesize", "synthesize one shard of images from a teacher", "teacher", "method", "shard")
     stage("kd", "distill a student from synthesized (or real) images", "teacher", "method", "student")
+    stage("summary", "print the experiment's results so far as tables")
     imp = stage("import-checkpoint", "convert a PyTorch state_dict into a teacher checkpoint (weights_only)", "teacher")
     imp.add_argument("--checkpoint", required=True, type=Path)
     return parser
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> None:
         stages.run_synthesize(cfg, args.teacher, args.method, args.shard, device)
     elif args.stage == "kd":
         stages.run_kd(cfg, args.teacher, args.method, args.student, device)
+    elif args.stage == "summary":
+        from natinv.summary import collect, render
+
+        print(render(collect(cfg)))
     elif args.stage == "import-checkpoint":
         stages.run_import(cfg, args.teacher, args.checkpoint)
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from natinv.data import crop_flip
 from natinv.runtime import log
 
+CL = torch.channels_last  # 20-25 % faster convolutions on CPU (measured) and the fast layout on GPUs
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -48,7 +49,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     model.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device).float(), y[i:i + batch_size].to(device)
+        xb, yb = x[i:i + batch_size].to(device).float().contiguous(memory_format=CL), y[i:i + batch_size].to(device)
         logits = model(xb)
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -69,7 +70,7 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train `model` on (x, targets) with crop+flip; returns one record per epoch (train loss, seconds, on_epoch's)."""
     gen = torch.Generator().manual_seed(seed)
-    model.to(device).train()
+    model.to(device, memory_format=CL).train()
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -86,7 +87,7 @@ def fit(
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{schedule.epochs}", leave=False, mininterval=2)
         for step in bar:
             idx = order[step * schedule.batch_size:(step + 1) * schedule.batch_size]
-            xb = crop_flip(x[idx].to(device).float(), generator=gen)
+            xb = crop_flip(x[idx].to(device).float(), generator=gen).contiguous(memory_format=CL)
             loss = batch_loss(model, xb, targets[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install everything the pipeline needs on a fresh machine (Python 3.11; PyPI and Debian reachable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Fashion-MNIST from Debian, so the default runs offline (skipped where there is no root or apt).
+if [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+      || echo "setup: warning: could not install dataset-fashion-mnist; the data stage will try to download it" >&2
+  else
+    echo "setup: note: dataset-fashion-mnist not installed (needs root); the data stage will try to download it" >&2
+  fi
+fi
+
+# uv installs the locked environment (torch + the matching torchvision) into .venv; it ignores pip's local wheels.
+command -v uv >/dev/null || python3 -m pip install --quiet uv
+# pre-compiled bytecode: with PYTHONDONTWRITEBYTECODE set, every stage would otherwise re-compile torch (~7 s)
+uv sync --frozen --compile-bytecode --quiet
+.venv/bin/python -c "import torch, torchvision, natinv; print(f'setup: torch {torch.__version__}, torchvision {torchvision.__version__}, natinv {natinv.__version__}')"
