@@ -14,7 +14,6 @@ import json
 import sys
 from dataclasses import replace
 
-import torch
 import yaml
 
 from natinv import paths

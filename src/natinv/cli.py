@@ -24,12 +24,6 @@ def _override(text: str) -> dict:
     return out
 
 
-def _merge(a: dict, b: dict) -> dict:
-    for k, v in b.items():
-        a[k] = _merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-    return a
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="natinv", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
@@ -62,10 +56,7 @@ def run(args: argparse.Namespace) -> None:
     from natinv.config import load_config
     from natinv.runtime import pick_device, set_threads
 
-    overrides: dict = {}
-    for text in args.set:
-        _merge(overrides, _override(text))
-    cfg = load_config(args.params, overrides)
+    cfg = load_config(args.params, [_override(text) for text in args.set])
     set_threads(args.threads or cfg.threads)
     device = pick_device(args.device or cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"

@@ -169,16 +169,16 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_config(paths: list[str | Path], overrides: dict[str, Any] | None = None) -> Config:
-    """Load and validate params files in order (later files override earlier ones)."""
+def load_config(paths: list[str | Path], overrides: list[dict[str, Any]] = ()) -> Config:
+    """Load and validate params files in order (later files override earlier ones), then `overrides`."""
     if not paths:
         raise ConfigError("no params file given: pass --params params/default.yaml")
     merged: dict = {}
     origin: dict[str, str] = {}
     for p in paths:
         _merge(merged, _read_yaml(Path(p)), origin, str(p))
-    if overrides:
-        _merge(merged, overrides, origin, "command line")
+    for over in overrides:
+        _merge(merged, over, origin, "command line")
     return config_from_dict(merged, origin)
 
 

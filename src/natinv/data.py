@@ -134,7 +134,9 @@ def _load_fashion(cfg: DataConfig) -> tuple:
             ) from None
         folder = _find_fashion(root)
     arrays = [_read_idx(_idx_file(folder, f)) for f in FASHION_FILES]
-    pad = lambda a: np.pad(a[:, None], ((0, 0), (0, 0), (2, 2), (2, 2)))  # noqa: E731  28x28 -> 32x32
+    def pad(images: np.ndarray) -> np.ndarray:  # (N, 28, 28) -> (N, 1, 32, 32)
+        return np.pad(images[:, None], ((0, 0), (0, 0), (2, 2), (2, 2)))
+
     return pad(arrays[0]), arrays[1], pad(arrays[2]), arrays[3], 10, str(folder)
 
 
@@ -150,7 +152,9 @@ def _load_cifar(cfg: DataConfig) -> tuple:
             f"{cfg.dataset} not found under {Path(cfg.root) / cls.base_folder} and the download failed "
             f"({type(exc).__name__}); put the extracted python-version archive there or set data.root"
         ) from None
-    nchw = lambda d: np.ascontiguousarray(d.data.transpose(0, 3, 1, 2))  # noqa: E731
+    def nchw(d) -> np.ndarray:
+        return np.ascontiguousarray(d.data.transpose(0, 3, 1, 2))
+
     return nchw(train), np.asarray(train.targets), nchw(test), np.asarray(test.targets), n, str(Path(cfg.root) / cls.base_folder)
 
 

@@ -18,7 +18,10 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
     if any(s is None for s in shards):
         return None
     n = sum(s["images"] for s in shards)
-    mean = lambda key: sum(s[key] * s["images"] for s in shards) / n  # noqa: E731
+
+    def mean(key: str) -> float:  # image-weighted over shards
+        return sum(s[key] * s["images"] for s in shards) / n
+
     return {
         "images": n, "iterations": shards[0]["iterations"], "batch_size": shards[0]["batch_size"],
         "seconds": sum(s["seconds"] for s in shards),

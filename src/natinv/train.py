@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +84,8 @@ def fit(
         start = time.perf_counter()
         order = torch.randperm(len(x), generator=gen)
         total = torch.zeros((), device=device)
-        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{schedule.epochs}", leave=False, mininterval=2)
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{schedule.epochs}", leave=False, mininterval=2,
+                   disable=None)  # a bar on a terminal; in logs only the per-epoch lines
         for step in bar:
             idx = order[step * schedule.batch_size:(step + 1) * schedule.batch_size]
             xb = crop_flip(x[idx].to(device).float(), generator=gen).contiguous(memory_format=CL)

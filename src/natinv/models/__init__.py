@@ -1,7 +1,7 @@
 """Model registry: build any classifier by name; every model is a StagedNet with BatchNorm layers."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from natinv.models.base import StagedNet
 from natinv.models.mobilenetv2 import mobilenetv2

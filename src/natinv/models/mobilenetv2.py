@@ -28,7 +28,10 @@ class InvertedResidual(nn.Module):
 
 def mobilenetv2(num_classes: int = 10, in_channels: int = 3, width: int | None = None) -> StagedNet:
     scale = (width or 32) / 32  # width = stem channels; 32 is the standard network
-    ch = lambda c: max(8, int(round(c * scale / 8)) * 8)  # noqa: E731
+
+    def ch(c: int) -> int:  # channels scaled, rounded to a multiple of 8
+        return max(8, round(c * scale / 8) * 8)
+
     stem_c = ch(32)
     stages: list[list[nn.Module]] = [[]]
     cin = stem_c

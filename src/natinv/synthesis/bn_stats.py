@@ -2,8 +2,8 @@
 to the layer's running statistics. L2 norms (not squared), biased variance, as in the official code."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -14,8 +14,16 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 def bn_distance(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
-    var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-    return torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var)
+    """||mu(x) - running_mean||_2 + ||var(x) - running_var||_2 over the (N, H, W) axes.
+
+    One pass on d = x - running_mean: mean(d) and mean(d^2) - mean(d)^2 (biased variance). Centring on the
+    running mean keeps the one-pass formula accurate; it is about 2x faster than torch.var_mean forward and
+    backward on CPU (benchmarks/README.md).
+    """
+    d = x - running_mean.view(1, -1, 1, 1)
+    mean_d = d.mean(dim=(0, 2, 3))
+    var = d.square().mean(dim=(0, 2, 3)) - mean_d.square()
+    return torch.linalg.vector_norm(mean_d) + torch.linalg.vector_norm(var - running_var)
 
 
 class BNStatsLoss:
@@ -34,7 +42,7 @@ class BNStatsLoss:
             self.terms.append(bn_distance(inputs[0].float(), module.running_mean, module.running_var))
 
     @contextmanager
-    def capture(self) -> Iterator["BNStatsLoss"]:
+    def capture(self) -> Iterator[BNStatsLoss]:
         self.terms, self.active = [], True
         try:
             yield self

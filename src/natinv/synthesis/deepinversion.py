@@ -1,7 +1,7 @@
 """DeepInversion: the inversion objective optimized directly on the pixels (Yin et al. 2020, CIFAR settings)."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -5,7 +5,7 @@ and FTP serve all batches of a shard (alpha and z stay per batch), the paper's o
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

@@ -5,8 +5,8 @@ The loop keeps the batch of the lowest-loss iteration, on the device, without a 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
