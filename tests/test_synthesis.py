@@ -93,3 +93,14 @@ def test_di_clamp_keeps_pixels_in_range(teacher_file):
     arrays, _ = synthesize_shard(model, meta, "t", "m", method, syn, 0, 0, torch.device("cpu"), log=lambda _: None)
     pix = arrays["images"].astype(np.float32) * 0.25 + 0.5
     assert pix.min() >= -1e-2 and pix.max() <= 1 + 1e-2
+
+
+@pytest.mark.parametrize("module,cfg", [(naturalinversion, NI), (deepinversion, DI)], ids=["ni", "di"])
+def test_any_class_count_and_batch_size(module, cfg):
+    from natinv.synthesis.labels import batch_labels
+
+    teacher = tiny_teacher(num_classes=100, in_channels=1)
+    obj = InversionObjective(teacher, LossWeights(0, 0, 0))
+    labels = batch_labels(7, 100, torch.Generator().manual_seed(0))
+    (res,) = list(module.synthesize(obj, [(labels, 5)], replace(cfg, iterations=2), 100, (1, 32, 32), torch.device("cpu")))
+    assert res.images.shape == (7, 1, 32, 32) and torch.isfinite(res.curve).all()

@@ -18,7 +18,13 @@ from tqdm import tqdm
 from natinv.data import crop_flip
 from natinv.runtime import log
 
-CL = torch.channels_last  # 20-25 % faster convolutions on CPU (measured) and the fast layout on GPUs
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on GPUs. Not on CPU: it was 20-25 % faster there, but a 1x1 stride-2 convolution with 4 input
+    channels hangs in backward on one thread (torch 2.14.1, benchmarks/README.md), and a hang is worse than speed."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -49,7 +55,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     model.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device).float().contiguous(memory_format=CL), y[i:i + batch_size].to(device)
+        xb, yb = x[i:i + batch_size].to(device).float().contiguous(memory_format=memory_format(device)), y[i:i + batch_size].to(device)
         logits = model(xb)
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -70,7 +76,8 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train `model` on (x, targets) with crop+flip; returns one record per epoch (train loss, seconds, on_epoch's)."""
     gen = torch.Generator().manual_seed(seed)
-    model.to(device, memory_format=CL).train()
+    layout = memory_format(device)
+    model.to(device, memory_format=layout).train()
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -88,7 +95,7 @@ def fit(
                    disable=None)  # a bar on a terminal; in logs only the per-epoch lines
         for step in bar:
             idx = order[step * schedule.batch_size:(step + 1) * schedule.batch_size]
-            xb = crop_flip(x[idx].to(device).float(), generator=gen).contiguous(memory_format=CL)
+            xb = crop_flip(x[idx].to(device).float(), generator=gen).contiguous(memory_format=layout)
             loss = batch_loss(model, xb, targets[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
