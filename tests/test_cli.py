@@ -83,3 +83,23 @@ def test_cli_process_exit_code_for_missing_data(tmp_path):
                            "--params", str(overlay)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "missing.npz: not found" in proc.stderr
+
+
+def test_import_checkpoint_through_the_cli(chain, tmp_path, capsys):
+    import torch
+
+    from natinv.checkpoint import load_model
+    from natinv.models import build_model
+
+    exp, params = chain
+    model = build_model("resnet8", 10, 1, 8)
+    torch.save(model.state_dict(), tmp_path / "mine.pt")
+    extra = ["--set", "models.mine={arch: resnet8, width: 8}"]
+    assert main(["import-checkpoint", *params, *extra, "--teacher", "mine", "--checkpoint", str(tmp_path / "mine.pt")]) == 0
+    loaded, meta = load_model(exp / "teachers/mine.safetensors")
+    assert meta.in_channels == 1 and meta.num_classes == 10
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    capsys.readouterr()
+    torch.save(build_model("vgg11", 10, 1, 8).state_dict(), tmp_path / "vgg.pt")
+    _one_line_error(["import-checkpoint", *params, *extra, "--teacher", "mine", "--checkpoint", str(tmp_path / "vgg.pt")],
+                    "vgg.pt: does not fit architecture resnet8", capsys)

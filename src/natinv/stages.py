@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from natinv import data, paths
-from natinv.checkpoint import ModelMeta, load_model, save_model
+from natinv.checkpoint import ModelMeta, import_torch_checkpoint, load_model, save_model
 from natinv.config import Config
 from natinv.distill import kd_loss
 from natinv.errors import ConfigError, NatinvError
-from natinv.io import atomic_write_json, read_npz, write_npz
+from natinv.io import atomic_write_json, read_json, read_npz, write_npz
 from natinv.models import build_model
 from natinv.runtime import derive_seed, log
 from natinv.synthesis.shard import synthesize_shard
@@ -125,15 +125,11 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
 
 def run_import(cfg: Config, teacher: str, checkpoint: Path) -> None:
     """Bring a teacher trained elsewhere: a PyTorch state_dict for models[teacher], loaded with weights_only=True."""
-    from natinv.checkpoint import import_torch_checkpoint
-
     _choose(teacher, cfg.models, "teacher")
-    ds_manifest = paths.data_dir(cfg.exp_dir) / "manifest.json"
-    if not ds_manifest.is_file():
-        raise NatinvError(f"{ds_manifest}: not found; run `python -m natinv data` first (the checkpoint needs the dataset's shape)")
-    import json
-
-    m = json.loads(ds_manifest.read_text())
+    manifest = paths.data_dir(cfg.exp_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise NatinvError(f"{manifest}: not found; run `python -m natinv data` first (the checkpoint needs the dataset's shape)")
+    m = read_json(manifest)
     spec = cfg.models[teacher]
     meta = ModelMeta(spec.arch, m["num_classes"], m["in_channels"], m["image_size"], spec.width, m["mean"], m["std"])
     import_torch_checkpoint(checkpoint, meta, paths.teacher_weights(cfg.exp_dir, teacher))

@@ -19,7 +19,6 @@ from natinv.data import crop_flip
 from natinv.runtime import log
 
 
-
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last on GPUs. Not on CPU: it was 20-25 % faster there, but a 1x1 stride-2 convolution with 4 input
     channels hangs in backward on one thread (torch 2.14.1, benchmarks/README.md), and a hang is worse than speed."""
