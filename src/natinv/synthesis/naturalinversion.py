@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from natinv.config import NIConfig
+from natinv.errors import ConfigError
 from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
 from natinv.synthesis.objective import BatchResult, InversionObjective, LossWeights, optimize
@@ -45,8 +46,6 @@ def synthesize(
 ) -> Iterator[BatchResult]:
     stage_shapes = objective.teacher.stage_shapes(shape[0], shape[1])
     if cfg.ftp_stages and max(cfg.ftp_stages) > len(stage_shapes):
-        from natinv.errors import ConfigError
-
         raise ConfigError(f"ftp_stages = {cfg.ftp_stages}: the teacher has {len(stage_shapes)} stages (1..{len(stage_shapes)})")
     objective.weights = LossWeights(cfg.lambda_bn, cfg.lambda_tv, cfg.lambda_l2, cfg.jitter, cfg.flip)
     shared = None
@@ -60,7 +59,7 @@ def synthesize(
             alpha0 = torch.randn(len(labels), shape[0], 1, 1) * cfg.alpha_std + cfg.alpha_mean
         model.to(device).train()
         z, y = z.to(device), labels.to(device)
-        alpha = nn.Parameter(alpha0.to(device), requires_grad=cfg.acs) if cfg.acs else torch.ones_like(alpha0, device=device)
+        alpha = nn.Parameter(alpha0.to(device)) if cfg.acs else torch.ones_like(alpha0, device=device)
         groups = [{"params": model.generator.parameters(), "lr": cfg.lr_generator},
                   {"params": model.head.parameters(), "lr": cfg.lr_generator}]
         if model.ftp is not None:
