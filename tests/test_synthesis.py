@@ -19,7 +19,7 @@ DI = DIConfig(iterations=30, lr=0.25, lambda_bn=1.0, lambda_tv=1e-4)
 
 
 def _run(module, cfg, teacher, num_classes=10):
-    obj = InversionObjective(teacher, LossWeights(0, 0, 0))
+    obj = InversionObjective(teacher, LossWeights.of(cfg))
     labels = torch.arange(16) % num_classes
     (res,) = list(module.synthesize(obj, [(labels, 123)], cfg, num_classes, (3, 32, 32), torch.device("cpu")))
     obj.close()
@@ -100,7 +100,7 @@ def test_any_class_count_and_batch_size(module, cfg):
     from natinv.synthesis.labels import batch_labels
 
     teacher = tiny_teacher(num_classes=100, in_channels=1)
-    obj = InversionObjective(teacher, LossWeights(0, 0, 0))
+    obj = InversionObjective(teacher, LossWeights.of(cfg))
     labels = batch_labels(7, 100, torch.Generator().manual_seed(0))
     (res,) = list(module.synthesize(obj, [(labels, 5)], replace(cfg, iterations=2), 100, (1, 32, 32), torch.device("cpu")))
     assert res.images.shape == (7, 1, 32, 32) and torch.isfinite(res.curve).all()

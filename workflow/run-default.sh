@@ -7,12 +7,13 @@ FILES=(params/default.yaml "$@")
 PARAMS=()
 for f in "${FILES[@]}"; do PARAMS+=(--params "$f"); done
 natinv() { .venv/bin/python -m natinv "$@"; }
-keys() { .venv/bin/python -c "import sys; from natinv.config import load_config; c = load_config(sys.argv[1:]); print(' '.join(map(str, $1)))" "${FILES[@]}"; }
-TEACHERS=$(keys "c.teacher_keys()")
-METHODS=$(keys "c.synthesis.run")
-SHARDS=$(keys "range(c.synthesis.shards)")
-STUDENTS=$(keys "c.kd.students")
-KD_METHODS=$(keys "c.kd.methods")
+# the stage keys, one line each: teachers, methods, shards, students, KD data sources
+{ read -r TEACHERS; read -r METHODS; read -r SHARDS; read -r STUDENTS; read -r KD_METHODS; } < <(.venv/bin/python -c '
+import sys
+from natinv.config import load_config
+c = load_config(sys.argv[1:])
+for keys in (c.teacher_keys(), c.synthesis.run, range(c.synthesis.shards), c.kd.students, c.kd.methods):
+    print(" ".join(map(str, keys)))' "${FILES[@]}")
 
 natinv data "${PARAMS[@]}"
 for t in $TEACHERS; do natinv teacher "${PARAMS[@]}" --teacher "$t"; done

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from natinv.errors import CheckpointError
@@ -34,8 +34,6 @@ def save_model(path: Path, model: StagedNet, meta: ModelMeta) -> None:
 
 
 def read_meta(path: Path) -> ModelMeta:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("natinv")

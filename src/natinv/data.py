@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 
 from natinv.config import DataConfig
 from natinv.errors import DataNotFound
-from natinv.io import atomic_write_json, read_npz, write_npz
+from natinv.io import atomic_write_json, read_json, read_npz, write_npz
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -272,12 +271,16 @@ def prepare(cfg: DataConfig, out_dir: Path) -> dict:
     return manifest
 
 
+def read_manifest(out_dir: Path) -> dict:
+    path = out_dir / "manifest.json"
+    if not path.is_file():
+        raise DataNotFound(f"{path}: not found; run `python -m natinv data` first")
+    return read_json(path)
+
+
 def load(out_dir: Path) -> Dataset:
     """Load what the `data` stage wrote."""
-    manifest_path = out_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataNotFound(f"{manifest_path}: not found; run `python -m natinv data` first")
-    m = json.loads(manifest_path.read_text())
+    m = read_manifest(out_dir)
     tr, te = read_npz(out_dir / "train.npz"), read_npz(out_dir / "test.npz")
     t = torch.from_numpy
     return Dataset(m["dataset"], t(tr["images"]), t(tr["labels"]), t(te["images"]), t(te["labels"]),

@@ -12,7 +12,7 @@ from natinv.checkpoint import ModelMeta, import_torch_checkpoint, load_model, sa
 from natinv.config import Config
 from natinv.distill import kd_loss
 from natinv.errors import ConfigError, NatinvError
-from natinv.io import atomic_write_json, read_json, read_npz, write_npz
+from natinv.io import atomic_write_json, read_npz, write_npz
 from natinv.models import build_model
 from natinv.runtime import derive_seed, log
 from natinv.synthesis.shard import synthesize_shard
@@ -126,10 +126,7 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
 def run_import(cfg: Config, teacher: str, checkpoint: Path) -> None:
     """Bring a teacher trained elsewhere: a PyTorch state_dict for models[teacher], loaded with weights_only=True."""
     _choose(teacher, cfg.models, "teacher")
-    manifest = paths.data_dir(cfg.exp_dir) / "manifest.json"
-    if not manifest.is_file():
-        raise NatinvError(f"{manifest}: not found; run `python -m natinv data` first (the checkpoint needs the dataset's shape)")
-    m = read_json(manifest)
+    m = data.read_manifest(paths.data_dir(cfg.exp_dir))  # the checkpoint takes the dataset's shape
     spec = cfg.models[teacher]
     meta = ModelMeta(spec.arch, m["num_classes"], m["in_channels"], m["image_size"], spec.width, m["mean"], m["std"])
     import_torch_checkpoint(checkpoint, meta, paths.teacher_weights(cfg.exp_dir, teacher))

@@ -1,15 +1,16 @@
 """Gather the stage JSONs of an experiment into one table (the report stage builds on this)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from natinv import paths
 from natinv.config import Config
+from natinv.io import read_json
 
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A stage JSON, or None while the stage has not run."""
+    return read_json(path) if path.is_file() else None
 
 
 def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
@@ -19,16 +20,15 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
         return None
     n = sum(s["images"] for s in shards)
 
-    def mean(key: str) -> float:  # image-weighted over shards
-        return sum(s[key] * s["images"] for s in shards) / n
+    def mean(get) -> float:  # image-weighted over shards
+        return sum(get(s) * s["images"] for s in shards) / n
 
     return {
         "images": n, "iterations": shards[0]["iterations"], "batch_size": shards[0]["batch_size"],
         "seconds": sum(s["seconds"] for s in shards),
         "s_per_iter": sum(s["seconds"] for s in shards) / sum(s["batches"] * s["iterations"] for s in shards),
-        "final_ce": sum(s["final"]["ce"] * s["images"] for s in shards) / n,
-        "final_bn": sum(s["final"]["bn"] * s["images"] for s in shards) / n,
-        "agreement_float16": mean("agreement_float16"), "agreement_uint8": mean("agreement_uint8"),
+        "final_ce": mean(lambda s: s["final"]["ce"]), "final_bn": mean(lambda s: s["final"]["bn"]),
+        "agreement_float16": mean(lambda s: s["agreement_float16"]), "agreement_uint8": mean(lambda s: s["agreement_uint8"]),
     }
 
 

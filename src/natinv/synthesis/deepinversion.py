@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import torch
 
 from natinv.config import DIConfig
-from natinv.synthesis.objective import BatchResult, InversionObjective, LossWeights, optimize
+from natinv.synthesis.objective import BatchResult, InversionObjective, optimize
 
 
 def synthesize(
@@ -18,7 +18,6 @@ def synthesize(
     device: torch.device,
     pixel_range: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Iterator[BatchResult]:
-    objective.weights = LossWeights(cfg.lambda_bn, cfg.lambda_tv, cfg.lambda_l2, cfg.jitter, cfg.flip)
     for labels, seed in batches:
         gen = torch.Generator().manual_seed(seed)
         pixels = torch.randn(len(labels), *shape, generator=gen).to(device).requires_grad_(True)

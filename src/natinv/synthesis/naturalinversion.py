@@ -14,7 +14,7 @@ from natinv.config import NIConfig
 from natinv.errors import ConfigError
 from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
-from natinv.synthesis.objective import BatchResult, InversionObjective, LossWeights, optimize
+from natinv.synthesis.objective import BatchResult, InversionObjective, optimize
 
 
 class NaturalInversionImage(nn.Module):
@@ -47,7 +47,6 @@ def synthesize(
     stage_shapes = objective.teacher.stage_shapes(shape[0], shape[1])
     if cfg.ftp_stages and max(cfg.ftp_stages) > len(stage_shapes):
         raise ConfigError(f"ftp_stages = {cfg.ftp_stages}: the teacher has {len(stage_shapes)} stages (1..{len(stage_shapes)})")
-    objective.weights = LossWeights(cfg.lambda_bn, cfg.lambda_tv, cfg.lambda_l2, cfg.jitter, cfg.flip)
     shared = None
     for labels, seed in batches:
         with torch.random.fork_rng(devices=[]):

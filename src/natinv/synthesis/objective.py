@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from natinv.config import DIConfig, NIConfig
 from natinv.models import StagedNet
 from natinv.synthesis.bn_stats import BNStatsLoss
 from natinv.synthesis.priors import jitter_flip, l2_prior, tv_prior
@@ -25,6 +26,11 @@ class LossWeights:
     l2: float
     jitter: int = 2
     flip: bool = True
+
+    @classmethod
+    def of(cls, method: NIConfig | DIConfig) -> LossWeights:
+        """The weights and augmentation a method's config asks for (every method shares these keys)."""
+        return cls(method.lambda_bn, method.lambda_tv, method.lambda_l2, method.jitter, method.flip)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from natinv.runtime import derive_seed
 from natinv.synthesis import deepinversion, naturalinversion
 from natinv.synthesis.labels import batch_labels
 from natinv.synthesis.objective import TERMS, InversionObjective, LossWeights
+from natinv.train import evaluate
 
 
 def batch_plan(num_images: int, batch_size: int, shards: int) -> list[list[tuple[int, int]]]:
@@ -27,13 +28,6 @@ def batch_plan(num_images: int, batch_size: int, shards: int) -> list[list[tuple
     sizes = [min(batch_size, num_images - i * batch_size) for i in range(n_batches)]
     bounds = [s * n_batches // shards for s in range(shards + 1)]
     return [[(i, sizes[i]) for i in range(bounds[s], bounds[s + 1])] for s in range(shards)]
-
-
-@torch.inference_mode()
-def agreement(teacher: StagedNet, x: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
-    """Teacher top-1 agreement (%) with the synthesis labels."""
-    preds = torch.cat([teacher(x[i:i + 512].to(device).float()).argmax(1).cpu() for i in range(0, len(x), 512)])
-    return float((preds == labels).float().mean() * 100)
 
 
 def synthesize_shard(
@@ -46,7 +40,7 @@ def synthesize_shard(
     batches = [(batch_labels(size, meta.num_classes, torch.Generator().manual_seed(derive_seed(s, "labels"))), s)
                for (_, size), s in zip(plan, seeds)]
     teacher = teacher.to(device).eval().requires_grad_(False)
-    objective = InversionObjective(teacher, LossWeights(0, 0, 0))
+    objective = InversionObjective(teacher, LossWeights.of(method))
     if isinstance(method, NIConfig):
         results = naturalinversion.synthesize(objective, batches, method, meta.num_classes, shape, device)
     else:
@@ -73,8 +67,8 @@ def synthesize_shard(
     y = torch.cat(labels)
     x16 = x.half()
     rendered = render_uint8(x, meta.mean, meta.std, syn.save_scaling)
-    agree_f16 = agreement(teacher, x16, y, device)
-    agree_u8 = agreement(teacher, normalize(rendered, meta.mean, meta.std), y, device)
+    agree_f16 = evaluate(teacher, x16, y, device)["acc"]  # teacher top-1 agreement (%) with the synthesis labels
+    agree_u8 = evaluate(teacher, normalize(rendered, meta.mean, meta.std), y, device)["acc"]
     curve = torch.stack(curves).numpy().astype(np.float32)
     best = np.asarray(best_iters, dtype=np.int64)
     at_best = curve[np.arange(len(best)), best]  # (batches, terms)
