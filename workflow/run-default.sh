@@ -11,7 +11,11 @@ natinv() { .venv/bin/python -m natinv "$@"; }
 { read -r TEACHERS; read -r METHODS; read -r SHARDS; read -r STUDENTS; read -r KD_METHODS; } < <(.venv/bin/python -c '
 import sys
 from natinv.config import load_config
-c = load_config(sys.argv[1:])
+from natinv.errors import NatinvError
+try:
+    c = load_config(sys.argv[1:])
+except NatinvError as exc:
+    sys.exit(f"run-default: error: {exc}")
 for keys in (c.teacher_keys(), c.synthesis.run, range(c.synthesis.shards), c.kd.students, c.kd.methods):
     print(" ".join(map(str, keys)))' "${FILES[@]}")
 
