@@ -36,44 +36,68 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, help="torch CPU threads (default: params threads)")
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: params device")
         for a in args:
-            p.add_argument(f"--{a}", required=True, type=int if a == "shard" else str)
+            p.add_argument(f"--{a}", required=True)
         return p
 
     stage("data", "fetch the dataset and write canonical uint8 arrays + manifest")
     stage("teacher", "train a teacher on real data", "teacher")
-    stage("synthesize", "synthesize one shard of images from a teacher", "teacher", "method", "shard")
-    stage("kd", "distill a student from synthesized (or real) images", "teacher", "method", "student")
-    stage("summary", "print the experiment's results so far as tables")
+    syn = stage("synthesize", "synthesize images from a teacher: one shard, or all shards in turn", "teacher", "method")
+    syn.add_argument("--shard", type=int, help="0..synthesis.shards-1 (default: every shard, one after another)")
+    stage("kd", "distill a student from synthesized images (--method real: from real images)", "teacher", "method", "student")
+    stage("report", "write report.md, figures and summary.json from the stage outputs")
     imp = stage("import-checkpoint", "convert a PyTorch state_dict into a teacher checkpoint (weights_only)", "teacher")
     imp.add_argument("--checkpoint", required=True, type=Path)
     return parser
 
 
+def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """(tracked stage name, wildcards) of each unit of work the command stands for."""
+    if args.stage == "teacher":
+        return [("teacher", {"teacher": args.teacher})]
+    if args.stage == "synthesize":
+        shards = range(cfg.synthesis.shards) if args.shard is None else [args.shard]
+        return [("synthesize", {"teacher": args.teacher, "method": args.method, "shard": s}) for s in shards]
+    if args.stage == "kd":
+        return [("kd_real" if args.method == "real" else "kd", {"teacher": args.teacher, "method": args.method, "student": args.student})]
+    return [(args.stage, {})]
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from natinv import stages
-    from natinv.config import load_config
+    from natinv import stages, tracking
+    from natinv.config import load_config, stage_params
+
     from natinv.runtime import pick_device, set_threads
 
     cfg = load_config(args.params, [_override(text) for text in args.set])
+    if args.stage == "import-checkpoint":
+        stages.run_import(cfg, args.teacher, args.checkpoint)
+        return
     set_threads(args.threads or cfg.threads)
     device = pick_device(args.device or cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    if args.stage == "data":
-        stages.run_data(cfg, device)
-    elif args.stage == "teacher":
-        stages.run_teacher(cfg, args.teacher, device)
-    elif args.stage == "synthesize":
-        stages.run_synthesize(cfg, args.teacher, args.method, args.shard, device)
-    elif args.stage == "kd":
-        stages.run_kd(cfg, args.teacher, args.method, args.student, device)
-    elif args.stage == "summary":
-        from natinv.summary import collect, render
+    if args.stage == "synthesize" and args.shard is not None:
+        stages.check_shard(cfg, args.method, args.shard)
+    for name, keys in _jobs(cfg, args):
+        run = tracking.StageRun(cfg, args.stage, keys, stage_params(cfg, name, **{k: str(v) for k, v in keys.items()}))
+        try:
+            if args.stage == "data":
+                outcome = stages.run_data(cfg, device)
+            elif args.stage == "teacher":
+                outcome = stages.run_teacher(cfg, args.teacher, device)
+            elif args.stage == "synthesize":
+                outcome = stages.run_synthesize(cfg, args.teacher, args.method, keys["shard"], device)
+            elif args.stage == "kd":
+                outcome = stages.run_kd(cfg, args.teacher, args.method, args.student, device)
+            else:
+                from natinv.report import run_report
 
-        print(render(collect(cfg)))
-    elif args.stage == "import-checkpoint":
-        stages.run_import(cfg, args.teacher, args.checkpoint)
+                outcome = run_report(cfg)
+        except BaseException:
+            run.close("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+            raise
+        run.close("FINISHED", outcome)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,7 +95,6 @@ METHOD_KINDS: dict[str, type] = {"naturalinversion": NIConfig, "deepinversion": 
 
 @dataclass
 class SynthesisConfig:
-    teachers: list[str] = field(default_factory=list)  # teacher keys to invert; empty = all of teacher.models
     run: list[str] = field(default_factory=list)  # method keys (of `methods`) to run
     num_images: int = field(default=1024, metadata=_min(1))
     batch_size: int = field(default=128, metadata=_min(1))
@@ -106,8 +105,7 @@ class SynthesisConfig:
 
 @dataclass
 class KDConfig:
-    students: list[str] = field(default_factory=list)
-    methods: list[str] = field(default_factory=list)  # data sources to distill from: method keys and/or "real"
+    students: list[str] = field(default_factory=list)  # every synthesis method in synthesis.run, plus real data, per student
     epochs: int = field(default=30, metadata=_min(1))
     batch_size: int = field(default=128, metadata=_min(1))
     lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
@@ -118,11 +116,24 @@ class KDConfig:
 
 
 @dataclass
+class JobThreads:
+    """Snakemake: threads (= torch threads) of each job, so that shards and students run side by side up to --cores.
+    A stage run by hand or by `dvc repro` (one at a time) uses `threads` instead."""
+
+    data: int = field(default=1, metadata=_min(1))
+    teacher: int = field(default=2, metadata=_min(1))
+    synthesize: int = field(default=1, metadata=_min(1))
+    kd: int = field(default=1, metadata=_min(1))
+    report: int = field(default=1, metadata=_min(1))
+
+
+@dataclass
 class Config:
     experiment: str = "default"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = field(default=None, metadata=_min(1))  # torch CPU threads (None = torch's default)
+    job_threads: JobThreads = field(default_factory=lambda: JobThreads())
     results: str = "results"
     data: DataConfig = field(default_factory=DataConfig)
     models: dict[str, ModelSpec] = field(default_factory=dict)
@@ -134,8 +145,9 @@ class Config:
     def exp_dir(self) -> Path:
         return Path(self.results) / self.experiment
 
-    def teacher_keys(self) -> list[str]:
-        return self.synthesis.teachers or self.teacher.models
+    def kd_methods(self) -> list[str]:
+        """The data each student is distilled from: every synthesized method, then real images (the reference)."""
+        return [*self.synthesis.run, "real"]
 
 
 # ---------------------------------------------------------------------------------------- merge and load
@@ -330,17 +342,15 @@ def _check_references(cfg: Config, conv: _Converter) -> None:
         if spec.arch not in ARCHS:
             conv.fail(f"models.{key}.arch", f"got {spec.arch!r}; expected one of {', '.join(ARCHS)}")
 
-    def known(keys: list[str], pool: dict | list, path: str, what: str, extra: tuple = ()) -> None:
+    def known(keys: list[str], pool: dict | list, path: str, what: str) -> None:
         for i, k in enumerate(keys):
-            if k not in pool and k not in extra:
-                allowed = ", ".join([*pool, *extra]) or "(none defined)"
+            if k not in pool:
+                allowed = ", ".join(pool) or "(none defined)"
                 conv.fail(f"{path}[{i}]", f"got {k!r}; expected one of the {what}: {allowed}")
 
     known(cfg.teacher.models, cfg.models, "teacher.models", "keys of `models`")
-    known(cfg.synthesis.teachers, cfg.teacher.models, "synthesis.teachers", "teachers in teacher.models")
     known(cfg.synthesis.run, cfg.synthesis.methods, "synthesis.run", "keys of synthesis.methods")
     known(cfg.kd.students, cfg.models, "kd.students", "keys of `models`")
-    known(cfg.kd.methods, cfg.synthesis.methods, "kd.methods", "keys of synthesis.methods", ("real",))
     if cfg.data.dataset == "custom" and not cfg.data.path:
         conv.fail("data.path", "missing: dataset 'custom' needs an image folder or an .npz file")
     if "real" in cfg.synthesis.methods:
@@ -353,3 +363,51 @@ def _check_references(cfg: Config, conv: _Converter) -> None:
         if isinstance(m, NIConfig) and m.ftp_stages is not None:
             if not m.ftp_stages or any(s < 1 for s in m.ftp_stages) or len(set(m.ftp_stages)) != len(m.ftp_stages):
                 conv.fail(f"synthesis.methods.{key}.ftp_stages", f"got {m.ftp_stages!r}; expected distinct stage numbers >= 1")
+
+
+# ------------------------------------------------------------------------------ what each stage depends on
+
+
+def _settings(cls: type, section: str, skip: tuple[str, ...] = ()) -> list[str]:
+    return [f"{section}.{f.name}" for f in dataclasses.fields(cls) if f.name not in skip]
+
+
+_DATA = ["data"]
+_TEACHER = [*_DATA, "seed", "models.{teacher}", *_settings(TeacherConfig, "teacher", skip=("models",))]
+_SYNTH = [*_TEACHER, *_settings(SynthesisConfig, "synthesis", skip=("run", "methods")), "synthesis.methods.{method}"]
+_KD = ["models.{student}", *_settings(KDConfig, "kd", skip=("students", "real_images"))]
+
+# The parameters each stage's outputs depend on, directly or through its inputs, as dotted keys ({wildcards} filled
+# per job). Snakemake passes their values through `params:`, dvc.yaml tracks the same keys and MLflow logs them, so
+# editing one re-runs (and `dvc status` lists) exactly the jobs downstream of it. Lists that only say which jobs
+# exist (teacher.models, synthesis.run, kd.students) are not settings of a job.
+STAGE_PARAMS: dict[str, list[str]] = {
+    "data": _DATA,
+    "teacher": _TEACHER,
+    "synthesize": _SYNTH,
+    "kd": [*_SYNTH, *_KD],
+    "kd_real": [*_TEACHER, *_KD, "kd.real_images", "synthesis.num_images"],
+    "report": ["data", "seed", "models", "teacher", "synthesis", "kd"],
+}
+
+
+def stage_params(cfg: Config, stage: str, **wildcards: str) -> dict[str, Any]:
+    """{dotted key: value} of the parameters one job of `stage` depends on."""
+    tree = dataclasses.asdict(cfg)
+    out: dict[str, Any] = {}
+    for pattern in STAGE_PARAMS[stage]:
+        key = pattern.format(**wildcards)
+        node: Any = tree
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None  # an unknown key: the stage reports it
+        out[key] = node
+    return out
+
+
+def write_resolved(cfg: Config, path: Path) -> None:
+    """Every parameter, defaults included (loadable again with load_config); the file is left alone when unchanged."""
+    from natinv.io import atomic_write_bytes
+
+    text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode()
+    if not path.is_file() or path.read_bytes() != text:
+        atomic_write_bytes(path, text)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from natinv import data, paths
+from natinv import data, figures, paths
 from natinv.checkpoint import ModelMeta, import_torch_checkpoint, load_model, save_model
 from natinv.config import Config
 from natinv.distill import kd_loss
@@ -15,7 +15,9 @@ from natinv.errors import ConfigError, NatinvError
 from natinv.io import atomic_write_json, read_npz, write_npz
 from natinv.models import build_model
 from natinv.runtime import derive_seed, log
+from natinv.synthesis.objective import TERMS
 from natinv.synthesis.shard import synthesize_shard
+from natinv.tracking import Outcome
 from natinv.train import SGDSchedule, cross_entropy_loss, evaluate, fit
 
 
@@ -24,18 +26,19 @@ def _choose(key: str, allowed, what: str) -> None:
         raise ConfigError(f"{what} = {key!r}: expected one of {', '.join(allowed) or '(none configured)'}")
 
 
-def run_data(cfg: Config, device: torch.device) -> dict:
+def run_data(cfg: Config, device: torch.device) -> Outcome:
+    start = time.perf_counter()
     manifest = data.prepare(cfg.data, paths.data_dir(cfg.exp_dir))
     log(f"data: {manifest['dataset']} from {manifest['source']}: {manifest['train_images']} train / "
-        f"{manifest['test_images']} test images, {manifest['num_classes']} classes")
-    return manifest
+        f"{manifest['test_images']} test images, {manifest['num_classes']} classes ({time.perf_counter() - start:.0f} s)")
+    return Outcome({k: v for k, v in manifest.items() if k != "sha256"}, artifacts=[paths.data_dir(cfg.exp_dir) / "manifest.json"])
 
 
 def _test_set(ds: data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return data.normalize(ds.test_x, ds.mean, ds.std), ds.test_y
 
 
-def run_teacher(cfg: Config, teacher: str, device: torch.device) -> dict:
+def run_teacher(cfg: Config, teacher: str, device: torch.device) -> Outcome:
     _choose(teacher, cfg.teacher.models, "teacher")
     ds = data.load(paths.data_dir(cfg.exp_dir))
     spec, tc = cfg.models[teacher], cfg.teacher
@@ -56,21 +59,31 @@ def run_teacher(cfg: Config, teacher: str, device: torch.device) -> dict:
               "settings": asdict(tc), "device": str(device)}
     atomic_write_json(paths.teacher_json(cfg.exp_dir, teacher), result)
     log(f"teacher {teacher}: test accuracy {final['acc']:.2f} % in {seconds:.0f} s")
-    return result
+    return Outcome(result, artifacts=[paths.teacher_json(cfg.exp_dir, teacher)])
 
 
-def run_synthesize(cfg: Config, teacher: str, method: str, shard: int, device: torch.device) -> dict:
+def check_shard(cfg: Config, method: str, shard: int) -> None:
     _choose(method, cfg.synthesis.methods, "method")
     if not 0 <= shard < cfg.synthesis.shards:
         raise ConfigError(f"shard = {shard}: expected 0..{cfg.synthesis.shards - 1} (synthesis.shards = {cfg.synthesis.shards})")
+
+
+def run_synthesize(cfg: Config, teacher: str, method: str, shard: int, device: torch.device) -> Outcome:
+    check_shard(cfg, method, shard)
     model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
     arrays, summary = synthesize_shard(model, meta, teacher, method, cfg.synthesis.methods[method], cfg.synthesis,
                                        cfg.seed, shard, device, log=log)
-    write_npz(paths.shard_npz(cfg.exp_dir, teacher, method, shard), arrays)
+    npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
+    write_npz(npz, arrays)
     atomic_write_json(paths.shard_json(cfg.exp_dir, teacher, method, shard), summary)
     log(f"{teacher}/{method} shard {shard}: {summary['images']} images in {summary['seconds']:.0f} s; teacher agreement "
         f"{summary['agreement_float16']:.1f} % (stored tensors), {summary['agreement_uint8']:.1f} % (uint8 rendering)")
-    return summary
+    grid = npz.with_suffix(".png")
+    figures.save_png(figures.class_grid(arrays["images_uint8"], arrays["labels"], meta.num_classes), grid)
+    curves = arrays["loss_curves"]  # (batches, iterations, terms)
+    series = {f"loss/{t}": curves[:, :, i].mean(0) for i, t in enumerate(TERMS)}
+    series |= {f"batch-{b}/{t}": curves[k, :, TERMS.index(t)] for k, b in enumerate(arrays["batch_index"]) for t in ("ce", "bn")}
+    return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid])
 
 
 def load_synthesized(cfg: Config, teacher: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +101,7 @@ def real_subset(ds: data.Dataset, count: int, seed: int) -> tuple[torch.Tensor, 
     return data.normalize(ds.train_x[idx], ds.mean, ds.std), ds.train_y[idx]
 
 
-def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.device) -> dict:
+def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.device) -> Outcome:
     _choose(student, cfg.models, "student")
     if method != "real":
         _choose(method, cfg.synthesis.methods, "method")
@@ -120,7 +133,7 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
               "settings": asdict(kc), "device": str(device)}
     atomic_write_json(paths.kd_json(cfg.exp_dir, teacher, method, student), result)
     log(f"kd {teacher}/{method} -> {student}: test accuracy {final['acc']:.2f} % ({len(x)} images, {seconds:.0f} s)")
-    return result
+    return Outcome(result, artifacts=[paths.kd_json(cfg.exp_dir, teacher, method, student)])
 
 
 def run_import(cfg: Config, teacher: str, checkpoint: Path) -> None:

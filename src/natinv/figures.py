@@ -1,0 +1,60 @@
+"""Figures: image grids with one row per class (paper Figs. 2/3) and line plots for the report."""
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from natinv.io import atomic_write_bytes
+
+
+def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int = 8, pad: int = 2) -> np.ndarray:
+    """uint8 NCHW images -> one HxWxC uint8 picture: row c holds the first `per_class` images of class c (blank if fewer)."""
+    _, c, h, w = images.shape
+    grid = np.full((num_classes * (h + pad) + pad, per_class * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for cls in range(num_classes):
+        for j, idx in enumerate(np.flatnonzero(labels == cls)[:per_class]):
+            top, left = pad + cls * (h + pad), pad + j * (w + pad)
+            grid[top:top + h, left:left + w] = images[idx].transpose(1, 2, 0)
+    return grid
+
+
+def save_png(picture: np.ndarray, path: Path, scale: int = 2) -> None:
+    from PIL import Image
+
+    img = Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def curve_plot(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, xlabel: str, log_y: bool = False) -> None:
+    """One panel per title; per label an array (runs, steps): every run as a thin line, their mean bold. Saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
+    for ax, (title, lines) in zip(axes[0], panels.items()):
+        for k, (label, runs) in enumerate(lines.items()):
+            runs = np.atleast_2d(np.asarray(runs, dtype=np.float64))
+            steps = np.arange(1, runs.shape[1] + 1)
+            color = f"C{k}"
+            if len(runs) > 1:
+                ax.plot(steps, runs.T, color=color, alpha=0.2, linewidth=0.7)
+            ax.plot(steps, runs.mean(0), color=color, linewidth=2, label=label if len(runs) == 1 else f"{label} (mean of {len(runs)})")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        if log_y:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,248 @@
+"""The `report` stage: gather the stage JSONs into summary.json, draw the figures, write report.md.
+
+Every number comes from the files the other stages wrote in this experiment; paper values sit beside ours
+with the settings that differ named.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+from natinv import figures, paths
+from natinv.config import Config, NIConfig
+from natinv.data import read_manifest
+from natinv.io import atomic_write_bytes, atomic_write_json, read_json
+from natinv.paper import KD_SETTINGS, table5_row
+from natinv.synthesis.objective import TERMS
+from natinv.tracking import Outcome
+
+
+def report_dir(cfg: Config) -> Path:
+    return cfg.exp_dir / "report"
+
+
+# ------------------------------------------------------------------------------------------------ gather
+
+
+def _read(path: Path) -> dict | None:
+    """A stage JSON, or None while the stage has not run."""
+    return read_json(path) if path.is_file() else None
+
+
+def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
+    """Totals over the shards of (teacher, method); None while any shard is missing."""
+    shards = [_read(paths.shard_json(cfg.exp_dir, teacher, method, s)) for s in range(cfg.synthesis.shards)]
+    if any(s is None for s in shards):
+        return None
+    n = sum(s["images"] for s in shards)
+
+    def mean(get) -> float:  # image-weighted over shards
+        return sum(get(s) * s["images"] for s in shards) / n
+
+    return {
+        "images": n, "iterations": shards[0]["iterations"], "batch_size": shards[0]["batch_size"],
+        "seconds": sum(s["seconds"] for s in shards), "shard_seconds": [s["seconds"] for s in shards],
+        "s_per_iter": sum(s["seconds"] for s in shards) / sum(s["batches"] * s["iterations"] for s in shards),
+        "final_ce": mean(lambda s: s["final"]["ce"]), "final_bn": mean(lambda s: s["final"]["bn"]),
+        "agreement_float16": mean(lambda s: s["agreement_float16"]), "agreement_uint8": mean(lambda s: s["agreement_uint8"]),
+    }
+
+
+def collect(cfg: Config) -> dict:
+    """summary.json: the keys of DESIGN.md section 3 (accuracies in %), for whatever stages have run."""
+    out: dict = {"experiment": cfg.experiment, "teachers": {}, "synthesis": {}, "kd": {}}
+    for t in cfg.teacher.models:
+        if (tj := _read(paths.teacher_json(cfg.exp_dir, t))) is not None:
+            out["teachers"][t] = {"test_acc": tj["test_acc"], "seconds": tj["seconds"], "epochs": len(tj["epochs"])}
+        for m in cfg.synthesis.run:
+            if (totals := synthesis_totals(cfg, t, m)) is not None:
+                out["synthesis"][f"{t}/{m}"] = totals
+        for m in cfg.kd_methods():
+            for s in cfg.kd.students:
+                if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
+                    out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
+                                                 "epochs": len(kj["epochs"])}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+
+def _shard_arrays(cfg: Config, teacher: str, method: str, keys: tuple[str, ...]) -> dict[str, list[np.ndarray]]:
+    """Selected arrays of every shard (np.load reads only the members asked for)."""
+    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for s in range(cfg.synthesis.shards):
+        with np.load(paths.shard_npz(cfg.exp_dir, teacher, method, s)) as z:
+            for k in keys:
+                out[k].append(z[k])
+    return out
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
+    """Image grids, loss curves, accuracy curves (PNG under figures/) and the same curves as CSV under plots/ (DVC plots)."""
+    fig_dir, plot_dir = report_dir(cfg) / "figures", report_dir(cfg) / "plots"
+    made: dict[str, str] = {}
+    n_classes = manifest["num_classes"]
+    with np.load(paths.data_dir(cfg.exp_dir) / "test.npz") as z:
+        figures.save_png(figures.class_grid(z["images"], z["labels"], n_classes), fig_dir / "grid-real.png")
+    made["grid/real"] = "figures/grid-real.png"
+    for t in cfg.teacher.models:
+        loss_panels: dict[str, dict[str, np.ndarray]] = {"cross-entropy (CE) per batch": {}, "BN-statistics term per batch": {}}
+        for m in cfg.synthesis.run:
+            if f"{t}/{m}" not in summary["synthesis"]:
+                continue
+            first = _shard_arrays(cfg, t, m, ("images_uint8", "labels"))
+            grid = figures.class_grid(first["images_uint8"][0], first["labels"][0], n_classes)
+            figures.save_png(grid, fig_dir / f"grid-{t}-{m}.png")
+            made[f"grid/{t}/{m}"] = f"figures/grid-{t}-{m}.png"
+            curves = np.concatenate(_shard_arrays(cfg, t, m, ("loss_curves",))["loss_curves"])  # (batches, iterations, terms)
+            loss_panels["cross-entropy (CE) per batch"][m] = curves[:, :, TERMS.index("ce")]
+            loss_panels["BN-statistics term per batch"][m] = curves[:, :, TERMS.index("bn")]
+            mean = curves.mean(0)
+            _write_csv(plot_dir / "synthesis-loss" / f"{t}-{m}.csv", ["iteration", *TERMS],
+                       [[i + 1, *(f"{v:.6g}" for v in row)] for i, row in enumerate(mean)])
+        if loss_panels["cross-entropy (CE) per batch"]:
+            figures.curve_plot(loss_panels, fig_dir / f"loss-{t}.png", "iteration", log_y=True)
+            made[f"loss/{t}"] = f"figures/loss-{t}.png"
+        acc: dict[str, np.ndarray] = {}
+        for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
+                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for m in cfg.kd_methods() for s in cfg.kd.students]:
+            if (j := _read(path)) is None:
+                continue
+            acc[name] = np.asarray([e["test_acc"] for e in j["epochs"]])
+            _write_csv(plot_dir / "accuracy" / f"{name.replace(' -> ', '-').replace(' ', '-')}.csv", ["epoch", "train_loss", "test_acc"],
+                       [[e["epoch"], f"{e['train_loss']:.6g}", f"{e['test_acc']:.4g}"] for e in j["epochs"]])
+        kd_only = {k: v for k, v in acc.items() if k.startswith("KD")}
+        if kd_only:
+            figures.curve_plot({"student test accuracy (%) per KD epoch": kd_only}, fig_dir / f"kd-{t}.png", "epoch")
+            made[f"kd/{t}"] = f"figures/kd-{t}.png"
+    return made
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(map(str, r)) + " |" for r in rows), ""]
+
+
+def _kind(cfg: Config, method: str) -> str:
+    return "real" if method == "real" else cfg.synthesis.methods[method].kind
+
+
+def _settings_rows(cfg: Config, summary: dict) -> list[list]:
+    syn = cfg.synthesis
+    ni = [m for m in syn.methods.values() if isinstance(m, NIConfig)]
+    iters = ", ".join(f"{k}: {syn.methods[k].iterations}" for k in syn.run)
+    kd_images = sorted({v["images"] for v in summary["kd"].values()})
+    ours = {
+        "synthesis iterations": iters,
+        "synthesis batch size": str(syn.batch_size),
+        "images for KD": ", ".join(f"{n:,}" for n in kd_images) or "-",
+        "NI generator width": ", ".join(str(m.generator_width) for m in ni) or "-",
+        "NI λ_BN": ", ".join(f"{m.lambda_bn:g}" for m in ni) or "-",
+        "NI lr generator / FTP / α": ", ".join(f"{m.lr_generator:g} / {m.lr_ftp:g} / {m.lr_alpha:g}" for m in ni) or "-",
+        "NI α init": ", ".join(f"N({m.alpha_mean:g}, {m.alpha_std:g})" for m in ni) or "-",
+        "KD epochs, temperature": f"{cfg.kd.epochs}, T = {cfg.kd.temperature:g}",
+    }
+    return [[k, KD_SETTINGS[k], v] for k, v in ours.items()]
+
+
+def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> str:
+    row = table5_row(cfg.data.dataset)
+    lines = [f"# Report: experiment `{cfg.experiment}`", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M')} from the stage outputs under `{cfg.exp_dir}`. "
+             f"Dataset **{manifest['dataset']}** ({manifest['train_images']:,} train / {manifest['test_images']:,} test images, "
+             f"{manifest['in_channels']}×{manifest['image_size']}×{manifest['image_size']}, {manifest['num_classes']} classes).", ""]
+
+    lines += ["## Teacher", ""]
+    lines += _table(["teacher", "model", "epochs", "test acc %", f"paper: {row.teacher} on {row.dataset}"],
+                    [[t, f"{cfg.models[t].arch} width {cfg.models[t].width}", v["epochs"], f"**{v['test_acc']:.2f}**", row.teacher_acc]
+                     for t, v in summary["teachers"].items()])
+
+    lines += ["## Knowledge distillation (paper Table 5)", "",
+              f"Student test accuracy after distilling the teacher on each method's images. The paper's cell is "
+              f"{row.dataset}, {row.teacher} → {row.student}, 256k images; its real-data reference (S.) is the student "
+              f"trained on the whole real training set, while ours is KD on the *same number* of real images as the "
+              f"synthesized sets.", ""]
+    kd_rows = []
+    for key, v in summary["kd"].items():
+        t, m, s = key.split("/")
+        kind = _kind(cfg, m)
+        paper = row.student_real_acc if kind == "real" else row.kd.get(kind)
+        paper = "-" if paper is None else f"{paper:.2f}"
+        kd_rows.append([t, s, m, f"{v['images']:,}", f"**{v['test_acc']:.2f}**", paper])
+    lines += _table(["teacher", "student", "images from", "images", "test acc %", f"paper ({row.dataset})"], kd_rows)
+    for t in cfg.teacher.models:
+        for s in cfg.kd.students:
+            real = summary["kd"].get(f"{t}/real/{s}")
+            for m in cfg.synthesis.run:
+                got = summary["kd"].get(f"{t}/{m}/{s}")
+                if real and got:
+                    lines.append(f"- {t} → {s}: {m} is **{got['test_acc'] - real['test_acc']:+.2f}** points from real images "
+                                 f"({got['test_acc']:.2f} vs {real['test_acc']:.2f} %).")
+    lines += ["", "Settings that differ from the paper's Table 5 experiments:", ""]
+    lines += _table(["setting", "paper", "this run"],
+                    [["dataset", row.dataset, manifest["dataset"]],
+                     ["teacher → student", f"{row.teacher} → {row.student}",
+                      ", ".join(f"{cfg.models[t].arch}-w{cfg.models[t].width}" for t in cfg.teacher.models) + " → "
+                      + ", ".join(f"{cfg.models[s].arch}-w{cfg.models[s].width}" for s in cfg.kd.students)],
+                     *_settings_rows(cfg, summary)])
+
+    lines += ["## Synthesis", "",
+              "Per method: the budget (equal for all methods), speed, the loss terms at the kept (lowest-loss) iteration "
+              "averaged over batches, and how often the teacher predicts the synthesis label on the stored float16 tensors "
+              "and on the uint8 renderings.", ""]
+    lines += _table(["teacher/method", "images", "batch", "iterations", "s/iteration", "seconds", "CE", "BN term",
+                     "agreement f16 %", "agreement uint8 %"],
+                    [[k, f"{v['images']:,}", v["batch_size"], v["iterations"], f"{v['s_per_iter']:.3f}", f"{v['seconds']:.0f}",
+                      f"{v['final_ce']:.3f}", f"{v['final_bn']:.3f}", f"{v['agreement_float16']:.1f}", f"{v['agreement_uint8']:.1f}"]
+                     for k, v in summary["synthesis"].items()])
+
+    lines += ["## Images", "", "One row per class (class 0 at the top), the first images of the first shard; real test images for comparison.", ""]
+    lines += [f"**{k.removeprefix('grid/')}**\n\n![{k}]({p})\n" for k, p in made.items() if k.startswith("grid/")]
+    lines += ["## Loss curves", "", "CE and BN-statistics terms per iteration for every batch (thin) and their mean (bold); log scale.", ""]
+    lines += [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("loss/")]
+    lines += ["## KD accuracy per epoch", ""]
+    lines += [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("kd/")]
+
+    lines += ["## Wall time per stage", "",
+              "Compute seconds each stage's jobs reported (process start-up excluded). Under Snakemake, shards and "
+              "students run side by side, so the pipeline's wall time is less than the sum.", ""]
+    timing = [["teacher", len(summary["teachers"]), *_sum_max([v["seconds"] for v in summary["teachers"].values()])]]
+    timing += [[f"synthesize {k}", len(v["shard_seconds"]), *_sum_max(v["shard_seconds"])] for k, v in summary["synthesis"].items()]
+    timing += [["kd", len(summary["kd"]), *_sum_max([v["seconds"] for v in summary["kd"].values()])]]
+    lines += _table(["stage", "jobs", "seconds (sum)", "longest job"], timing)
+    return "\n".join(lines)
+
+
+def _sum_max(values: list[float]) -> list[str]:
+    return [f"{sum(values):.0f}", f"{max(values, default=0):.0f}"]
+
+
+def run_report(cfg: Config) -> Outcome:
+    start = time.perf_counter()
+    manifest = read_manifest(paths.data_dir(cfg.exp_dir))
+    summary = collect(cfg)
+    made = _figures(cfg, summary, manifest)
+    out = report_dir(cfg)
+    text = render(cfg, summary, manifest, made)
+    atomic_write_bytes(out / "report.md", text.encode())
+    summary["report_seconds"] = time.perf_counter() - start
+    atomic_write_json(out / "summary.json", summary)
+    from natinv.runtime import log
+
+    log(f"report: {out / 'report.md'} ({len(made)} figures, {summary['report_seconds']:.1f} s)")
+    return Outcome(summary, artifacts=[out / "report.md", out / "summary.json", *(out / p for p in made.values())])

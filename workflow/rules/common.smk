@@ -1,0 +1,10 @@
+# Helpers shared by the rules. Paths follow the file contract of DESIGN.md section 3 (natinv.paths).
+
+
+def tracked(stage):
+    """`params:` entry: the values of every parameter the job depends on, so that a change re-runs exactly that job."""
+    return lambda w: stage_params(CFG, stage, **dict(w.items()))
+
+
+def shard_files(teacher, method, ext="npz"):
+    return expand(f"{EXP}/synth/{teacher}/{method}/shard-{{shard}}.{ext}", shard=range(CFG.synthesis.shards))
