@@ -1,0 +1,61 @@
+"""MLflow tracking: parallel stage processes lose no run, and a broken store is a warning, never a failed stage."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from natinv.config import Config
+from natinv.tracking import PARENT_ENV, Outcome, StageRun, flatten, start_pipeline
+
+JOB = """
+import sys
+from natinv.config import Config
+from natinv.tracking import Outcome, StageRun
+cfg = Config(experiment="par", results=sys.argv[1])
+run = StageRun(cfg, "synthesize", {"teacher": "t", "method": "ni", "shard": int(sys.argv[2])}, {"synthesis.num_images": 8})
+run.close("FINISHED", Outcome({"seconds": 1.0, "final": {"ce": 0.5}}, {"loss/ce": [3.0, 2.0, 1.0]}))
+"""
+
+
+def test_flatten_nests_with_dots():
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": "x"}) == {"a.b": 1, "a.c.d": [1, 2], "e": "x"}
+
+
+def test_parallel_stage_processes_lose_no_run(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = Config(experiment="par", results=str(tmp_path))
+    parent = start_pipeline(cfg, "test")  # as Snakemake's onstart: the store and experiment exist before the jobs
+    assert parent is not None
+    env = {**os.environ, PARENT_ENV: parent}
+    procs = [subprocess.Popen([sys.executable, "-c", JOB, str(tmp_path), str(i)], env=env, stderr=subprocess.PIPE, text=True)
+             for i in range(6)]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert not any("warning" in e for e in errors), errors
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("par").experiment_id], "tags.stage = 'synthesize'")
+    assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(6))
+    for r in runs:
+        assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
+        assert r.data.metrics["final.ce"] == 0.5 and r.data.params["synthesis.num_images"] == "8"
+        assert [m.value for m in client.get_metric_history(r.info.run_id, "loss/ce")] == [3.0, 2.0, 1.0]
+
+
+def test_a_broken_store_is_one_warning_and_the_stage_goes_on(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")  # cannot be created
+    run = StageRun(Config(results=str(tmp_path)), "teacher", {"teacher": "t"}, {})
+    run.close("FINISHED", Outcome({"test_acc": 90.0}, artifacts=[Path(tmp_path / "missing.json")]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: MLflow tracking failed (teacher t:"), err
+
+
+def test_tracking_can_be_switched_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("NATINV_TRACKING", "off")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    StageRun(Config(results=str(tmp_path)), "data", {}, {}).close("FINISHED", Outcome({}))
+    assert not (tmp_path / "mlflow.db").exists()
