@@ -37,7 +37,7 @@ def main() -> None:
     cfg = load_config(args.params)
     set_threads(args.threads)
     device = pick_device(cfg.device)
-    teacher_key = args.teacher or cfg.teacher_keys()[0]
+    teacher_key = args.teacher or cfg.teacher.models[0]
     base = cfg.synthesis.methods[args.method]
     if args.iterations:
         base = replace(base, iterations=args.iterations)

@@ -132,6 +132,18 @@ def test_dry_run_of_a_profile_lists_the_expected_jobs(tmp_path):
     assert counts == {"data": 1, "teacher": 1, "synthesize": 4, "kd": 2, "kd_real": 1, "report": 1, "all": 1}
 
 
+@pytest.mark.parametrize("profile", ["paper-cifar10", "paper-cifar100"])
+def test_paper_profiles_plan_the_paper_jobs(tmp_path, profile):
+    repo = copy_repo(tmp_path / "repo")
+    counts = job_counts(tool(repo, "snakemake", "-n", "--configfile", "params/default.yaml", f"params/{profile}.yaml").stdout)
+    # ResNet-34 teacher; NI and DI, 256k images each in 100 shards; ResNet-18 students from NI, DI and real images
+    assert counts == {"data": 1, "teacher": 1, "synthesize": 200, "kd": 2, "kd_real": 1, "report": 1, "all": 1}
+    cfg = load_config([repo / "params/default.yaml", repo / f"params/{profile}.yaml"])
+    ni = cfg.synthesis.methods["ni"]
+    assert (ni.lr_generator, ni.lr_ftp, ni.lr_alpha, ni.alpha_mean, ni.generator_width) == (1e-3, 5e-4, 5e-2, 5.0, 128)
+    assert cfg.synthesis.batch_size == 256 and cfg.synthesis.num_images == 256_000
+
+
 def test_bad_params_stop_snakemake_with_one_clear_line(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     (repo / "bad.yaml").write_text("synthesis: {batch_size: 0}\n")

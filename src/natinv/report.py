@@ -17,6 +17,7 @@ from natinv.config import Config, NIConfig
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json, read_json
 from natinv.paper import KD_SETTINGS, table5_row
+from natinv.stages import EPOCH_EVAL_IMAGES
 from natinv.synthesis.objective import TERMS
 from natinv.tracking import Outcome
 
@@ -121,12 +122,13 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
                 (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for m in cfg.kd_methods() for s in cfg.kd.students]:
             if (j := _read(path)) is None:
                 continue
-            acc[name] = np.asarray([e["test_acc"] for e in j["epochs"]])
+            acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])
             _write_csv(plot_dir / "accuracy" / f"{name.replace(' -> ', '-').replace(' ', '-')}.csv", ["epoch", "train_loss", "test_acc"],
-                       [[e["epoch"], f"{e['train_loss']:.6g}", f"{e['test_acc']:.4g}"] for e in j["epochs"]])
+                       [[e["epoch"], f"{e['train_loss']:.6g}", f"{e['test_acc_subset']:.4g}"] for e in j["epochs"]])
         kd_only = {k: v for k, v in acc.items() if k.startswith("KD")}
         if kd_only:
-            figures.curve_plot({"student test accuracy (%) per KD epoch": kd_only}, fig_dir / f"kd-{t}.png", "epoch")
+            figures.curve_plot({f"student accuracy (%) on the first {EPOCH_EVAL_IMAGES:,} test images": kd_only},
+                               fig_dir / f"kd-{t}.png", "epoch")
             made[f"kd/{t}"] = f"figures/kd-{t}.png"
     return made
 

@@ -38,6 +38,13 @@ def _test_set(ds: data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return data.normalize(ds.test_x, ds.mean, ds.std), ds.test_y
 
 
+EPOCH_EVAL_IMAGES = 2000  # the per-epoch curve uses the first 2,000 test images; the final accuracy uses all of them
+
+
+def _epoch_eval(model: torch.nn.Module, xt: torch.Tensor, yt: torch.Tensor, device: torch.device):
+    return lambda _: {"test_acc_subset": evaluate(model, xt[:EPOCH_EVAL_IMAGES], yt[:EPOCH_EVAL_IMAGES], device)["acc"]}
+
+
 def run_teacher(cfg: Config, teacher: str, device: torch.device) -> Outcome:
     _choose(teacher, cfg.teacher.models, "teacher")
     ds = data.load(paths.data_dir(cfg.exp_dir))
@@ -49,7 +56,7 @@ def run_teacher(cfg: Config, teacher: str, device: torch.device) -> Outcome:
     schedule = SGDSchedule(tc.epochs, tc.batch_size, tc.lr, tc.momentum, tc.weight_decay, tc.warmup_epochs)
     start = time.perf_counter()
     history = fit(model, x, ds.train_y, cross_entropy_loss, schedule, device, derive_seed(cfg.seed, "teacher-data", teacher),
-                  on_epoch=lambda _: {"test_acc": evaluate(model, xt, yt, device)["acc"]}, desc=f"teacher {teacher}")
+                  on_epoch=_epoch_eval(model, xt, yt, device), desc=f"teacher {teacher}")
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
     meta = ModelMeta(spec.arch, ds.num_classes, ds.in_channels, ds.image_size, spec.width, list(ds.mean), list(ds.std))
@@ -123,7 +130,7 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     start = time.perf_counter()
     history = fit(model, x, y, kd_loss(t_model, kc.temperature), schedule, device,
                   derive_seed(cfg.seed, "kd-data", teacher, method, student),
-                  on_epoch=lambda _: {"test_acc": evaluate(model, xt, yt, device)["acc"]}, desc=f"kd {method}->{student}")
+                  on_epoch=_epoch_eval(model, xt, yt, device), desc=f"kd {method}->{student}")
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
     save_model(paths.kd_weights(cfg.exp_dir, teacher, method, student), model,
