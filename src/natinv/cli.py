@@ -67,7 +67,6 @@ def run(args: argparse.Namespace) -> None:
 
     from natinv import stages, tracking
     from natinv.config import load_config, stage_params
-
     from natinv.runtime import pick_device, set_threads
 
     cfg = load_config(args.params, [_override(text) for text in args.set])
@@ -94,8 +93,8 @@ def run(args: argparse.Namespace) -> None:
                 from natinv.report import run_report
 
                 outcome = run_report(cfg)
-        except BaseException:
-            run.close("FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED")
+        except BaseException as exc:
+            run.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
         run.close("FINISHED", outcome)
 
