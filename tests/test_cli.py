@@ -25,8 +25,10 @@ def chain(tmp_path_factory):
     for method in ("ni", "di"):
         for shard in (0, 1):
             assert main(["synthesize", *params, "--teacher", "resnet8-w16", "--method", method, "--shard", str(shard)]) == 0
+    assert main(["evaluator", *params, "--evaluator", "vgg11-w8"]) == 0
     for method in ("ni", "real"):
         assert main(["kd", *params, "--teacher", "resnet8-w16", "--method", method, "--student", "resnet8-w8"]) == 0
+        assert main(["metrics", *params, "--teacher", "resnet8-w16", "--method", method]) == 0
     return tmp / "results" / "tiny", params
 
 
@@ -48,6 +50,12 @@ def test_chain_writes_the_declared_outputs(chain):
     for method in ("ni", "real"):
         kd = json.loads((exp / f"kd/resnet8-w16/{method}/resnet8-w8.json").read_text())
         assert kd["images"] == 48 and len(kd["epochs"]) == 1 and 0 <= kd["test_acc"] <= 100
+    ni, real = (json.loads((exp / f"metrics/resnet8-w16/{m}.json").read_text())["embeddings"] for m in ("ni", "real"))
+    assert set(ni) == set(real) == {"teacher", "evaluator:vgg11-w8"}
+    for net in ni:  # held-out real images are closer to the training images than 10-iteration NI, in every embedding
+        assert 0 <= real[net]["fd"] < ni[net]["fd"]
+        assert all(0 <= v[net][k] <= 1 for v in (ni, real) for k in ("precision", "recall"))
+    assert json.loads((exp / "evaluators/vgg11-w8.json").read_text())["evaluator"] == "vgg11-w8"
     assert not list(exp.rglob("*.tmp"))  # nothing half-written left behind
 
 

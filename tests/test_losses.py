@@ -4,7 +4,7 @@ from torch import nn
 
 from natinv.synthesis.bn_stats import BNStatsLoss
 from natinv.synthesis.priors import jitter_flip, l2_prior, tv_prior
-from tests.conftest import tiny_teacher
+from conftest import tiny_teacher
 
 
 def test_bn_statistics_loss_matches_direct_computation():

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn = stage("synthesize", "synthesize images from a teacher: one shard, or all shards in turn", "teacher", "method")
     syn.add_argument("--shard", type=int, help="0..synthesis.shards-1 (default: every shard, one after another)")
     stage("kd", "distill a student from synthesized images (--method real: from real images)", "teacher", "method", "student")
+    stage("evaluator", "train an independent network on real data whose embedding judges the images (metrics)",
+          "evaluator")
+    stage("metrics", "how real the images are: FD and precision/recall against real data (--method real: the floor)",
+          "teacher", "method")
     stage("report", "write report.md, figures and summary.json from the stage outputs")
     imp = stage("import-checkpoint", "convert a PyTorch state_dict into a teacher checkpoint (weights_only)", "teacher")
     imp.add_argument("--checkpoint", required=True, type=Path)
@@ -57,6 +61,10 @@ def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
     if args.stage == "synthesize":
         shards = range(cfg.synthesis.shards) if args.shard is None else [args.shard]
         return [("synthesize", {"teacher": args.teacher, "method": args.method, "shard": s}) for s in shards]
+    if args.stage == "evaluator":
+        return [("evaluator", {"evaluator": args.evaluator})]
+    if args.stage == "metrics":
+        return [("metrics", {"teacher": args.teacher, "method": args.method})]
     if args.stage == "kd":
         return [("kd_real" if args.method == "real" else "kd", {"teacher": args.teacher, "method": args.method, "student": args.student})]
     return [(args.stage, {})]
@@ -89,6 +97,10 @@ def run(args: argparse.Namespace) -> None:
                 outcome = stages.run_synthesize(cfg, args.teacher, args.method, keys["shard"], device)
             elif args.stage == "kd":
                 outcome = stages.run_kd(cfg, args.teacher, args.method, args.student, device)
+            elif args.stage == "evaluator":
+                outcome = stages.run_teacher(cfg, args.evaluator, device, role="evaluator")
+            elif args.stage == "metrics":
+                outcome = stages.run_metrics(cfg, args.teacher, args.method, device)
             else:
                 from natinv.report import run_report
 

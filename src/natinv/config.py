@@ -104,6 +104,15 @@ class SynthesisConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """How real the images are: embeddings of synthesized (or held-out real) images against real training images."""
+
+    evaluators: list[str] = field(default_factory=list)  # keys of `models` trained on real data to embed the images
+    reference_images: int = field(default=10000, metadata=_min(2))  # real training images on the reference side
+    neighborhood: int = field(default=3, metadata=_min(1))  # k of the k-NN precision/recall
+
+
+@dataclass
 class KDConfig:
     students: list[str] = field(default_factory=list)  # every synthesis method in synthesis.run, plus real data, per student
     epochs: int = field(default=30, metadata=_min(1))
@@ -140,6 +149,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def exp_dir(self) -> Path:
@@ -351,6 +361,7 @@ def _check_references(cfg: Config, conv: _Converter) -> None:
     known(cfg.teacher.models, cfg.models, "teacher.models", "keys of `models`")
     known(cfg.synthesis.run, cfg.synthesis.methods, "synthesis.run", "keys of synthesis.methods")
     known(cfg.kd.students, cfg.models, "kd.students", "keys of `models`")
+    known(cfg.metrics.evaluators, cfg.models, "metrics.evaluators", "keys of `models`")
     if cfg.data.dataset == "custom" and not cfg.data.path:
         conv.fail("data.path", "missing: dataset 'custom' needs an image folder or an .npz file")
     if "real" in cfg.synthesis.methods:
@@ -387,6 +398,8 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "synthesize": _SYNTH,
     "kd": [*_SYNTH, *_KD],
     "kd_real": [*_TEACHER, *_KD, "kd.real_images", "synthesis.num_images"],
+    "evaluator": [*_DATA, "seed", "models.{evaluator}", *_settings(TeacherConfig, "teacher", skip=("models",))],
+    "metrics": [*_SYNTH, *_settings(MetricsConfig, "metrics")],
     "report": ["data", "seed", "models", "teacher", "synthesis", "kd"],
 }
 

@@ -30,3 +30,15 @@ def kd_json(exp: Path, teacher: str, method: str, student: str) -> Path:
 
 def kd_weights(exp: Path, teacher: str, method: str, student: str) -> Path:
     return exp / "kd" / teacher / method / f"{student}.safetensors"
+
+
+def metrics_json(exp: Path, teacher: str, method: str) -> Path:
+    return exp / "metrics" / teacher / f"{method}.json"
+
+
+def evaluator_weights(exp: Path, evaluator: str) -> Path:
+    return exp / "evaluators" / f"{evaluator}.safetensors"
+
+
+def evaluator_json(exp: Path, evaluator: str) -> Path:
+    return exp / "evaluators" / f"{evaluator}.json"

@@ -45,28 +45,34 @@ def _epoch_eval(model: torch.nn.Module, xt: torch.Tensor, yt: torch.Tensor, devi
     return lambda _: {"test_acc_subset": evaluate(model, xt[:EPOCH_EVAL_IMAGES], yt[:EPOCH_EVAL_IMAGES], device)["acc"]}
 
 
-def run_teacher(cfg: Config, teacher: str, device: torch.device) -> Outcome:
-    _choose(teacher, cfg.teacher.models, "teacher")
+def run_teacher(cfg: Config, key: str, device: torch.device, role: str = "teacher") -> Outcome:
+    """Train a classifier on the real training set: a teacher to invert, or (role="evaluator") an independent
+    network whose embedding judges the images (metrics), with its own seed and output folder."""
+    allowed, weights, json_path = {
+        "teacher": (cfg.teacher.models, paths.teacher_weights, paths.teacher_json),
+        "evaluator": (cfg.metrics.evaluators, paths.evaluator_weights, paths.evaluator_json),
+    }[role]
+    _choose(key, allowed, role)
     ds = data.load(paths.data_dir(cfg.exp_dir))
-    spec, tc = cfg.models[teacher], cfg.teacher
-    torch.manual_seed(derive_seed(cfg.seed, "teacher", teacher))
+    spec, tc = cfg.models[key], cfg.teacher
+    torch.manual_seed(derive_seed(cfg.seed, role, key))
     model = build_model(spec.arch, ds.num_classes, ds.in_channels, spec.width)
     x = data.normalize(ds.train_x, ds.mean, ds.std)
     xt, yt = _test_set(ds)
     schedule = SGDSchedule(tc.epochs, tc.batch_size, tc.lr, tc.momentum, tc.weight_decay, tc.warmup_epochs)
     start = time.perf_counter()
-    history = fit(model, x, ds.train_y, cross_entropy_loss, schedule, device, derive_seed(cfg.seed, "teacher-data", teacher),
-                  on_epoch=_epoch_eval(model, xt, yt, device), desc=f"teacher {teacher}")
+    history = fit(model, x, ds.train_y, cross_entropy_loss, schedule, device, derive_seed(cfg.seed, f"{role}-data", key),
+                  on_epoch=_epoch_eval(model, xt, yt, device), desc=f"{role} {key}")
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
     meta = ModelMeta(spec.arch, ds.num_classes, ds.in_channels, ds.image_size, spec.width, list(ds.mean), list(ds.std))
-    save_model(paths.teacher_weights(cfg.exp_dir, teacher), model, meta)
-    result = {"teacher": teacher, "model": asdict(spec), "dataset": ds.name, "test_acc": final["acc"], "test_loss": final["loss"],
+    save_model(weights(cfg.exp_dir, key), model, meta)
+    result = {role: key, "model": asdict(spec), "dataset": ds.name, "test_acc": final["acc"], "test_loss": final["loss"],
               "train_images": len(x), "test_images": len(xt), "epochs": history, "seconds": seconds,
               "settings": asdict(tc), "device": str(device)}
-    atomic_write_json(paths.teacher_json(cfg.exp_dir, teacher), result)
-    log(f"teacher {teacher}: test accuracy {final['acc']:.2f} % in {seconds:.0f} s")
-    return Outcome(result, artifacts=[paths.teacher_json(cfg.exp_dir, teacher)])
+    atomic_write_json(json_path(cfg.exp_dir, key), result)
+    log(f"{role} {key}: test accuracy {final['acc']:.2f} % in {seconds:.0f} s")
+    return Outcome(result, artifacts=[json_path(cfg.exp_dir, key)])
 
 
 def check_shard(cfg: Config, method: str, shard: int) -> None:
@@ -141,6 +147,39 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     atomic_write_json(paths.kd_json(cfg.exp_dir, teacher, method, student), result)
     log(f"kd {teacher}/{method} -> {student}: test accuracy {final['acc']:.2f} % ({len(x)} images, {seconds:.0f} s)")
     return Outcome(result, artifacts=[paths.kd_json(cfg.exp_dir, teacher, method, student)])
+
+
+def run_metrics(cfg: Config, teacher: str, method: str, device: torch.device) -> Outcome:
+    """FD and k-NN precision/recall of (teacher, method)'s images against real training images, in the penultimate
+    embedding of the teacher and of every evaluator (networks trained on real data that were not inverted);
+    method=real: the held-out test images (the floor any method can reach)."""
+    from natinv.metrics import embeddings, frechet_distance, precision_recall
+
+    if method != "real":
+        _choose(method, cfg.synthesis.methods, "method")
+    mc = cfg.metrics
+    start = time.perf_counter()
+    ds = data.load(paths.data_dir(cfg.exp_dir))
+    model, _ = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
+    reference, _ = real_subset(ds, mc.reference_images, derive_seed(cfg.seed, "metrics-reference"))
+    if method == "real":
+        x = _test_set(ds)[0][: mc.reference_images]
+    else:
+        x, _ = load_synthesized(cfg, teacher, method)
+    nets = {"teacher": model} | {f"evaluator:{e}": load_model(paths.evaluator_weights(cfg.exp_dir, e), device)[0]
+                                 for e in mc.evaluators}
+    scores = {}
+    for name, net in nets.items():
+        ref, gen = embeddings(net, reference, device), embeddings(net, x, device)
+        scores[name] = {"fd": frechet_distance(gen, ref), **precision_recall(gen, ref, mc.neighborhood)}
+    teacher_embedding = scores["teacher"]
+    result = {"teacher": teacher, "method": method, "images": len(x), "reference_images": len(reference),
+              "images_from": "real test images" if method == "real" else "synthesized (stored float16 tensors)",
+              "embeddings": scores, "seconds": time.perf_counter() - start, "settings": asdict(mc)}
+    atomic_write_json(paths.metrics_json(cfg.exp_dir, teacher, method), result)
+    log(f"metrics {teacher}/{method}: teacher embedding FD {teacher_embedding['fd']:.2f}, precision "
+        f"{teacher_embedding['precision']:.3f}, recall {teacher_embedding['recall']:.3f} ({len(x)} vs {len(reference)} images)")
+    return Outcome(result, artifacts=[paths.metrics_json(cfg.exp_dir, teacher, method)])
 
 
 def run_import(cfg: Config, teacher: str, checkpoint: Path) -> None:
