@@ -31,6 +31,7 @@ wildcard_constraints:
     teacher="[^/]+",
     method="[^/]+",
     student="[^/]+",
+    evaluator="[^/]+",
     shard=r"\d+",
 
 include: "workflow/rules/common.smk"
@@ -38,6 +39,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/synthesize.smk"
 include: "workflow/rules/kd.smk"
+include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -64,7 +64,7 @@ def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
     if args.stage == "evaluator":
         return [("evaluator", {"evaluator": args.evaluator})]
     if args.stage == "metrics":
-        return [("metrics", {"teacher": args.teacher, "method": args.method})]
+        return [("metrics_real" if args.method == "real" else "metrics", {"teacher": args.teacher, "method": args.method})]
     if args.stage == "kd":
         return [("kd_real" if args.method == "real" else "kd", {"teacher": args.teacher, "method": args.method, "student": args.student})]
     return [(args.stage, {})]

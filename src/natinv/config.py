@@ -133,6 +133,8 @@ class JobThreads:
     teacher: int = field(default=2, metadata=_min(1))
     synthesize: int = field(default=1, metadata=_min(1))
     kd: int = field(default=1, metadata=_min(1))
+    evaluator: int = field(default=1, metadata=_min(1))
+    metrics: int = field(default=1, metadata=_min(1))
     report: int = field(default=1, metadata=_min(1))
 
 
@@ -400,7 +402,8 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "kd_real": [*_TEACHER, *_KD, "kd.real_images", "synthesis.num_images"],
     "evaluator": [*_DATA, "seed", "models.{evaluator}", *_settings(TeacherConfig, "teacher", skip=("models",))],
     "metrics": [*_SYNTH, *_settings(MetricsConfig, "metrics")],
-    "report": ["data", "seed", "models", "teacher", "synthesis", "kd"],
+    "metrics_real": [*_TEACHER, *_settings(MetricsConfig, "metrics")],
+    "report": ["data", "seed", "models", "teacher", "synthesis", "kd", "metrics"],
 }
 
 

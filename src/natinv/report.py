@@ -16,7 +16,7 @@ from natinv import figures, paths
 from natinv.config import Config, NIConfig
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json, read_json
-from natinv.paper import KD_SETTINGS, table5_row
+from natinv.paper import KD_SETTINGS, TABLE1_CIFAR10, table5_row
 from natinv.stages import EPOCH_EVAL_IMAGES
 from natinv.synthesis.objective import TERMS
 from natinv.tracking import Outcome
@@ -55,14 +55,20 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
 
 def collect(cfg: Config) -> dict:
     """summary.json: the keys of DESIGN.md section 3 (accuracies in %), for whatever stages have run."""
-    out: dict = {"experiment": cfg.experiment, "teachers": {}, "synthesis": {}, "kd": {}}
+    out: dict = {"experiment": cfg.experiment, "teachers": {}, "evaluators": {}, "synthesis": {}, "kd": {}, "metrics": {}}
+    for e in cfg.metrics.evaluators:
+        if (ej := _read(paths.evaluator_json(cfg.exp_dir, e))) is not None:
+            out["evaluators"][e] = {"test_acc": ej["test_acc"], "seconds": ej["seconds"], "epochs": len(ej["epochs"])}
     for t in cfg.teacher.models:
         if (tj := _read(paths.teacher_json(cfg.exp_dir, t))) is not None:
             out["teachers"][t] = {"test_acc": tj["test_acc"], "seconds": tj["seconds"], "epochs": len(tj["epochs"])}
         for m in cfg.synthesis.run:
             if (totals := synthesis_totals(cfg, t, m)) is not None:
                 out["synthesis"][f"{t}/{m}"] = totals
-        for m in cfg.kd_methods():
+        for m in cfg.kd_methods():  # the synthesized methods, then real (the reference row)
+            if (mj := _read(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
+                out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
+                out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
             for s in cfg.kd.students:
                 if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
                     out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
@@ -174,6 +180,9 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
                     [[t, f"{cfg.models[t].arch} width {cfg.models[t].width}", v["epochs"], f"**{v['test_acc']:.2f}**", row.teacher_acc]
                      for t, v in summary["teachers"].items()])
 
+    if summary["evaluators"]:
+        lines += ["Evaluators (trained on real data with the teacher's recipe and their own seed; never inverted): " + ", ".join(
+            f"{e} {v['test_acc']:.2f} %" for e, v in summary["evaluators"].items()) + ".", ""]
     lines += ["## Knowledge distillation (paper Table 5)", "",
               f"Student test accuracy after distilling the teacher on each method's images. The paper's cell is "
               f"{row.dataset}, {row.teacher} → {row.student}, 256k images; its real-data reference (S.) is the student "
@@ -203,6 +212,20 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
                       + ", ".join(f"{cfg.models[s].arch}-w{cfg.models[s].width}" for s in cfg.kd.students)],
                      *_settings_rows(cfg, summary)])
 
+    lines += ["## How real are the images (paper Tables 1 and 8)", "",
+              f"Fréchet distance (FD, lower is closer) and k-NN precision / recall (k = {cfg.metrics.neighborhood}) against "
+              f"{cfg.metrics.reference_images:,} real training images, in the embedding of the teacher (the network that was "
+              "inverted) and of each evaluator (trained on real data, not inverted). `real` = held-out test images: the floor.", ""]
+    nets = sorted({k.split("/")[0] for v in summary["metrics"].values() for k in v if "/" in k}, key=lambda n: (n != "teacher", n))
+    lines += _table(["teacher/images", *(f"{n}: FD / P / R" for n in nets)],
+                    [[k, *(f"{v[f'{n}/fd']:.3f} / {v[f'{n}/precision']:.3f} / {v[f'{n}/recall']:.3f}" for n in nets)]
+                     for k, v in summary["metrics"].items()])
+    paper = TABLE1_CIFAR10
+    lines += [f"Paper, Table 1 (CIFAR-10, ResNet-34, 50k images, Inception-v3 embedding): NI IS {paper['naturalinversion']['IS']}, "
+              f"FID {paper['naturalinversion']['FID']}, precision {paper['naturalinversion']['precision']}, recall "
+              f"{paper['naturalinversion']['recall']}; DI FID {paper['deepinversion']['FID']}. Not on the same scale as ours: "
+              "different data, image count and embedding (Inception-v3 needs weights this offline pipeline does not fetch).", ""]
+
     lines += ["## Synthesis", "",
               "Per method: the budget (equal for all methods), speed, the loss terms at the kept (lowest-loss) iteration "
               "averaged over batches, and how often the teacher predicts the synthesis label on the stored float16 tensors "
@@ -226,6 +249,8 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     timing = [["teacher", len(summary["teachers"]), *_sum_max([v["seconds"] for v in summary["teachers"].values()])]]
     timing += [[f"synthesize {k}", len(v["shard_seconds"]), *_sum_max(v["shard_seconds"])] for k, v in summary["synthesis"].items()]
     timing += [["kd", len(summary["kd"]), *_sum_max([v["seconds"] for v in summary["kd"].values()])]]
+    timing += [["evaluator", len(summary["evaluators"]), *_sum_max([v["seconds"] for v in summary["evaluators"].values()])]]
+    timing += [["metrics", len(summary["metrics"]), *_sum_max([v["seconds"] for v in summary["metrics"].values()])]]
     lines += _table(["stage", "jobs", "seconds (sum)", "longest job"], timing)
     return "\n".join(lines)
 

@@ -5,6 +5,8 @@ rule report:
         shards=[f for t in CFG.teacher.models for m in CFG.synthesis.run for ext in ("npz", "json") for f in shard_files(t, m, ext)],
         kd=expand(f"{EXP}/kd/{{teacher}}/{{method}}/{{student}}.json", teacher=CFG.teacher.models, method=CFG.kd_methods(),
                   student=CFG.kd.students),
+        metrics=expand(f"{EXP}/metrics/{{teacher}}/{{method}}.json", teacher=CFG.teacher.models,
+                       method=[*CFG.synthesis.run, "real"]),
     output:
         report=f"{EXP}/report/report.md",
         summary=f"{EXP}/report/summary.json",

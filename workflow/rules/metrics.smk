@@ -1,0 +1,61 @@
+# How real the images are: independent evaluator networks trained on real data, then per teacher the metrics
+# of every synthesized method (metrics) and of held-out real images, the floor (metrics_real).
+rule evaluator:
+    input:
+        rules.data.output,
+    output:
+        weights=f"{EXP}/evaluators/{{evaluator}}.safetensors",
+        json=f"{EXP}/evaluators/{{evaluator}}.json",
+    params:
+        file=PARAMS,
+        tracked=tracked("evaluator"),
+    threads: CFG.job_threads.evaluator
+    resources:
+        gpu=1,
+    log:
+        f"{EXP}/logs/evaluator/{{evaluator}}.log",
+    shell:
+        "python -m natinv evaluator --params {params.file} --threads {threads} --evaluator {wildcards.evaluator} 2>&1 | tee {log}"
+
+
+rule metrics:
+    input:
+        data=rules.data.output,
+        teacher=f"{EXP}/teachers/{{teacher}}.safetensors",
+        evaluators=expand(f"{EXP}/evaluators/{{evaluator}}.safetensors", evaluator=CFG.metrics.evaluators),
+        shards=lambda w: shard_files(w.teacher, w.method),
+    output:
+        json=f"{EXP}/metrics/{{teacher}}/{{method}}.json",
+    wildcard_constraints:
+        method="(?!real\\.json)[^/]+",  # not `real` (the lookahead sees the `.json` that follows the method)
+    params:
+        file=PARAMS,
+        tracked=tracked("metrics"),
+    threads: CFG.job_threads.metrics
+    resources:
+        gpu=1,
+    log:
+        f"{EXP}/logs/metrics/{{teacher}}-{{method}}.log",
+    shell:
+        "python -m natinv metrics --params {params.file} --threads {threads} --teacher {wildcards.teacher}"
+        " --method {wildcards.method} 2>&1 | tee {log}"
+
+
+rule metrics_real:
+    input:
+        data=rules.data.output,
+        teacher=f"{EXP}/teachers/{{teacher}}.safetensors",
+        evaluators=expand(f"{EXP}/evaluators/{{evaluator}}.safetensors", evaluator=CFG.metrics.evaluators),
+    output:
+        json=f"{EXP}/metrics/{{teacher}}/real.json",
+    params:
+        file=PARAMS,
+        tracked=tracked("metrics_real"),
+    threads: CFG.job_threads.metrics
+    resources:
+        gpu=1,
+    log:
+        f"{EXP}/logs/metrics/{{teacher}}-real.log",
+    shell:
+        "python -m natinv metrics --params {params.file} --threads {threads} --teacher {wildcards.teacher}"
+        " --method real 2>&1 | tee {log}"
