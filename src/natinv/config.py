@@ -157,8 +157,8 @@ class Config:
     def exp_dir(self) -> Path:
         return Path(self.results) / self.experiment
 
-    def kd_methods(self) -> list[str]:
-        """The data each student is distilled from: every synthesized method, then real images (the reference)."""
+    def methods_and_real(self) -> list[str]:
+        """Every synthesized method, then `real` (the reference row KD and metrics compute on real images)."""
         return [*self.synthesis.run, "real"]
 
 

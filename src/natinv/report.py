@@ -17,7 +17,7 @@ from natinv.config import Config, NIConfig
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json, read_json
 from natinv.paper import KD_SETTINGS, TABLE1_CIFAR10, table5_row
-from natinv.stages import EPOCH_EVAL_IMAGES
+from natinv.train import EPOCH_EVAL_IMAGES
 from natinv.synthesis.objective import TERMS
 from natinv.tracking import Outcome
 
@@ -65,7 +65,7 @@ def collect(cfg: Config) -> dict:
         for m in cfg.synthesis.run:
             if (totals := synthesis_totals(cfg, t, m)) is not None:
                 out["synthesis"][f"{t}/{m}"] = totals
-        for m in cfg.kd_methods():  # the synthesized methods, then real (the reference row)
+        for m in cfg.methods_and_real():  # the synthesized methods, then real (the reference row)
             if (mj := _read(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
                 out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
                 out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
@@ -79,14 +79,13 @@ def collect(cfg: Config) -> dict:
 # ----------------------------------------------------------------------------------------------- figures
 
 
-def _shard_arrays(cfg: Config, teacher: str, method: str, keys: tuple[str, ...]) -> dict[str, list[np.ndarray]]:
-    """Selected arrays of every shard (np.load reads only the members asked for)."""
-    out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+def _loss_curves(cfg: Config, teacher: str, method: str) -> np.ndarray:
+    """The loss curves of every batch of every shard (np.load reads only that member, not the images)."""
+    curves = []
     for s in range(cfg.synthesis.shards):
         with np.load(paths.shard_npz(cfg.exp_dir, teacher, method, s)) as z:
-            for k in keys:
-                out[k].append(z[k])
-    return out
+            curves.append(z["loss_curves"])
+    return np.concatenate(curves)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -110,11 +109,11 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
         for m in cfg.synthesis.run:
             if f"{t}/{m}" not in summary["synthesis"]:
                 continue
-            first = _shard_arrays(cfg, t, m, ("images_uint8", "labels"))
-            grid = figures.class_grid(first["images_uint8"][0], first["labels"][0], n_classes)
+            with np.load(paths.shard_npz(cfg.exp_dir, t, m, 0)) as z:
+                grid = figures.class_grid(z["images_uint8"], z["labels"], n_classes)
             figures.save_png(grid, fig_dir / f"grid-{t}-{m}.png")
             made[f"grid/{t}/{m}"] = f"figures/grid-{t}-{m}.png"
-            curves = np.concatenate(_shard_arrays(cfg, t, m, ("loss_curves",))["loss_curves"])  # (batches, iterations, terms)
+            curves = _loss_curves(cfg, t, m)  # (batches, iterations, terms)
             loss_panels["cross-entropy (CE) per batch"][m] = curves[:, :, TERMS.index("ce")]
             loss_panels["BN-statistics term per batch"][m] = curves[:, :, TERMS.index("bn")]
             mean = curves.mean(0)
@@ -125,7 +124,7 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
             made[f"loss/{t}"] = f"figures/loss-{t}.png"
         acc: dict[str, np.ndarray] = {}
         for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
-                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for m in cfg.kd_methods() for s in cfg.kd.students]:
+                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for m in cfg.methods_and_real() for s in cfg.kd.students]:
             if (j := _read(path)) is None:
                 continue
             acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])

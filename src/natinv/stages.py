@@ -18,7 +18,7 @@ from natinv.runtime import derive_seed, log
 from natinv.synthesis.objective import TERMS
 from natinv.synthesis.shard import synthesize_shard
 from natinv.tracking import Outcome
-from natinv.train import SGDSchedule, cross_entropy_loss, evaluate, fit
+from natinv.train import SGDSchedule, cross_entropy_loss, epoch_eval, evaluate, fit
 
 
 def _choose(key: str, allowed, what: str) -> None:
@@ -38,13 +38,6 @@ def _test_set(ds: data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return data.normalize(ds.test_x, ds.mean, ds.std), ds.test_y
 
 
-EPOCH_EVAL_IMAGES = 2000  # the per-epoch curve uses the first 2,000 test images; the final accuracy uses all of them
-
-
-def _epoch_eval(model: torch.nn.Module, xt: torch.Tensor, yt: torch.Tensor, device: torch.device):
-    return lambda _: {"test_acc_subset": evaluate(model, xt[:EPOCH_EVAL_IMAGES], yt[:EPOCH_EVAL_IMAGES], device)["acc"]}
-
-
 def run_teacher(cfg: Config, key: str, device: torch.device, role: str = "teacher") -> Outcome:
     """Train a classifier on the real training set: a teacher to invert, or (role="evaluator") an independent
     network whose embedding judges the images (metrics), with its own seed and output folder."""
@@ -62,7 +55,7 @@ def run_teacher(cfg: Config, key: str, device: torch.device, role: str = "teache
     schedule = SGDSchedule(tc.epochs, tc.batch_size, tc.lr, tc.momentum, tc.weight_decay, tc.warmup_epochs)
     start = time.perf_counter()
     history = fit(model, x, ds.train_y, cross_entropy_loss, schedule, device, derive_seed(cfg.seed, f"{role}-data", key),
-                  on_epoch=_epoch_eval(model, xt, yt, device), desc=f"{role} {key}")
+                  on_epoch=epoch_eval(model, xt, yt, device), desc=f"{role} {key}")
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
     meta = ModelMeta(spec.arch, ds.num_classes, ds.in_channels, ds.image_size, spec.width, list(ds.mean), list(ds.std))
@@ -136,7 +129,7 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     start = time.perf_counter()
     history = fit(model, x, y, kd_loss(t_model, kc.temperature), schedule, device,
                   derive_seed(cfg.seed, "kd-data", teacher, method, student),
-                  on_epoch=_epoch_eval(model, xt, yt, device), desc=f"kd {method}->{student}")
+                  on_epoch=epoch_eval(model, xt, yt, device), desc=f"kd {method}->{student}")
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
     save_model(paths.kd_weights(cfg.exp_dir, teacher, method, student), model,

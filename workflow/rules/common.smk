@@ -6,5 +6,9 @@ def tracked(stage):
     return lambda w: stage_params(CFG, stage, **dict(w.items()))
 
 
+def evaluator_files():
+    return expand(f"{EXP}/evaluators/{{evaluator}}.safetensors", evaluator=CFG.metrics.evaluators)
+
+
 def shard_files(teacher, method, ext="npz"):
     return expand(f"{EXP}/synth/{teacher}/{method}/shard-{{shard}}.{ext}", shard=range(CFG.synthesis.shards))

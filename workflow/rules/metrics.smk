@@ -22,7 +22,7 @@ rule metrics:
     input:
         data=rules.data.output,
         teacher=f"{EXP}/teachers/{{teacher}}.safetensors",
-        evaluators=expand(f"{EXP}/evaluators/{{evaluator}}.safetensors", evaluator=CFG.metrics.evaluators),
+        evaluators=evaluator_files(),
         shards=lambda w: shard_files(w.teacher, w.method),
     output:
         json=f"{EXP}/metrics/{{teacher}}/{{method}}.json",
@@ -45,7 +45,7 @@ rule metrics_real:
     input:
         data=rules.data.output,
         teacher=f"{EXP}/teachers/{{teacher}}.safetensors",
-        evaluators=expand(f"{EXP}/evaluators/{{evaluator}}.safetensors", evaluator=CFG.metrics.evaluators),
+        evaluators=evaluator_files(),
     output:
         json=f"{EXP}/metrics/{{teacher}}/real.json",
     params:

@@ -3,10 +3,10 @@ rule report:
         data=[rules.data.output.test, rules.data.output.manifest],
         teachers=expand(f"{EXP}/teachers/{{teacher}}.json", teacher=CFG.teacher.models),
         shards=[f for t in CFG.teacher.models for m in CFG.synthesis.run for ext in ("npz", "json") for f in shard_files(t, m, ext)],
-        kd=expand(f"{EXP}/kd/{{teacher}}/{{method}}/{{student}}.json", teacher=CFG.teacher.models, method=CFG.kd_methods(),
+        kd=expand(f"{EXP}/kd/{{teacher}}/{{method}}/{{student}}.json", teacher=CFG.teacher.models, method=CFG.methods_and_real(),
                   student=CFG.kd.students),
         metrics=expand(f"{EXP}/metrics/{{teacher}}/{{method}}.json", teacher=CFG.teacher.models,
-                       method=[*CFG.synthesis.run, "real"]),
+                       method=CFG.methods_and_real()),
     output:
         report=f"{EXP}/report/report.md",
         summary=f"{EXP}/report/summary.json",
