@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from natinv.cli import main
 
@@ -28,7 +29,12 @@ def chain(tmp_path_factory):
     assert main(["evaluator", *params, "--evaluator", "vgg11-w8"]) == 0
     for method in ("ni", "real"):
         assert main(["kd", *params, "--teacher", "resnet8-w16", "--method", method, "--student", "resnet8-w8"]) == 0
-        assert main(["metrics", *params, "--teacher", "resnet8-w16", "--method", method]) == 0
+    # Inception metrics: ni through a registered stand-in extractor, real as on an offline machine without weights
+    extractor = ["--set", "metrics.inception.feature_extractor=test_metrics:TinyExtractor"]
+    assert main(["metrics", *params, *extractor, "--teacher", "resnet8-w16", "--method", "ni"]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.hub, "get_dir", lambda: str(tmp / "empty-hub"))
+        assert main(["metrics", *params, "--teacher", "resnet8-w16", "--method", "real"]) == 0
     return tmp / "results" / "tiny", params
 
 
@@ -50,7 +56,11 @@ def test_chain_writes_the_declared_outputs(chain):
     for method in ("ni", "real"):
         kd = json.loads((exp / f"kd/resnet8-w16/{method}/resnet8-w8.json").read_text())
         assert kd["images"] == 48 and len(kd["epochs"]) == 1 and 0 <= kd["test_acc"] <= 100
-    ni, real = (json.loads((exp / f"metrics/resnet8-w16/{m}.json").read_text())["embeddings"] for m in ("ni", "real"))
+    ni_json, real_json = (json.loads((exp / f"metrics/resnet8-w16/{m}.json").read_text()) for m in ("ni", "real"))
+    assert ni_json["inception"]["available"] and ni_json["inception"]["fid"] > 0 and 0 <= ni_json["inception"]["recall"] <= 1
+    assert not real_json["inception"]["available"] and "no Inception-v3 weights" in real_json["inception"]["reason"]
+    assert list((exp.parent / "feature-cache").glob("fashion-mnist-real-*.pt"))  # the real side's features, cached once
+    ni, real = ni_json["embeddings"], real_json["embeddings"]
     assert set(ni) == set(real) == {"teacher", "evaluator:vgg11-w8"}
     for net in ni:  # held-out real images are closer to the training images than 10-iteration NI, in every embedding
         assert 0 <= real[net]["fd"] < ni[net]["fd"]

@@ -1,4 +1,5 @@
 """Params validation: every bad input is one line naming the file, the key, the value and what is allowed."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def test_overlay_overrides_only_what_it_sets(tmp_path):
     ("kd: {temperature: hot}", r"kd.temperature: got 'hot' \(str\); expected a number"),
     ("data: {dataset: mnist}", r"data.dataset: got 'mnist' \(str\); expected one of 'fashion-mnist', 'cifar10'"),
     ("models: {x: {arch: resnet9}}", r"models.x.arch: got 'resnet9'; expected one of resnet8, resnet18"),
-    ("synthesis: {run: [ni, gan]}", r"synthesis.run\[1\]: got 'gan'; expected one of the keys of synthesis.methods: ni, di"),
+    ("synthesis: {run: [ni, gan]}", r"synthesis.run\[1\]: got 'gan'; expected one of the keys of synthesis.methods: ni, ni-ftp3, ni-ftp23, di"),
     ("kd: {students: [nope]}", r"kd.students\[0\]: got 'nope'"),
     ("synthesis: {methods: {x: {kind: magic}}}", r"synthesis.methods.x.kind: got 'magic'; expected one of 'naturalinversion'"),
     ("synthesis: {methods: {ni: {kind: naturalinversion, flip: 1}}}", r"synthesis.methods.ni.flip: got 1 \(int\); expected true or false"),
@@ -64,3 +65,22 @@ def test_error_names_the_file_that_set_the_key(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: params file not found"):
         load_config([tmp_path / "nope.yaml"])
+
+
+def test_ftp_variants_are_ni_with_one_switch():
+    """The Table 4 variants in default.yaml (YAML merge key) are ni's settings with only ftp_stages changed."""
+    cfg = load_config([ROOT / "params/default.yaml"])
+    ni = dataclasses.asdict(cfg.synthesis.methods["ni"])
+    for key, stages in (("ni-ftp3", [3]), ("ni-ftp23", [2, 3])):
+        variant = dataclasses.asdict(cfg.synthesis.methods[key])
+        assert variant.pop("ftp_stages") == stages and variant == {k: v for k, v in ni.items() if k != "ftp_stages"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("metrics: {tsne: {layers: [stage0]}}", r"metrics.tsne.layers: got 'stage0'; expected 'stageK' \(K >= 1\) or 'embedding'"),
+    ("synthesis: {methods: {tsne: {kind: deepinversion}}}", r"synthesis.methods.tsne: 'tsne' is reserved"),
+])
+def test_bad_metrics_values_give_one_clear_line(tmp_path, text, expected):
+    (tmp_path / "profile.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config([DEFAULT, tmp_path / "profile.yaml"])

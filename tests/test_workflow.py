@@ -46,6 +46,7 @@ def tool(cwd: Path, *argv: str, check: bool = True) -> subprocess.CompletedProce
     """Run snakemake/dvc of this environment with its bin/ first on PATH (so `python` is this interpreter)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env["TORCH_HOME"] = str(cwd / ".torch-home")  # an empty torch hub: no Inception-v3 weights, as offline
     proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -103,7 +104,7 @@ def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
         files = [str(d.def_path) for d in stage.deps if not hasattr(d, "params")]
         stages[stage.name] = {"cmd": stage.cmd, "outs": [str(o.def_path) for o in stage.outs], "deps": files, "params": params}
     assert {s.split("@")[0] for s in stages} == {j["rule"] for j in jobs.values()} == {
-        "data", "teacher", "synthesize", "kd", "kd_real", "evaluator", "metrics", "metrics_real", "report"}
+        "data", "teacher", "synthesize", "kd", "kd_real", "evaluator", "metrics", "metrics_real", "tsne", "report"}
 
     matched = Counter()
     for output, job in jobs.items():
@@ -130,7 +131,11 @@ def test_dry_run_of_a_profile_lists_the_expected_jobs(tmp_path):
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY).stdout)
     # tiny: 1 teacher, 2 methods x 2 shards, 1 student x (2 methods + real)
     assert counts == {"data": 1, "teacher": 1, "synthesize": 4, "kd": 2, "kd_real": 1, "evaluator": 1, "metrics": 2,
-                      "metrics_real": 1, "report": 1, "all": 1}
+                      "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
+    # the Table 4 overlay adds two NI variants (defined in default.yaml with a YAML merge key) downstream of everything
+    counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "params/ablation-ftp.yaml").stdout)
+    assert counts == {"data": 1, "teacher": 1, "synthesize": 8, "kd": 4, "kd_real": 1, "evaluator": 1, "metrics": 4,
+                      "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("profile", ["paper-cifar10", "paper-cifar100"])
@@ -139,7 +144,7 @@ def test_paper_profiles_plan_the_paper_jobs(tmp_path, profile):
     counts = job_counts(tool(repo, "snakemake", "-n", "--configfile", "params/default.yaml", f"params/{profile}.yaml").stdout)
     # ResNet-34 teacher; NI and DI, 256k images each in 100 shards; ResNet-18 students from NI, DI and real images
     assert counts == {"data": 1, "teacher": 1, "synthesize": 200, "kd": 2, "kd_real": 1, "evaluator": 1, "metrics": 2,
-                      "metrics_real": 1, "report": 1, "all": 1}
+                      "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
     cfg = load_config([repo / "params/default.yaml", repo / f"params/{profile}.yaml"])
     ni = cfg.synthesis.methods["ni"]
     assert (ni.lr_generator, ni.lr_ftp, ni.lr_alpha, ni.alpha_mean, ni.generator_width) == (1e-3, 5e-4, 5e-2, 5.0, 128)
@@ -180,7 +185,12 @@ def test_snakemake_runs_the_tiny_profile_end_to_end(tiny_run):
         assert (exp / "report" / fig).stat().st_size > 0, fig
     assert set(summary["metrics"]) == {f"resnet8-w16/{m}" for m in ("ni", "di", "real")}
     assert summary["metrics"]["resnet8-w16/real"]["evaluator:vgg11-w8/fd"] < summary["metrics"]["resnet8-w16/ni"]["evaluator:vgg11-w8/fd"]
-    assert len(list((exp / "logs").rglob("*.log"))) == 14  # one per job
+    assert len(list((exp / "logs").rglob("*.log"))) == 15  # one per job
+    assert summary["tsne"]["resnet8-w16"]["images"] == {"real": 48, "ni": 48, "di": 48}  # capped by the 48 synthesized
+    assert "figures/tsne-resnet8-w16.png" in report
+    # no Inception-v3 weights in this run's (empty) torch hub: said once per job and in the report, never faked
+    assert not summary["inception"] and "no Inception-v3 weights" in summary["inception_unavailable"]
+    assert "### Inception metrics (paper Table 1)\n\nNot computed: no Inception-v3 weights" in report
     again = tool(repo, "snakemake", "-n", *TINY).stdout
     assert "Nothing to be done" in again
 
@@ -195,7 +205,7 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("stage") != "pipeline"]
     assert Counter(r.data.tags["stage"] for r in children) == {"data": 1, "teacher": 1, "synthesize": 4, "kd": 3, "evaluator": 1,
-                                                               "metrics": 3, "report": 1}
+                                                               "metrics": 3, "tsne": 1, "report": 1}
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     for r in children:
         assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -212,7 +222,7 @@ def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run):
     # Snakemake: the params: of exactly the NI jobs differ
     (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.02}}}\n")
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "lr.yaml").stdout)
-    assert counts == {"synthesize": 2, "kd": 1, "metrics": 1, "report": 1, "all": 1}
+    assert counts == {"synthesize": 2, "kd": 1, "metrics": 1, "tsne": 1, "report": 1, "all": 1}
     # DVC on the same outputs: adopt them (dvc commit), change the parameter, then status and repro
     (repo / "params/default.yaml").write_text((repo / "results/tiny/params.yaml").read_text())
     tool(repo, "dvc", "commit", "-f")
@@ -221,7 +231,8 @@ def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run):
     params["synthesis"]["methods"]["ni"]["lr_generator"] = 0.02
     (repo / "params/default.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(tool(repo, "dvc", "status", "--json").stdout))
-    assert changed == {"synthesize@resnet8-w16-ni", "kd@resnet8-w16-ni-resnet8-w8", "metrics@resnet8-w16-ni", "report"}
+    assert changed == {"synthesize@resnet8-w16-ni", "kd@resnet8-w16-ni-resnet8-w8", "metrics@resnet8-w16-ni", "tsne@resnet8-w16",
+                       "report"}
     teacher = repo / "results/tiny/teachers/resnet8-w16.safetensors"
     before = teacher.stat().st_mtime_ns
     out = tool(repo, "dvc", "repro").stdout

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
           "evaluator")
     stage("metrics", "how real the images are: FD and precision/recall against real data (--method real: the floor)",
           "teacher", "method")
+    stage("tsne", "t-SNE of the teacher's features for real and every method's images (paper Figs. 4, 7)", "teacher")
     stage("report", "write report.md, figures and summary.json from the stage outputs")
     imp = stage("import-checkpoint", "convert a PyTorch state_dict into a teacher checkpoint (weights_only)", "teacher")
     imp.add_argument("--checkpoint", required=True, type=Path)
@@ -63,11 +64,29 @@ def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
         return [("synthesize", {"teacher": args.teacher, "method": args.method, "shard": s}) for s in shards]
     if args.stage == "evaluator":
         return [("evaluator", {"evaluator": args.evaluator})]
+    if args.stage == "tsne":
+        return [("tsne", {"teacher": args.teacher})]
     if args.stage == "metrics":
         return [("metrics_real" if args.method == "real" else "metrics", {"teacher": args.teacher, "method": args.method})]
     if args.stage == "kd":
         return [("kd_real" if args.method == "real" else "kd", {"teacher": args.teacher, "method": args.method, "student": args.student})]
     return [(args.stage, {})]
+
+
+def _runners() -> dict:
+    from natinv import stages
+    from natinv.report import run_report
+
+    return {
+        "data": lambda cfg, a, keys, device: stages.run_data(cfg, device),
+        "teacher": lambda cfg, a, keys, device: stages.run_teacher(cfg, a.teacher, device),
+        "synthesize": lambda cfg, a, keys, device: stages.run_synthesize(cfg, a.teacher, a.method, keys["shard"], device),
+        "kd": lambda cfg, a, keys, device: stages.run_kd(cfg, a.teacher, a.method, a.student, device),
+        "evaluator": lambda cfg, a, keys, device: stages.run_teacher(cfg, a.evaluator, device, role="evaluator"),
+        "metrics": lambda cfg, a, keys, device: stages.run_metrics(cfg, a.teacher, a.method, device),
+        "tsne": lambda cfg, a, keys, device: stages.run_tsne(cfg, a.teacher, device),
+        "report": lambda cfg, a, keys, device: run_report(cfg),
+    }
 
 
 def run(args: argparse.Namespace) -> None:
@@ -89,22 +108,7 @@ def run(args: argparse.Namespace) -> None:
     for name, keys in _jobs(cfg, args):
         run = tracking.StageRun(cfg, args.stage, keys, stage_params(cfg, name, **{k: str(v) for k, v in keys.items()}))
         try:
-            if args.stage == "data":
-                outcome = stages.run_data(cfg, device)
-            elif args.stage == "teacher":
-                outcome = stages.run_teacher(cfg, args.teacher, device)
-            elif args.stage == "synthesize":
-                outcome = stages.run_synthesize(cfg, args.teacher, args.method, keys["shard"], device)
-            elif args.stage == "kd":
-                outcome = stages.run_kd(cfg, args.teacher, args.method, args.student, device)
-            elif args.stage == "evaluator":
-                outcome = stages.run_teacher(cfg, args.evaluator, device, role="evaluator")
-            elif args.stage == "metrics":
-                outcome = stages.run_metrics(cfg, args.teacher, args.method, device)
-            else:
-                from natinv.report import run_report
-
-                outcome = run_report(cfg)
+            outcome = _runners()[args.stage](cfg, args, keys, device)
         except BaseException as exc:
             run.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise

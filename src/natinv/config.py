@@ -5,6 +5,7 @@ Every error names the file and key that set the bad value, the value, and what i
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -104,12 +105,33 @@ class SynthesisConfig:
 
 
 @dataclass
+class InceptionConfig:
+    """IS / FID / P&R of the paper's Table 1 with torch-fidelity; computed only when the extractor's weights are here."""
+
+    enabled: bool = True
+    feature_extractor: str = "inception-v3-compat"  # a torch-fidelity extractor name, or 'module:Class' to register one
+    weights: str | None = None  # a local weights file; null = torch-fidelity's copy in the torch hub cache, if there
+    batch_size: int = field(default=64, metadata=_min(1))
+
+
+@dataclass
+class TSNEConfig:
+    """t-SNE of the teacher's features for real and synthesized images (paper Figs. 4, 7): one job per teacher."""
+
+    images: int = field(default=500, metadata=_min(2))  # per set: real training images and each method's (paper: 10k)
+    layers: list[str] = field(default_factory=lambda: ["stage1", "embedding"])  # 'stageK' (1-based) or 'embedding'
+    perplexity: float = field(default=30.0, metadata=_min(1))
+
+
+@dataclass
 class MetricsConfig:
     """How real the images are: embeddings of synthesized (or held-out real) images against real training images."""
 
     evaluators: list[str] = field(default_factory=list)  # keys of `models` trained on real data to embed the images
     reference_images: int = field(default=10000, metadata=_min(2))  # real training images on the reference side
     neighborhood: int = field(default=3, metadata=_min(1))  # k of the k-NN precision/recall
+    inception: InceptionConfig = field(default_factory=InceptionConfig)
+    tsne: TSNEConfig = field(default_factory=TSNEConfig)
 
 
 @dataclass
@@ -160,6 +182,10 @@ class Config:
     def methods_and_real(self) -> list[str]:
         """Every synthesized method, then `real` (the reference row KD and metrics compute on real images)."""
         return [*self.synthesis.run, "real"]
+
+    def kind_of(self, method: str) -> str:
+        """`real`, or the kind of a synthesis method (naturalinversion, deepinversion)."""
+        return "real" if method == "real" else self.synthesis.methods[method].kind
 
 
 # ---------------------------------------------------------------------------------------- merge and load
@@ -366,12 +392,16 @@ def _check_references(cfg: Config, conv: _Converter) -> None:
     known(cfg.metrics.evaluators, cfg.models, "metrics.evaluators", "keys of `models`")
     if cfg.data.dataset == "custom" and not cfg.data.path:
         conv.fail("data.path", "missing: dataset 'custom' needs an image folder or an .npz file")
-    if "real" in cfg.synthesis.methods:
-        conv.fail("synthesis.methods.real", "'real' is reserved for the real-data reference rows")
+    for reserved, why in (("real", "the real-data reference rows"), ("tsne", "the t-SNE outputs beside the metrics")):
+        if reserved in cfg.synthesis.methods:
+            conv.fail(f"synthesis.methods.{reserved}", f"'{reserved}' is reserved for {why}")
     syn = cfg.synthesis
     batches = -(-syn.num_images // syn.batch_size)
     if syn.shards > batches:
         conv.fail("synthesis.shards", f"got {syn.shards}; at most {batches} (one batch per shard at least)")
+    for layer in cfg.metrics.tsne.layers:
+        if not re.fullmatch(r"stage[1-9]\d*|embedding", layer):
+            conv.fail("metrics.tsne.layers", f"got {layer!r}; expected 'stageK' (K >= 1) or 'embedding'")
     for key, m in syn.methods.items():
         if isinstance(m, NIConfig) and m.ftp_stages is not None:
             if not m.ftp_stages or any(s < 1 for s in m.ftp_stages) or len(set(m.ftp_stages)) != len(m.ftp_stages):
@@ -401,8 +431,9 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "kd": [*_SYNTH, *_KD],
     "kd_real": [*_TEACHER, *_KD, "kd.real_images", "synthesis.num_images"],
     "evaluator": [*_DATA, "seed", "models.{evaluator}", *_settings(TeacherConfig, "teacher", skip=("models",))],
-    "metrics": [*_SYNTH, *_settings(MetricsConfig, "metrics")],
-    "metrics_real": [*_TEACHER, *_settings(MetricsConfig, "metrics")],
+    "metrics": [*_SYNTH, *_settings(MetricsConfig, "metrics", skip=("tsne",))],
+    "metrics_real": [*_TEACHER, *_settings(MetricsConfig, "metrics", skip=("tsne",))],
+    "tsne": [*_TEACHER, "synthesis", "metrics.tsne"],
     "report": ["data", "seed", "models", "teacher", "synthesis", "kd", "metrics"],
 }
 

@@ -54,6 +54,35 @@ def curve_plot(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, xlabe
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
+    _save(fig, path)
+
+
+# The paper's Fig. 4 colours: real data green, NaturalInversion orange, DeepInversion purple.
+SET_COLORS = {"real": "tab:green", "naturalinversion": "tab:orange", "deepinversion": "tab:purple"}
+
+
+def scatter_panels(panels: Mapping[str, Mapping[str, np.ndarray]], colors: list[str], path: Path) -> None:
+    """One panel per title; per label (N, 2) points in its colour. Saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+    for ax, (title, groups) in zip(axes[0], panels.items()):
+        for color, (label, pts) in zip(colors, groups.items()):
+            ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.5, color=color, label=f"{label} ({len(pts)})", linewidths=0)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=8, markerscale=3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

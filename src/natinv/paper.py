@@ -47,3 +47,30 @@ TABLE1_CIFAR10 = {
     "naturalinversion": {"IS": 5.15, "FID": 76.04, "precision": 0.680, "recall": 0.279},
     "deepinversion": {"FID": 197.33},
 }
+
+
+# Table 8, the rows whose embedding network was trained on the dataset itself (ImageNet rows need weights we do not
+# fetch): FD of the Table 1 images (50k, ResNet-34 teacher). The teacher's own embedding is the ResNet-34 row.
+TABLE8 = {
+    "cifar10": {"teacher": ("ResNet-34", {"naturalinversion": 0.27, "deepinversion": 0.65, "wgan-gp": 0.94}),
+                "vgg11": ("VGG-11", {"naturalinversion": 2.53, "deepinversion": 12.70, "wgan-gp": 5.75})},
+    "cifar100": {"teacher": ("ResNet-34", {"naturalinversion": 2.89, "deepinversion": 10.18, "wgan-gp": 12.76}),
+                 "vgg16": ("VGG-16", {"naturalinversion": 9.64, "deepinversion": 18.08, "wgan-gp": 16.81})},
+}
+
+
+def table8_dataset(dataset: str) -> str:
+    return "CIFAR-100" if dataset == "cifar100" else "CIFAR-10"
+
+
+def table8_fd(dataset: str, net: str, kind: str) -> tuple[str, float] | None:
+    """(the paper's embedding network, its FD for method `kind`) for our embedding `net` ('teacher' or an evaluator's
+    arch), on the same dataset when the paper has it, else CIFAR-10; None when the paper has no such cell."""
+    row = TABLE8.get(dataset, TABLE8["cifar10"]).get(net)
+    if row is None or kind not in row[1]:
+        return None
+    return row[0], row[1][kind]
+
+
+# Table 4 (CIFAR-10, ResNet-34, 10k images): the FTP from the top k stages; "1'st stage" and "final stage" FD as given.
+TABLE4 = {1: ("f4", 0.6892, 77.90), 2: ("f3,f4", 0.6845, 75.84), 3: ("f2,f3,f4", 0.6736, 75.52), "all": ("all (ours)", 0.6634, 73.72)}

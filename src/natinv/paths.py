@@ -42,3 +42,13 @@ def evaluator_weights(exp: Path, evaluator: str) -> Path:
 
 def evaluator_json(exp: Path, evaluator: str) -> Path:
     return exp / "evaluators" / f"{evaluator}.json"
+
+
+def feature_cache(results: Path) -> Path:
+    """Real images' features for torch-fidelity metrics, shared by experiments (named by the images' content)."""
+    return results / "feature-cache"
+
+
+def tsne_files(exp: Path, teacher: str) -> dict[str, Path]:
+    base = exp / "metrics" / teacher
+    return {"json": base / "tsne.json", "npz": base / "tsne.npz", "png": base / "tsne.png"}

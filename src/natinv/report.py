@@ -16,7 +16,7 @@ from natinv import figures, paths
 from natinv.config import Config, NIConfig
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json, read_json
-from natinv.paper import KD_SETTINGS, TABLE1_CIFAR10, table5_row
+from natinv.paper import KD_SETTINGS, TABLE1_CIFAR10, TABLE4, table5_row, table8_dataset, table8_fd
 from natinv.train import EPOCH_EVAL_IMAGES
 from natinv.synthesis.objective import TERMS
 from natinv.tracking import Outcome
@@ -55,13 +55,16 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
 
 def collect(cfg: Config) -> dict:
     """summary.json: the keys of DESIGN.md section 3 (accuracies in %), for whatever stages have run."""
-    out: dict = {"experiment": cfg.experiment, "teachers": {}, "evaluators": {}, "synthesis": {}, "kd": {}, "metrics": {}}
+    out: dict = {"experiment": cfg.experiment, "teachers": {}, "evaluators": {}, "synthesis": {}, "kd": {}, "metrics": {},
+                 "inception": {}, "inception_unavailable": None, "tsne": {}}
     for e in cfg.metrics.evaluators:
         if (ej := _read(paths.evaluator_json(cfg.exp_dir, e))) is not None:
             out["evaluators"][e] = {"test_acc": ej["test_acc"], "seconds": ej["seconds"], "epochs": len(ej["epochs"])}
     for t in cfg.teacher.models:
         if (tj := _read(paths.teacher_json(cfg.exp_dir, t))) is not None:
             out["teachers"][t] = {"test_acc": tj["test_acc"], "seconds": tj["seconds"], "epochs": len(tj["epochs"])}
+        if (tj := _read(paths.tsne_files(cfg.exp_dir, t)["json"])) is not None:
+            out["tsne"][t] = {"images": tj["images"], "layers": tj["layers"], "seconds": tj["seconds"]}
         for m in cfg.synthesis.run:
             if (totals := synthesis_totals(cfg, t, m)) is not None:
                 out["synthesis"][f"{t}/{m}"] = totals
@@ -69,6 +72,11 @@ def collect(cfg: Config) -> dict:
             if (mj := _read(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
                 out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
                 out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
+                inc = mj["inception"]
+                if inc["available"]:
+                    out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}
+                else:
+                    out["inception_unavailable"] = inc["reason"]
             for s in cfg.kd.students:
                 if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
                     out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
@@ -122,6 +130,10 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
         if loss_panels["cross-entropy (CE) per batch"]:
             figures.curve_plot(loss_panels, fig_dir / f"loss-{t}.png", "iteration", log_y=True)
             made[f"loss/{t}"] = f"figures/loss-{t}.png"
+        tsne_png = paths.tsne_files(cfg.exp_dir, t)["png"]
+        if t in summary["tsne"] and tsne_png.is_file():
+            atomic_write_bytes(fig_dir / f"tsne-{t}.png", tsne_png.read_bytes())
+            made[f"tsne/{t}"] = f"figures/tsne-{t}.png"
         acc: dict[str, np.ndarray] = {}
         for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
                 (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for m in cfg.methods_and_real() for s in cfg.kd.students]:
@@ -143,10 +155,6 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(map(str, r)) + " |" for r in rows), ""]
-
-
-def _kind(cfg: Config, method: str) -> str:
-    return "real" if method == "real" else cfg.synthesis.methods[method].kind
 
 
 def _settings_rows(cfg: Config, summary: dict) -> list[list]:
@@ -190,7 +198,7 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     kd_rows = []
     for key, v in summary["kd"].items():
         t, m, s = key.split("/")
-        kind = _kind(cfg, m)
+        kind = cfg.kind_of(m)
         paper = row.student_real_acc if kind == "real" else row.kd.get(kind)
         paper = "-" if paper is None else f"{paper:.2f}"
         kd_rows.append([t, s, m, f"{v['images']:,}", f"**{v['test_acc']:.2f}**", paper])
@@ -215,15 +223,17 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
               f"Fréchet distance (FD, lower is closer) and k-NN precision / recall (k = {cfg.metrics.neighborhood}) against "
               f"{cfg.metrics.reference_images:,} real training images, in the embedding of the teacher (the network that was "
               "inverted) and of each evaluator (trained on real data, not inverted). `real` = held-out test images: the floor.", ""]
-    nets = sorted({k.split("/")[0] for v in summary["metrics"].values() for k in v if "/" in k}, key=lambda n: (n != "teacher", n))
-    lines += _table(["teacher/images", *(f"{n}: FD / P / R" for n in nets)],
-                    [[k, *(f"{v[f'{n}/fd']:.3f} / {v[f'{n}/precision']:.3f} / {v[f'{n}/recall']:.3f}" for n in nets)]
-                     for k, v in summary["metrics"].items()])
-    paper = TABLE1_CIFAR10
-    lines += [f"Paper, Table 1 (CIFAR-10, ResNet-34, 50k images, Inception-v3 embedding): NI IS {paper['naturalinversion']['IS']}, "
-              f"FID {paper['naturalinversion']['FID']}, precision {paper['naturalinversion']['precision']}, recall "
-              f"{paper['naturalinversion']['recall']}; DI FID {paper['deepinversion']['FID']}. Not on the same scale as ours: "
-              "different data, image count and embedding (Inception-v3 needs weights this offline pipeline does not fetch).", ""]
+    nets = _nets(summary)
+    lines += _table(["teacher/images", *(f"{n}: FD / P / R" for n in nets), "paper Table 8 FD"],
+                    [[k, *(f"{v[f'{n}/fd']:.3f} / {v[f'{n}/precision']:.3f} / {v[f'{n}/recall']:.3f}" for n in nets),
+                      _table8_cell(cfg, k.split("/")[1], nets)] for k, v in summary["metrics"].items()])
+    lines += [f"Paper Table 8 (FD of 50k images from a ResNet-34 teacher, {table8_dataset(cfg.data.dataset)}): the "
+              "embedding networks trained on the dataset itself, beside ours of the same role (the teacher; an evaluator "
+              "of the same architecture). Our images, teacher, data and counts differ, so compare the order of the "
+              "methods, not the values.", ""]
+    lines += _inception_section(cfg, summary)
+    lines += _ftp_section(cfg, summary, manifest)
+    lines += _tsne_section(cfg, summary, made)
 
     lines += ["## Synthesis", "",
               "Per method: the budget (equal for all methods), speed, the loss terms at the kept (lowest-loss) iteration "
@@ -250,8 +260,89 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     timing += [["kd", len(summary["kd"]), *_sum_max([v["seconds"] for v in summary["kd"].values()])]]
     timing += [["evaluator", len(summary["evaluators"]), *_sum_max([v["seconds"] for v in summary["evaluators"].values()])]]
     timing += [["metrics", len(summary["metrics"]), *_sum_max([v["seconds"] for v in summary["metrics"].values()])]]
+    timing += [["tsne", len(summary["tsne"]), *_sum_max([v["seconds"] for v in summary["tsne"].values()])]]
     lines += _table(["stage", "jobs", "seconds (sum)", "longest job"], timing)
     return "\n".join(lines)
+
+
+def _table8_cell(cfg: Config, method: str, nets: list[str]) -> str:
+    cells = []
+    for n in nets:
+        role = "teacher" if n == "teacher" else cfg.models[n.removeprefix("evaluator:")].arch
+        if (hit := table8_fd(cfg.data.dataset, role, cfg.kind_of(method))) is not None:
+            cells.append(f"{hit[0]} {hit[1]}")
+    return ", ".join(cells) or "-"
+
+
+def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
+    """Paper Table 4: NI methods that differ in the FTP's stages, with the metrics and KD they reached."""
+    from natinv.models import build_model
+
+    rows = []
+    for t in cfg.teacher.models:
+        spec = cfg.models[t]
+        stages = len(build_model(spec.arch, manifest["num_classes"], manifest["in_channels"], spec.width).stages)
+        ni = [m for m in cfg.synthesis.run if isinstance(cfg.synthesis.methods[m], NIConfig) and cfg.synthesis.methods[m].ftp]
+        if len({tuple(cfg.synthesis.methods[m].ftp_stages or range(1, stages + 1)) for m in ni}) < 2:
+            continue
+        for m in sorted(ni, key=lambda m: len(cfg.synthesis.methods[m].ftp_stages or range(stages))):
+            used = cfg.synthesis.methods[m].ftp_stages or list(range(1, stages + 1))
+            paper = TABLE4["all" if len(used) == stages else len(used)] if used == list(range(stages - len(used) + 1, stages + 1)) else None
+            mt = summary["metrics"].get(f"{t}/{m}", {})
+            kd = [v["test_acc"] for k, v in summary["kd"].items() if k.startswith(f"{t}/{m}/")]
+            rows.append([f"{t}/{m}", ",".join(map(str, used)) + (" (all)" if len(used) == stages else ""),
+                         *(f"{mt[k]:.3f}" if k in mt else "-" for k in [f"{n}/fd" for n in _nets(summary)]),
+                         f"{summary['inception'][f'{t}/{m}']['fid']:.2f}" if f"{t}/{m}" in summary["inception"] else "-",
+                         " / ".join(f"{a:.2f}" for a in kd) or "-",
+                         f"{paper[0]}: {paper[1]} / {paper[2]}" if paper else "-"])
+    if not rows:
+        return []
+    lines = ["### Which teacher stages the FTP uses (paper Table 4)", "",
+             "NI with the Feature Transfer Pyramid built from the teacher's top stage, top two, ..., all (stage numbers "
+             "from 1 = lowest). The paper's row is the one with the same number of top stages of its 4-stage ResNet-34.", ""]
+    lines += _table(["teacher/method", "FTP stages", *(f"{n} FD" for n in _nets(summary)), "Inception FID", "KD acc %",
+                     "paper: stages: 1st-stage FD / FID"], rows)
+    return lines + [""]
+
+
+def _nets(summary: dict) -> list[str]:
+    """The embeddings the metrics were computed in: the teacher first, then the evaluators."""
+    return sorted({k.split("/")[0] for v in summary["metrics"].values() for k in v if "/" in k}, key=lambda n: (n != "teacher", n))
+
+
+def _inception_section(cfg: Config, summary: dict) -> list[str]:
+    """Table 1's metrics in Inception-v3's embedding (or the configured extractor's), the paper's values beside."""
+    paper = TABLE1_CIFAR10
+    ic = cfg.metrics.inception
+    lines = ["### Inception metrics (paper Table 1)", ""]
+    if not summary["inception"]:
+        why = summary["inception_unavailable"] or "no metrics job has run"
+        return lines + [f"Not computed: {why}. The paper's Table 1 (CIFAR-10, ResNet-34, 50k images): NI IS "
+                        f"{paper['naturalinversion']['IS']}, FID {paper['naturalinversion']['FID']}, precision "
+                        f"{paper['naturalinversion']['precision']}, recall {paper['naturalinversion']['recall']}; DI FID "
+                        f"{paper['deepinversion']['FID']}.", ""]
+    rows = []
+    for key, v in summary["inception"].items():
+        p = paper.get(cfg.kind_of(key.split("/")[1]), {})
+        rows.append([key, f"**{v['is']:.2f}** ± {v['is_std']:.2f}", f"**{v['fid']:.2f}**", f"{v['precision']:.3f}",
+                     f"{v['recall']:.3f}", " / ".join(str(p.get(k, "-")) for k in ("IS", "FID", "precision", "recall"))])
+    lines += [f"IS of the images, FID and k-NN precision / recall against the same {cfg.metrics.reference_images:,} real "
+              f"training images, in the embedding of `{ic.feature_extractor}` (uint8 renderings, torch-fidelity).", ""]
+    lines += _table(["teacher/images", "IS", "FID", "precision", "recall", "paper IS / FID / P / R (CIFAR-10)"], rows)
+    return lines + ["Settings that differ from the paper's Table 1: its images are 50k CIFAR-10 images from a ResNet-34 "
+                    "(2k iterations); ours are the dataset, teacher, image count and iterations of this run.", ""]
+
+
+def _tsne_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str]:
+    if not summary["tsne"]:
+        return []
+    n = cfg.metrics.tsne.images
+    lines = ["### t-SNE of the teacher's features (paper Figs. 4 and 7)", "",
+             f"Up to {n:,} images per set (paper: 10k), embedded jointly at each layer: `stageK` is the K-th stage's "
+             "output average-pooled to 4×4, `embedding` the penultimate features. Colours as in the paper: real green, "
+             "NI orange, DI purple. Points of a method that sit among the real ones mean the teacher sees those images "
+             "as it sees real data at that layer.", ""]
+    return lines + [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("tsne/")]
 
 
 def _sum_max(values: list[float]) -> list[str]:

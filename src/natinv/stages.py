@@ -1,10 +1,12 @@
 """Stage entry points: read params, call the library, write the declared outputs (DESIGN.md section 3)."""
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from natinv import data, figures, paths
@@ -92,18 +94,24 @@ def run_synthesize(cfg: Config, teacher: str, method: str, shard: int, device: t
     return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid])
 
 
-def load_synthesized(cfg: Config, teacher: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """All shards of (teacher, method): the stored float16 tensors (as float32) and labels."""
+def load_synthesized(cfg: Config, teacher: str, method: str, key: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
+    """All shards of (teacher, method) and their labels: the stored float16 tensors as float32 (key="images"), or
+    the uint8 renderings (key="images_uint8")."""
     xs, ys = [], []
     for shard in range(cfg.synthesis.shards):
         arrays = read_npz(paths.shard_npz(cfg.exp_dir, teacher, method, shard))
-        xs.append(torch.from_numpy(arrays["images"]).float())
+        x = torch.from_numpy(arrays[key])
+        xs.append(x if key == "images_uint8" else x.float())
         ys.append(torch.from_numpy(arrays["labels"]))
     return torch.cat(xs), torch.cat(ys)
 
 
+def real_indices(ds: data.Dataset, count: int, seed: int) -> torch.Tensor:
+    return torch.randperm(len(ds.train_x), generator=torch.Generator().manual_seed(seed))[:count]
+
+
 def real_subset(ds: data.Dataset, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = torch.randperm(len(ds.train_x), generator=torch.Generator().manual_seed(seed))[:count]
+    idx = real_indices(ds, count, seed)
     return data.normalize(ds.train_x[idx], ds.mean, ds.std), ds.train_y[idx]
 
 
@@ -144,8 +152,9 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
 
 def run_metrics(cfg: Config, teacher: str, method: str, device: torch.device) -> Outcome:
     """FD and k-NN precision/recall of (teacher, method)'s images against real training images, in the penultimate
-    embedding of the teacher and of every evaluator (networks trained on real data that were not inverted);
-    method=real: the held-out test images (the floor any method can reach)."""
+    embedding of the teacher and of every evaluator (networks trained on real data that were not inverted), plus
+    IS/FID/P&R in Inception-v3's embedding when its weights are at hand; method=real: the held-out test images
+    (the floor any method can reach)."""
     from natinv.metrics import embeddings, frechet_distance, precision_recall
 
     if method != "real":
@@ -154,11 +163,14 @@ def run_metrics(cfg: Config, teacher: str, method: str, device: torch.device) ->
     start = time.perf_counter()
     ds = data.load(paths.data_dir(cfg.exp_dir))
     model, _ = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
-    reference, _ = real_subset(ds, mc.reference_images, derive_seed(cfg.seed, "metrics-reference"))
+    reference_u8 = ds.train_x[real_indices(ds, mc.reference_images, derive_seed(cfg.seed, "metrics-reference"))]
     if method == "real":
-        x = _test_set(ds)[0][: mc.reference_images]
+        x_u8 = ds.test_x[: mc.reference_images]
+        x = data.normalize(x_u8, ds.mean, ds.std)
     else:
         x, _ = load_synthesized(cfg, teacher, method)
+        x_u8, _ = load_synthesized(cfg, teacher, method, "images_uint8")
+    reference = data.normalize(reference_u8, ds.mean, ds.std)
     nets = {"teacher": model} | {f"evaluator:{e}": load_model(paths.evaluator_weights(cfg.exp_dir, e), device)[0]
                                  for e in mc.evaluators}
     scores = {}
@@ -168,11 +180,71 @@ def run_metrics(cfg: Config, teacher: str, method: str, device: torch.device) ->
     teacher_embedding = scores["teacher"]
     result = {"teacher": teacher, "method": method, "images": len(x), "reference_images": len(reference),
               "images_from": "real test images" if method == "real" else "synthesized (stored float16 tensors)",
-              "embeddings": scores, "seconds": time.perf_counter() - start, "settings": asdict(mc)}
+              "embeddings": scores, "inception": _inception_metrics(cfg, ds.name, x_u8, reference_u8, device),
+              "seconds": time.perf_counter() - start, "settings": asdict(mc)}
     atomic_write_json(paths.metrics_json(cfg.exp_dir, teacher, method), result)
     log(f"metrics {teacher}/{method}: teacher embedding FD {teacher_embedding['fd']:.2f}, precision "
         f"{teacher_embedding['precision']:.3f}, recall {teacher_embedding['recall']:.3f} ({len(x)} vs {len(reference)} images)")
     return Outcome(result, artifacts=[paths.metrics_json(cfg.exp_dir, teacher, method)])
+
+
+def _inception_metrics(cfg: Config, dataset: str, x_u8: torch.Tensor, reference_u8: torch.Tensor,
+                       device: torch.device) -> dict:
+    """IS, FID, P&R on the uint8 renderings with torch-fidelity's extractor (Inception-v3 unless configured), or
+    why not: without weights (offline) the stage says so once and reports the other embeddings only."""
+    from natinv.metrics import extractor_name, fidelity_metrics, inception_weights
+
+    ic = cfg.metrics.inception
+    if not ic.enabled:
+        return {"available": False, "reason": "metrics.inception.enabled is false"}
+    name = extractor_name(ic.feature_extractor)
+    weights, missing = inception_weights(ic.feature_extractor, ic.weights)
+    if missing:
+        log(f"metrics: Inception metrics (IS, FID, P&R) skipped: {missing}")
+        return {"available": False, "reason": missing}
+    start = time.perf_counter()
+    real_name = f"{dataset}-real-{hashlib.sha1(reference_u8.numpy().tobytes()).hexdigest()[:12]}"  # the same images: the same cache
+    scores = fidelity_metrics(x_u8, reference_u8, name, weights, device, k=cfg.metrics.neighborhood,
+                              batch_size=ic.batch_size, cache_root=paths.feature_cache(Path(cfg.results)), real_name=real_name)
+    log(f"metrics: {ic.feature_extractor}: IS {scores['is']:.2f}, FID {scores['fid']:.2f}, precision "
+        f"{scores['precision']:.3f}, recall {scores['recall']:.3f}")
+    return {"available": True, "feature_extractor": ic.feature_extractor, "weights": weights, **scores,
+            "seconds": time.perf_counter() - start}
+
+
+def run_tsne(cfg: Config, teacher: str, device: torch.device) -> Outcome:
+    """t-SNE of the teacher's features at each configured layer for real training images and every method's images,
+    embedded jointly (paper Figs. 4, 7): coordinates (npz), a figure (png) and a summary (json)."""
+    from natinv.metrics import layer_features, tsne_2d
+
+    tc = cfg.metrics.tsne
+    start = time.perf_counter()
+    ds = data.load(paths.data_dir(cfg.exp_dir))
+    model, _ = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
+    for layer in tc.layers:
+        if layer != "embedding" and int(layer[5:]) > len(model.stages):
+            raise ConfigError(f"metrics.tsne.layers: {layer!r}, but teacher {teacher} has {len(model.stages)} stages "
+                              f"(stage1..stage{len(model.stages)})")
+    synthesized = {m: load_synthesized(cfg, teacher, m)[0] for m in cfg.synthesis.run}
+    n = min([tc.images, *(len(x) for x in synthesized.values())])  # equal sets: no group dominates the picture
+    sets = {"real": real_subset(ds, n, derive_seed(cfg.seed, "tsne-real"))[0]}
+    for m, x in synthesized.items():
+        sets[m] = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, f"tsne-{m}")))[:n]]
+    feats = [layer_features(model, x, device, tc.layers) for x in sets.values()]
+    group = np.concatenate([np.full(len(x), i) for i, x in enumerate(sets.values())])
+    coords = {layer: tsne_2d(np.concatenate([f[layer] for f in feats]), derive_seed(cfg.seed, "tsne"), tc.perplexity)
+              for layer in tc.layers}
+    out = paths.tsne_files(cfg.exp_dir, teacher)
+    write_npz(out["npz"], {**coords, "group": group, "group_names": np.asarray(list(sets))})
+    colors = [figures.SET_COLORS.get(cfg.kind_of(name), f"C{i}") for i, name in enumerate(sets)]
+    figures.scatter_panels({f"{teacher}: {layer}": {name: c[group == i] for i, name in enumerate(sets)} for layer, c in coords.items()},
+                           colors, out["png"])
+    result = {"teacher": teacher, "images": {k: len(v) for k, v in sets.items()}, "layers": tc.layers,
+              "seconds": time.perf_counter() - start, "settings": asdict(tc)}
+    atomic_write_json(out["json"], result)
+    log(f"tsne {teacher}: {', '.join(f'{k} {len(v)}' for k, v in sets.items())} images at {', '.join(tc.layers)} "
+        f"({result['seconds']:.0f} s)")
+    return Outcome(result, artifacts=[out["json"], out["png"]])
 
 
 def run_import(cfg: Config, teacher: str, checkpoint: Path) -> None:

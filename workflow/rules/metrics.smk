@@ -1,5 +1,6 @@
 # How real the images are: independent evaluator networks trained on real data, then per teacher the metrics
-# of every synthesized method (metrics) and of held-out real images, the floor (metrics_real).
+# of every synthesized method (metrics) and of held-out real images, the floor (metrics_real), and a t-SNE of the
+# teacher's features for real and all methods' images together (tsne).
 rule evaluator:
     input:
         rules.data.output,
@@ -27,7 +28,7 @@ rule metrics:
     output:
         json=f"{EXP}/metrics/{{teacher}}/{{method}}.json",
     wildcard_constraints:
-        method="(?!real\\.json)[^/]+",  # not `real` (the lookahead sees the `.json` that follows the method)
+        method="(?!(real|tsne)\\.json)[^/]+",  # not `real` or `tsne` (the lookahead sees the `.json` that follows)
     params:
         file=PARAMS,
         tracked=tracked("metrics"),
@@ -59,3 +60,24 @@ rule metrics_real:
     shell:
         "python -m natinv metrics --params {params.file} --threads {threads} --teacher {wildcards.teacher}"
         " --method real 2>&1 | tee {log}"
+
+
+rule tsne:
+    input:
+        data=rules.data.output,
+        teacher=f"{EXP}/teachers/{{teacher}}.safetensors",
+        shards=lambda w: [f for m in CFG.synthesis.run for f in shard_files(w.teacher, m)],
+    output:
+        json=f"{EXP}/metrics/{{teacher}}/tsne.json",
+        npz=f"{EXP}/metrics/{{teacher}}/tsne.npz",
+        png=f"{EXP}/metrics/{{teacher}}/tsne.png",
+    params:
+        file=PARAMS,
+        tracked=tracked("tsne"),
+    threads: CFG.job_threads.metrics
+    resources:
+        gpu=1,
+    log:
+        f"{EXP}/logs/metrics/{{teacher}}-tsne.log",
+    shell:
+        "python -m natinv tsne --params {params.file} --threads {threads} --teacher {wildcards.teacher} 2>&1 | tee {log}"

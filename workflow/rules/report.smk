@@ -7,6 +7,7 @@ rule report:
                   student=CFG.kd.students),
         metrics=expand(f"{EXP}/metrics/{{teacher}}/{{method}}.json", teacher=CFG.teacher.models,
                        method=CFG.methods_and_real()),
+        tsne=expand(f"{EXP}/metrics/{{teacher}}/tsne.json", teacher=CFG.teacher.models),
     output:
         report=f"{EXP}/report/report.md",
         summary=f"{EXP}/report/summary.json",
