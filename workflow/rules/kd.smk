@@ -13,6 +13,7 @@ rule kd:
         file=PARAMS,
         tracked=tracked("kd"),
     threads: CFG.job_threads.kd
+    priority: 1
     resources:
         gpu=1,
     log:

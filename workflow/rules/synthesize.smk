@@ -10,6 +10,7 @@ rule synthesize:
         file=PARAMS,
         tracked=tracked("synthesize"),
     threads: CFG.job_threads.synthesize
+    priority: 2  # the longest chain is shards -> their KD: start it before the jobs that only need the teacher
     resources:
         gpu=1,
     log:
