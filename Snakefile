@@ -32,6 +32,7 @@ wildcard_constraints:
     method="[^/]+",
     student="[^/]+",
     evaluator="[^/]+",
+    ratio=r"0\.\d+",
     shard=r"\d+",
 
 include: "workflow/rules/common.smk"
@@ -40,6 +41,7 @@ include: "workflow/rules/teacher.smk"
 include: "workflow/rules/synthesize.smk"
 include: "workflow/rules/kd.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/applications.smk"
 include: "workflow/rules/report.smk"
 
 

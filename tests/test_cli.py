@@ -29,6 +29,10 @@ def chain(tmp_path_factory):
     assert main(["evaluator", *params, "--evaluator", "vgg11-w8"]) == 0
     for method in ("ni", "real"):
         assert main(["kd", *params, "--teacher", "resnet8-w16", "--method", method, "--student", "resnet8-w8"]) == 0
+    for method in ("ni", "real"):
+        assert main(["scratch", *params, "--teacher", "resnet8-w16", "--method", method, "--student", "resnet8-w8"]) == 0
+    for method in ("ni", "none"):
+        assert main(["prune", *params, "--teacher", "resnet8-w16", "--method", method, "--ratio", "0.5"]) == 0
     # Inception metrics: ni through a registered stand-in extractor, real as on an offline machine without weights
     extractor = ["--set", "metrics.inception.feature_extractor=test_metrics:TinyExtractor"]
     assert main(["metrics", *params, *extractor, "--teacher", "resnet8-w16", "--method", "ni"]) == 0
@@ -66,6 +70,13 @@ def test_chain_writes_the_declared_outputs(chain):
         assert 0 <= real[net]["fd"] < ni[net]["fd"]
         assert all(0 <= v[net][k] <= 1 for v in (ni, real) for k in ("precision", "recall"))
     assert json.loads((exp / "evaluators/vgg11-w8.json").read_text())["evaluator"] == "vgg11-w8"
+    for method in ("ni", "real"):  # from scratch: beats chance (10 %) on its own training images, measured on real data too
+        sc = json.loads((exp / f"scratch/resnet8-w16/{method}/resnet8-w8.json").read_text())
+        assert sc["images"] == 48 and sc["own_acc"] > 20 and len(sc["epochs"]) == 15
+        assert all(0 <= sc[k] <= 100 for k in ("train_acc", "test_acc")) and sc["train_loss"] > 0 and sc["test_loss"] > 0
+    tuned, none = (json.loads((exp / f"prune/resnet8-w16/{m}/ratio-0.5.json").read_text()) for m in ("ni", "none"))
+    assert tuned["params_after"] < tuned["params_before"] / 2 and tuned["fine_tuned"] and len(tuned["epochs"]) == 1
+    assert not none["fine_tuned"] and none["test_acc"] == none["test_acc_pruned"] == tuned["test_acc_pruned"]
     assert not list(exp.rglob("*.tmp"))  # nothing half-written left behind
 
 

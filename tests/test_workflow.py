@@ -104,7 +104,8 @@ def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
         files = [str(d.def_path) for d in stage.deps if not hasattr(d, "params")]
         stages[stage.name] = {"cmd": stage.cmd, "outs": [str(o.def_path) for o in stage.outs], "deps": files, "params": params}
     assert {s.split("@")[0] for s in stages} == {j["rule"] for j in jobs.values()} == {
-        "data", "teacher", "synthesize", "kd", "kd_real", "evaluator", "metrics", "metrics_real", "tsne", "report"}
+        "data", "teacher", "synthesize", "kd", "kd_real", "evaluator", "metrics", "metrics_real", "tsne", "scratch", "scratch_real",
+        "prune", "prune_real", "prune_none", "report"}
 
     matched = Counter()
     for output, job in jobs.items():
@@ -122,7 +123,8 @@ def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
     for name, stage in stages.items():  # tracked parameters: the same keys Snakemake passes through params:
         argv = normalize(stage["cmd"])
         wildcards = {a[2:]: argv[i + 1] for i, a in enumerate(argv) if a.startswith("--")}
-        kind = f"{argv[3]}_real" if wildcards.get("method") == "real" else argv[3]
+        method = wildcards.get("method")
+        kind = f"{argv[3]}_{method}" if method in ("real", "none") else argv[3]
         assert stage["params"] == list(stage_params(cfg, kind, **wildcards)), name
 
 
@@ -131,11 +133,13 @@ def test_dry_run_of_a_profile_lists_the_expected_jobs(tmp_path):
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY).stdout)
     # tiny: 1 teacher, 2 methods x 2 shards, 1 student x (2 methods + real)
     assert counts == {"data": 1, "teacher": 1, "synthesize": 4, "kd": 2, "kd_real": 1, "evaluator": 1, "metrics": 2,
-                      "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
+                      "metrics_real": 1, "tsne": 1, "scratch": 2, "scratch_real": 1, "prune": 2, "prune_real": 1,
+                      "prune_none": 1, "report": 1, "all": 1}
     # the Table 4 overlay adds two NI variants (defined in default.yaml with a YAML merge key) downstream of everything
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "params/ablation-ftp.yaml").stdout)
     assert counts == {"data": 1, "teacher": 1, "synthesize": 8, "kd": 4, "kd_real": 1, "evaluator": 1, "metrics": 4,
-                      "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
+                      "metrics_real": 1, "tsne": 1, "scratch": 4, "scratch_real": 1, "prune": 4, "prune_real": 1,
+                      "prune_none": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("profile", ["paper-cifar10", "paper-cifar100"])
@@ -144,7 +148,8 @@ def test_paper_profiles_plan_the_paper_jobs(tmp_path, profile):
     counts = job_counts(tool(repo, "snakemake", "-n", "--configfile", "params/default.yaml", f"params/{profile}.yaml").stdout)
     # ResNet-34 teacher; NI and DI, 256k images each in 100 shards; ResNet-18 students from NI, DI and real images
     assert counts == {"data": 1, "teacher": 1, "synthesize": 200, "kd": 2, "kd_real": 1, "evaluator": 1, "metrics": 2,
-                      "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
+                      "metrics_real": 1, "tsne": 1, "scratch": 2, "scratch_real": 1, "prune": 10, "prune_real": 5,
+                      "prune_none": 5, "report": 1, "all": 1}
     cfg = load_config([repo / "params/default.yaml", repo / f"params/{profile}.yaml"])
     ni = cfg.synthesis.methods["ni"]
     assert (ni.lr_generator, ni.lr_ftp, ni.lr_alpha, ni.alpha_mean, ni.generator_width) == (1e-3, 5e-4, 5e-2, 5.0, 128)
@@ -185,7 +190,10 @@ def test_snakemake_runs_the_tiny_profile_end_to_end(tiny_run):
         assert (exp / "report" / fig).stat().st_size > 0, fig
     assert set(summary["metrics"]) == {f"resnet8-w16/{m}" for m in ("ni", "di", "real")}
     assert summary["metrics"]["resnet8-w16/real"]["evaluator:vgg11-w8/fd"] < summary["metrics"]["resnet8-w16/ni"]["evaluator:vgg11-w8/fd"]
-    assert len(list((exp / "logs").rglob("*.log"))) == 15  # one per job
+    assert len(list((exp / "logs").rglob("*.log"))) == 22  # one per job
+    assert set(summary["scratch"]) == {f"resnet8-w16/{m}/resnet8-w8" for m in ("ni", "di", "real")}
+    assert set(summary["prune"]) == {f"resnet8-w16/{m}/0.5" for m in ("ni", "di", "real", "none")}
+    assert "figures/prune-resnet8-w16.png" in report and "## Training from scratch" in report
     assert summary["tsne"]["resnet8-w16"]["images"] == {"real": 48, "ni": 48, "di": 48}  # capped by the 48 synthesized
     assert "figures/tsne-resnet8-w16.png" in report
     # no Inception-v3 weights in this run's (empty) torch hub: said once per job and in the report, never faked
@@ -205,7 +213,7 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("stage") != "pipeline"]
     assert Counter(r.data.tags["stage"] for r in children) == {"data": 1, "teacher": 1, "synthesize": 4, "kd": 3, "evaluator": 1,
-                                                               "metrics": 3, "tsne": 1, "report": 1}
+                                                               "metrics": 3, "tsne": 1, "scratch": 3, "prune": 4, "report": 1}
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     for r in children:
         assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -222,7 +230,7 @@ def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run):
     # Snakemake: the params: of exactly the NI jobs differ
     (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.02}}}\n")
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "lr.yaml").stdout)
-    assert counts == {"synthesize": 2, "kd": 1, "metrics": 1, "tsne": 1, "report": 1, "all": 1}
+    assert counts == {"synthesize": 2, "kd": 1, "metrics": 1, "tsne": 1, "scratch": 1, "prune": 1, "report": 1, "all": 1}
     # DVC on the same outputs: adopt them (dvc commit), change the parameter, then status and repro
     (repo / "params/default.yaml").write_text((repo / "results/tiny/params.yaml").read_text())
     tool(repo, "dvc", "commit", "-f")
@@ -232,7 +240,7 @@ def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run):
     (repo / "params/default.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(json.loads(tool(repo, "dvc", "status", "--json").stdout))
     assert changed == {"synthesize@resnet8-w16-ni", "kd@resnet8-w16-ni-resnet8-w8", "metrics@resnet8-w16-ni", "tsne@resnet8-w16",
-                       "report"}
+                       "scratch@resnet8-w16-ni-resnet8-w8", "prune@resnet8-w16-ni-0.5", "report"}
     teacher = repo / "results/tiny/teachers/resnet8-w16.safetensors"
     before = teacher.stat().st_mtime_ns
     out = tool(repo, "dvc", "repro").stdout

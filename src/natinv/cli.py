@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
           "evaluator")
     stage("metrics", "how real the images are: FD and precision/recall against real data (--method real: the floor)",
           "teacher", "method")
+    stage("scratch", "train a random student on a method's images and labels only (--method real: on real images)",
+          "teacher", "method", "student")
+    pr = stage("prune", "L1 filter pruning of the teacher, fine-tuned on a method's images (real: real images; none: not)",
+               "teacher", "method")
+    pr.add_argument("--ratio", type=float, required=True, help="fraction of filters removed in every layer, 0 < r < 1")
     stage("tsne", "t-SNE of the teacher's features for real and every method's images (paper Figs. 4, 7)", "teacher")
     stage("report", "write report.md, figures and summary.json from the stage outputs")
     imp = stage("import-checkpoint", "convert a PyTorch state_dict into a teacher checkpoint (weights_only)", "teacher")
@@ -64,6 +69,12 @@ def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
         return [("synthesize", {"teacher": args.teacher, "method": args.method, "shard": s}) for s in shards]
     if args.stage == "evaluator":
         return [("evaluator", {"evaluator": args.evaluator})]
+    if args.stage == "scratch":
+        kind = "scratch_real" if args.method == "real" else "scratch"
+        return [(kind, {"teacher": args.teacher, "method": args.method, "student": args.student})]
+    if args.stage == "prune":
+        kind = {"real": "prune_real", "none": "prune_none"}.get(args.method, "prune")
+        return [(kind, {"teacher": args.teacher, "method": args.method, "ratio": args.ratio})]
     if args.stage == "tsne":
         return [("tsne", {"teacher": args.teacher})]
     if args.stage == "metrics":
@@ -84,6 +95,8 @@ def _runners() -> dict:
         "kd": lambda cfg, a, keys, device: stages.run_kd(cfg, a.teacher, a.method, a.student, device),
         "evaluator": lambda cfg, a, keys, device: stages.run_teacher(cfg, a.evaluator, device, role="evaluator"),
         "metrics": lambda cfg, a, keys, device: stages.run_metrics(cfg, a.teacher, a.method, device),
+        "scratch": lambda cfg, a, keys, device: stages.run_scratch(cfg, a.teacher, a.method, a.student, device),
+        "prune": lambda cfg, a, keys, device: stages.run_prune(cfg, a.teacher, a.method, a.ratio, device),
         "tsne": lambda cfg, a, keys, device: stages.run_tsne(cfg, a.teacher, device),
         "report": lambda cfg, a, keys, device: run_report(cfg),
     }

@@ -147,6 +147,34 @@ class KDConfig:
 
 
 @dataclass
+class ScratchConfig:
+    """Training from scratch (paper Tables 2, 9): a random student on synthesized images and their synthesis labels."""
+
+    students: list[str] = field(default_factory=list)  # each trained on every method in synthesis.run and on real data
+    epochs: int = field(default=200, metadata=_min(1))  # paper: 200
+    batch_size: int = field(default=128, metadata=_min(1))
+    lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    real_images: int | None = field(default=None, metadata=_min(1))  # method=real: image count (None = synthesis.num_images)
+
+
+@dataclass
+class PruneConfig:
+    """L1 filter pruning of the teacher, fine-tuned on synthesized images (paper Fig. 6)."""
+
+    ratios: list[float] = field(default_factory=list)  # fraction of filters removed in every layer (paper: 0.5 .. 0.9)
+    epochs: int = field(default=20, metadata=_min(1))  # paper: 20
+    batch_size: int = field(default=128, metadata=_min(1))
+    lr: float = field(default=1e-3, metadata=_min(0, exclusive=True))  # paper: 1e-3
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    targets: Literal["teacher", "labels"] = "teacher"  # fine-tune on the unpruned teacher's soft targets, or the labels
+    temperature: float = field(default=4.0, metadata=_min(0, exclusive=True))  # targets=teacher
+    real_images: int | None = field(default=None, metadata=_min(1))
+
+
+@dataclass
 class JobThreads:
     """Snakemake: threads (= torch threads) of each job, so that shards and students run side by side up to --cores.
     A stage run by hand or by `dvc repro` (one at a time) uses `threads` instead."""
@@ -157,6 +185,8 @@ class JobThreads:
     kd: int = field(default=1, metadata=_min(1))
     evaluator: int = field(default=1, metadata=_min(1))
     metrics: int = field(default=1, metadata=_min(1))
+    scratch: int = field(default=1, metadata=_min(1))
+    prune: int = field(default=1, metadata=_min(1))
     report: int = field(default=1, metadata=_min(1))
 
 
@@ -174,6 +204,8 @@ class Config:
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     @property
     def exp_dir(self) -> Path:
@@ -390,9 +422,14 @@ def _check_references(cfg: Config, conv: _Converter) -> None:
     known(cfg.synthesis.run, cfg.synthesis.methods, "synthesis.run", "keys of synthesis.methods")
     known(cfg.kd.students, cfg.models, "kd.students", "keys of `models`")
     known(cfg.metrics.evaluators, cfg.models, "metrics.evaluators", "keys of `models`")
+    known(cfg.scratch.students, cfg.models, "scratch.students", "keys of `models`")
+    for i, r in enumerate(cfg.prune.ratios):
+        if not 0 < r < 1:
+            conv.fail(f"prune.ratios[{i}]", f"got {r!r}; expected a fraction of filters, 0 < ratio < 1")
     if cfg.data.dataset == "custom" and not cfg.data.path:
         conv.fail("data.path", "missing: dataset 'custom' needs an image folder or an .npz file")
-    for reserved, why in (("real", "the real-data reference rows"), ("tsne", "the t-SNE outputs beside the metrics")):
+    for reserved, why in (("real", "the real-data reference rows"), ("none", "pruning without fine-tuning"),
+                         ("tsne", "the t-SNE outputs beside the metrics")):
         if reserved in cfg.synthesis.methods:
             conv.fail(f"synthesis.methods.{reserved}", f"'{reserved}' is reserved for {why}")
     syn = cfg.synthesis
@@ -419,6 +456,8 @@ _DATA = ["data"]
 _TEACHER = [*_DATA, "seed", "models.{teacher}", *_settings(TeacherConfig, "teacher", skip=("models",))]
 _SYNTH = [*_TEACHER, *_settings(SynthesisConfig, "synthesis", skip=("run", "methods")), "synthesis.methods.{method}"]
 _KD = ["models.{student}", *_settings(KDConfig, "kd", skip=("students", "real_images"))]
+_SCRATCH = ["models.{student}", *_settings(ScratchConfig, "scratch", skip=("students", "real_images"))]
+_PRUNE = _settings(PruneConfig, "prune", skip=("ratios", "real_images"))  # the ratio is in the job's name
 
 # The parameters each stage's outputs depend on, directly or through its inputs, as dotted keys ({wildcards} filled
 # per job). Snakemake passes their values through `params:`, dvc.yaml tracks the same keys and MLflow logs them, so
@@ -434,7 +473,12 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "metrics": [*_SYNTH, *_settings(MetricsConfig, "metrics", skip=("tsne",))],
     "metrics_real": [*_TEACHER, *_settings(MetricsConfig, "metrics", skip=("tsne",))],
     "tsne": [*_TEACHER, "synthesis", "metrics.tsne"],
-    "report": ["data", "seed", "models", "teacher", "synthesis", "kd", "metrics"],
+    "scratch": [*_SYNTH, *_SCRATCH],
+    "scratch_real": [*_DATA, "seed", *_SCRATCH, "scratch.real_images", "synthesis.num_images"],
+    "prune": [*_SYNTH, *_PRUNE],
+    "prune_real": [*_TEACHER, *_PRUNE, "prune.real_images", "synthesis.num_images"],
+    "prune_none": _TEACHER,
+    "report": ["data", "seed", "models", "teacher", "synthesis", "kd", "metrics", "scratch", "prune"],
 }
 
 

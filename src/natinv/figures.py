@@ -87,3 +87,23 @@ def _save(fig, path: Path) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def xy_plot(lines: Mapping[str, list[tuple[float, float]]], path: Path, xlabel: str, ylabel: str, title: str) -> None:
+    """One line with markers per label through its (x, y) points (sorted by x). Saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    for k, (label, pts) in enumerate(lines.items()):
+        xs, ys = zip(*sorted(pts))
+        ax.plot(xs, ys, marker="o", color=SET_COLORS.get(label, f"C{k}"), label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

@@ -52,3 +52,11 @@ def feature_cache(results: Path) -> Path:
 def tsne_files(exp: Path, teacher: str) -> dict[str, Path]:
     base = exp / "metrics" / teacher
     return {"json": base / "tsne.json", "npz": base / "tsne.npz", "png": base / "tsne.png"}
+
+
+def scratch_json(exp: Path, teacher: str, method: str, student: str) -> Path:
+    return exp / "scratch" / teacher / method / f"{student}.json"
+
+
+def prune_json(exp: Path, teacher: str, method: str, ratio: float) -> Path:
+    return exp / "prune" / teacher / method / f"ratio-{ratio:g}.json"

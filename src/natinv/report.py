@@ -16,7 +16,7 @@ from natinv import figures, paths
 from natinv.config import Config, NIConfig
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json, read_json
-from natinv.paper import KD_SETTINGS, TABLE1_CIFAR10, TABLE4, table5_row, table8_dataset, table8_fd
+from natinv.paper import FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE4, TABLE9_CIFAR100, table5_row, table8_dataset, table8_fd
 from natinv.train import EPOCH_EVAL_IMAGES
 from natinv.synthesis.objective import TERMS
 from natinv.tracking import Outcome
@@ -56,7 +56,7 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
 def collect(cfg: Config) -> dict:
     """summary.json: the keys of DESIGN.md section 3 (accuracies in %), for whatever stages have run."""
     out: dict = {"experiment": cfg.experiment, "teachers": {}, "evaluators": {}, "synthesis": {}, "kd": {}, "metrics": {},
-                 "inception": {}, "inception_unavailable": None, "tsne": {}}
+                 "inception": {}, "inception_unavailable": None, "tsne": {}, "scratch": {}, "prune": {}}
     for e in cfg.metrics.evaluators:
         if (ej := _read(paths.evaluator_json(cfg.exp_dir, e))) is not None:
             out["evaluators"][e] = {"test_acc": ej["test_acc"], "seconds": ej["seconds"], "epochs": len(ej["epochs"])}
@@ -77,10 +77,19 @@ def collect(cfg: Config) -> dict:
                     out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}
                 else:
                     out["inception_unavailable"] = inc["reason"]
+            for s in cfg.scratch.students:
+                if (sj := _read(paths.scratch_json(cfg.exp_dir, t, m, s))) is not None:
+                    out["scratch"][f"{t}/{m}/{s}"] = {k: sj[k] for k in ("train_acc", "train_loss", "test_acc", "test_loss",
+                                                                          "own_acc", "images", "seconds")}
             for s in cfg.kd.students:
                 if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
                     out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
                                                  "epochs": len(kj["epochs"])}
+        for m in [*cfg.methods_and_real(), "none"]:
+            for r in cfg.prune.ratios:
+                if (pj := _read(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
+                    out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "test_acc_pruned", "params_before", "params_after",
+                                                                         "macs_before", "macs_after", "seconds")}
     return out
 
 
@@ -134,6 +143,12 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
         if t in summary["tsne"] and tsne_png.is_file():
             atomic_write_bytes(fig_dir / f"tsne-{t}.png", tsne_png.read_bytes())
             made[f"tsne/{t}"] = f"figures/tsne-{t}.png"
+        curves = {m: [(float(k.split("/")[2]), v["test_acc"]) for k, v in summary["prune"].items() if k.startswith(f"{t}/{m}/")]
+                  for m in [*cfg.methods_and_real(), "none"]}
+        if any(curves.values()):
+            figures.xy_plot({m: c for m, c in curves.items() if c}, fig_dir / f"prune-{t}.png", "pruning ratio (filters removed)",
+                            "test accuracy (%)", f"{t}: L1 filter pruning, fine-tuned on each method's images")
+            made[f"prune/{t}"] = f"figures/prune-{t}.png"
         acc: dict[str, np.ndarray] = {}
         for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
                 (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for m in cfg.methods_and_real() for s in cfg.kd.students]:
@@ -235,6 +250,9 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     lines += _ftp_section(cfg, summary, manifest)
     lines += _tsne_section(cfg, summary, made)
 
+    lines += _scratch_section(cfg, summary)
+    lines += _prune_section(cfg, summary, made)
+
     lines += ["## Synthesis", "",
               "Per method: the budget (equal for all methods), speed, the loss terms at the kept (lowest-loss) iteration "
               "averaged over batches, and how often the teacher predicts the synthesis label on the stored float16 tensors "
@@ -261,8 +279,61 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     timing += [["evaluator", len(summary["evaluators"]), *_sum_max([v["seconds"] for v in summary["evaluators"].values()])]]
     timing += [["metrics", len(summary["metrics"]), *_sum_max([v["seconds"] for v in summary["metrics"].values()])]]
     timing += [["tsne", len(summary["tsne"]), *_sum_max([v["seconds"] for v in summary["tsne"].values()])]]
+    timing += [["scratch", len(summary["scratch"]), *_sum_max([v["seconds"] for v in summary["scratch"].values()])]]
+    timing += [["prune", len(summary["prune"]), *_sum_max([v["seconds"] for v in summary["prune"].values()])]]
     lines += _table(["stage", "jobs", "seconds (sum)", "longest job"], timing)
     return "\n".join(lines)
+
+
+def _scratch_section(cfg: Config, summary: dict) -> list[str]:
+    if not summary["scratch"]:
+        return []
+    lines = ["## Training from scratch (paper Tables 2 and 9)", "",
+             f"A randomly initialised student trained only on each method's images and their synthesis labels "
+             f"({cfg.scratch.epochs} epochs, SGD lr {cfg.scratch.lr}, batch {cfg.scratch.batch_size}), then evaluated on "
+             "the whole real training set and the test set; `real` = trained on as many real training images. The "
+             "paper's cells are CIFAR-100, ResNet-34 inverted, 256k images, 200 epochs (Table 9), for the same student "
+             "architecture when it has one, else ResNet-18.", ""]
+    rows = []
+    for key, v in summary["scratch"].items():
+        t, m, s = key.split("/")
+        arch = cfg.models[s].arch
+        paper = TABLE9_CIFAR100.get(arch, TABLE9_CIFAR100["resnet18"]).get(cfg.kind_of(m))
+        rows.append([t, s, m, f"{v['images']:,}", f"{v['own_acc']:.2f}", f"**{v['train_acc']:.2f}** ({v['train_loss']:.3f})",
+                     f"**{v['test_acc']:.2f}** ({v['test_loss']:.3f})",
+                     f"{paper[0]} ({paper[1]}) / {paper[2]} ({paper[3]})" if paper else "-"])
+    lines += _table(["teacher", "student", "images from", "images", "acc on its own images %", "real train acc % (loss)",
+                     "test acc % (loss)", "paper train / test acc % (loss)"], rows)
+    return lines + ["The paper's losses are as printed in its Table 9 (their scale is not stated); ours are mean "
+                    "cross-entropy per image.", ""]
+
+
+def _prune_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str]:
+    if not summary["prune"]:
+        return []
+    pc = cfg.prune
+    lines = ["## Pruning (paper Fig. 6)", "",
+             f"The teacher with the given fraction of filters removed from every convolution (smallest L1 norm, "
+             f"Torch-Pruning; channels physically removed), then fine-tuned {pc.epochs} epochs with SGD lr {pc.lr} on "
+             f"each method's images with "
+             + ("the unpruned teacher's soft targets (KD, T = " + f"{pc.temperature:g})" if pc.targets == "teacher"
+                else "their synthesis labels") + "; `real` = fine-tuned on as many real training images, `none` = "
+             "not fine-tuned. Test accuracy %:", ""]
+    teachers = sorted({k.split("/")[0] for k in summary["prune"]})
+    methods = [m for m in [*cfg.methods_and_real(), "none"] if any(k.split("/")[1] == m for k in summary["prune"])]
+    rows = []
+    for t in teachers:
+        for r in pc.ratios:
+            cells = [summary["prune"].get(f"{t}/{m}/{r:g}") for m in methods]
+            first = next((c for c in cells if c), None)
+            if first is None:
+                continue
+            rows.append([t, f"{r:.0%}", f"{first['params_before']:,} → {first['params_after']:,}",
+                         f"{first['macs_before'] / 1e6:.1f}M → {first['macs_after'] / 1e6:.1f}M",
+                         *(f"**{c['test_acc']:.2f}**" if c else "-" for c in cells)])
+    lines += _table(["teacher", "ratio", "parameters", "MACs", *methods], rows)
+    lines += [FIG6_TEXT, ""]
+    return lines + [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("prune/")]
 
 
 def _table8_cell(cfg: Config, method: str, nets: list[str]) -> str:

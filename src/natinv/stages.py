@@ -60,7 +60,7 @@ def run_teacher(cfg: Config, key: str, device: torch.device, role: str = "teache
                   on_epoch=epoch_eval(model, xt, yt, device), desc=f"{role} {key}")
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
-    meta = ModelMeta(spec.arch, ds.num_classes, ds.in_channels, ds.image_size, spec.width, list(ds.mean), list(ds.std))
+    meta = _dataset_meta(ds, spec)
     save_model(weights(cfg.exp_dir, key), model, meta)
     result = {role: key, "model": asdict(spec), "dataset": ds.name, "test_acc": final["acc"], "test_loss": final["loss"],
               "train_images": len(x), "test_images": len(xt), "epochs": history, "seconds": seconds,
@@ -115,6 +115,82 @@ def real_subset(ds: data.Dataset, count: int, seed: int) -> tuple[torch.Tensor, 
     return data.normalize(ds.train_x[idx], ds.mean, ds.std), ds.train_y[idx]
 
 
+def training_images(cfg: Config, ds: data.Dataset, teacher: str, method: str, real_images: int | None,
+                    seed_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a student trains on: (teacher, method)'s synthesized tensors and labels, or for method=real as many real
+    training images (`real_images`, default synthesis.num_images) with their labels."""
+    if method == "real":
+        return real_subset(ds, real_images or cfg.synthesis.num_images, derive_seed(cfg.seed, seed_name))
+    _choose(method, cfg.synthesis.methods, "method")
+    return load_synthesized(cfg, teacher, method)
+
+
+def _dataset_meta(ds: data.Dataset, spec) -> ModelMeta:
+    return ModelMeta(spec.arch, ds.num_classes, ds.in_channels, ds.image_size, spec.width, list(ds.mean), list(ds.std))
+
+
+def run_scratch(cfg: Config, teacher: str, method: str, student: str, device: torch.device) -> Outcome:
+    """A randomly initialised student trained only on (teacher, method)'s images and their synthesis labels
+    (method=real: as many real images with their labels), then evaluated on the real training and test sets
+    (paper Tables 2, 9)."""
+    _choose(student, cfg.models, "student")
+    sc = cfg.scratch
+    ds = data.load(paths.data_dir(cfg.exp_dir))
+    x, y = training_images(cfg, ds, teacher, method, sc.real_images, "scratch-real")
+    spec = cfg.models[student]
+    torch.manual_seed(derive_seed(cfg.seed, "scratch-student", teacher, method, student))
+    model = build_model(spec.arch, ds.num_classes, ds.in_channels, spec.width)
+    xt, yt = _test_set(ds)
+    start = time.perf_counter()
+    history = fit(model, x, y, cross_entropy_loss, SGDSchedule(sc.epochs, min(sc.batch_size, len(x)), sc.lr, sc.momentum,
+                  sc.weight_decay), device, derive_seed(cfg.seed, "scratch-data", teacher, method, student),
+                  on_epoch=epoch_eval(model, xt, yt, device), desc=f"scratch {method}->{student}")
+    seconds = time.perf_counter() - start
+    own = evaluate(model, x, y, device)
+    train = evaluate(model, data.normalize(ds.train_x, ds.mean, ds.std), ds.train_y, device)
+    test = evaluate(model, xt, yt, device)
+    result = {"teacher": teacher, "method": method, "student": student, "model": asdict(spec), "images": len(x),
+              "own_acc": own["acc"], "train_acc": train["acc"], "train_loss": train["loss"], "test_acc": test["acc"],
+              "test_loss": test["loss"], "epochs": history, "seconds": seconds, "settings": asdict(sc)}
+    atomic_write_json(paths.scratch_json(cfg.exp_dir, teacher, method, student), result)
+    log(f"scratch {teacher}/{method} -> {student}: real train {train['acc']:.2f} %, test {test['acc']:.2f} % "
+        f"(its own {len(x)} images: {own['acc']:.2f} %, {seconds:.0f} s)")
+    return Outcome(result, artifacts=[paths.scratch_json(cfg.exp_dir, teacher, method, student)])
+
+
+def run_prune(cfg: Config, teacher: str, method: str, ratio: float, device: torch.device) -> Outcome:
+    """L1 filter pruning of the teacher at `ratio` (Torch-Pruning, channels removed), then fine-tuning on
+    (teacher, method)'s images; method=real: on as many real images; method=none: no fine-tuning (paper Fig. 6)."""
+    from natinv.prune import l1_filter_prune
+
+    if not 0 < ratio < 1:
+        raise ConfigError(f"ratio = {ratio}: expected the fraction of filters to remove, 0 < ratio < 1")
+    pc = cfg.prune
+    ds = data.load(paths.data_dir(cfg.exp_dir))
+    t_model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
+    xt, yt = _test_set(ds)
+    model, _ = load_model(paths.teacher_weights(cfg.exp_dir, teacher), torch.device("cpu"))
+    start = time.perf_counter()
+    pruned = l1_filter_prune(model, ratio, torch.zeros(1, meta.in_channels, meta.image_size, meta.image_size))
+    model.to(device)
+    before = evaluate(model, xt, yt, device)
+    history: list = []
+    if method != "none":
+        x, y = training_images(cfg, ds, teacher, method, pc.real_images, "prune-real")
+        loss = kd_loss(t_model, pc.temperature) if pc.targets == "teacher" else cross_entropy_loss
+        history = fit(model, x, y, loss, SGDSchedule(pc.epochs, min(pc.batch_size, len(x)), pc.lr, pc.momentum, pc.weight_decay),
+                      device, derive_seed(cfg.seed, "prune-data", teacher, method, f"{ratio:g}"),
+                      on_epoch=epoch_eval(model, xt, yt, device), desc=f"prune {ratio:g} {method}")
+    final = evaluate(model, xt, yt, device)
+    result = {"teacher": teacher, "method": method, "ratio": ratio, "test_acc": final["acc"], "test_loss": final["loss"],
+              "test_acc_pruned": before["acc"], "fine_tuned": method != "none", **pruned, "epochs": history,
+              "seconds": time.perf_counter() - start, "settings": asdict(pc)}
+    atomic_write_json(paths.prune_json(cfg.exp_dir, teacher, method, ratio), result)
+    log(f"prune {teacher} {ratio:.0%} ({pruned['params_before']:,} -> {pruned['params_after']:,} parameters): "
+        f"{before['acc']:.2f} % pruned, {final['acc']:.2f} % after fine-tuning on {method}")
+    return Outcome(result, artifacts=[paths.prune_json(cfg.exp_dir, teacher, method, ratio)])
+
+
 def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.device) -> Outcome:
     _choose(student, cfg.models, "student")
     if method != "real":
@@ -125,10 +201,7 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     if (meta.num_classes, meta.in_channels, meta.image_size) != (ds.num_classes, ds.in_channels, ds.image_size):
         raise NatinvError(f"teacher {teacher} expects {meta.in_channels}x{meta.image_size}px, {meta.num_classes} classes; "
                           f"the dataset has {ds.in_channels}x{ds.image_size}px, {ds.num_classes} classes")
-    if method == "real":
-        x, y = real_subset(ds, kc.real_images or cfg.synthesis.num_images, derive_seed(cfg.seed, "kd-real"))
-    else:
-        x, y = load_synthesized(cfg, teacher, method)
+    x, y = training_images(cfg, ds, teacher, method, kc.real_images, "kd-real")
     xt, yt = _test_set(ds)
     spec = cfg.models[student]
     torch.manual_seed(derive_seed(cfg.seed, "student", teacher, method, student))
@@ -141,7 +214,7 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
     save_model(paths.kd_weights(cfg.exp_dir, teacher, method, student), model,
-               ModelMeta(spec.arch, ds.num_classes, ds.in_channels, ds.image_size, spec.width, list(ds.mean), list(ds.std)))
+               _dataset_meta(ds, spec))
     result = {"teacher": teacher, "method": method, "student": student, "model": asdict(spec), "images": len(x),
               "test_acc": final["acc"], "test_loss": final["loss"], "epochs": history, "seconds": seconds,
               "settings": asdict(kc), "device": str(device)}

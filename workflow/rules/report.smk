@@ -8,6 +8,10 @@ rule report:
         metrics=expand(f"{EXP}/metrics/{{teacher}}/{{method}}.json", teacher=CFG.teacher.models,
                        method=CFG.methods_and_real()),
         tsne=expand(f"{EXP}/metrics/{{teacher}}/tsne.json", teacher=CFG.teacher.models),
+        scratch=expand(f"{EXP}/scratch/{{teacher}}/{{method}}/{{student}}.json", teacher=CFG.teacher.models,
+                       method=CFG.methods_and_real(), student=CFG.scratch.students),
+        prune=expand(f"{EXP}/prune/{{teacher}}/{{method}}/ratio-{{ratio}}.json", teacher=CFG.teacher.models,
+                     method=[*CFG.methods_and_real(), "none"], ratio=[f"{r:g}" for r in CFG.prune.ratios]),
     output:
         report=f"{EXP}/report/report.md",
         summary=f"{EXP}/report/summary.json",

@@ -1,0 +1,33 @@
+"""L1 filter pruning through Torch-Pruning: the expected fraction of filters goes, and the model still trains."""
+import pytest
+import torch
+
+from conftest import tiny_teacher
+from natinv.prune import l1_filter_prune
+
+
+@pytest.mark.parametrize("arch", ["resnet8", "vgg11"])
+@pytest.mark.parametrize("ratio", [0.5, 0.75])
+def test_pruning_removes_the_fraction_of_filters_in_every_layer_and_still_runs(arch, ratio):
+    model = tiny_teacher(arch, width=8)
+    out = l1_filter_prune(model, ratio, torch.randn(1, 3, 32, 32))
+    for name, (before, after) in out["filters"].items():
+        assert after == before - int(before * ratio), (name, before, after)  # the same ratio in every layer (local)
+    assert out["params_after"] < out["params_before"] * (1 - ratio) ** 2 * 1.2  # conv weights shrink in both dims
+    assert out["macs_after"] < out["macs_before"] and model.fc.out_features == 10  # the classifier keeps its outputs
+    model.train()
+    x = torch.randn(4, 3, 32, 32)
+    loss = model(x).logsumexp(1).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+def test_pruning_keeps_the_filters_with_the_largest_l1_norm():
+    model = tiny_teacher("vgg11", width=8)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    norms = conv.weight.detach().abs().flatten(1).sum(1)
+    keep = set(norms.argsort(descending=True)[: conv.out_channels // 2].tolist())
+    kept_weights = conv.weight.detach()[sorted(keep)].clone()
+    l1_filter_prune(model, 0.5, torch.randn(1, 3, 32, 32))
+    assert conv.out_channels == len(keep)
+    assert torch.allclose(conv.weight.detach(), kept_weights)
