@@ -1,9 +1,12 @@
 """L1 filter pruning through Torch-Pruning: the expected fraction of filters goes, and the model still trains."""
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from conftest import tiny_teacher
-from natinv.prune import l1_filter_prune
+from natinv.prune import l1_filter_prune, l1_pruner
 
 
 @pytest.mark.parametrize("arch", ["resnet8", "vgg11"])
@@ -31,3 +34,26 @@ def test_pruning_keeps_the_filters_with_the_largest_l1_norm():
     l1_filter_prune(model, 0.5, torch.randn(1, 3, 32, 32))
     assert conv.out_channels == len(keep)
     assert torch.allclose(conv.weight.detach(), kept_weights)
+
+
+@pytest.mark.parametrize("arch", ["resnet8", "vgg11"])
+def test_removing_channels_equals_silencing_them(arch):
+    """The pruned network computes what the original computes with the removed channels' BN scale and shift set to
+    zero (those channels then carry 0 everywhere): channels are removed consistently, residual groups included."""
+    model = tiny_teacher(arch, width=8)
+    masked = copy.deepcopy(model)
+    names = {m: n for n, m in model.named_modules()}
+    twins = dict(masked.named_modules())
+    for group in l1_pruner(model, 0.5, torch.randn(1, 3, 32, 32)).step(interactive=True):
+        for dep, idxs in group:
+            if isinstance(dep.target.module, nn.BatchNorm2d):
+                bn = twins[names[dep.target.module]]
+                with torch.no_grad():
+                    bn.weight[idxs] = 0
+                    bn.bias[idxs] = 0
+        group.prune()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        pruned, silenced = model.eval()(x), masked.eval()(x)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in masked.parameters()) / 2
+    assert torch.allclose(pruned, silenced, atol=1e-6)
