@@ -72,7 +72,7 @@ def collect(cfg: Config) -> dict:
             if (mj := _read(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
                 out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
                 out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
-                inc = mj["inception"]
+                inc = mj.get("inception") or {"available": False, "reason": "this metrics file predates the Inception metrics"}
                 if inc["available"]:
                     out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}
                 else:
