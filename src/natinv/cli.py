@@ -60,28 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WILDCARDS = ("teacher", "method", "student", "evaluator", "ratio")
+
+
 def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
-    """(tracked stage name, wildcards) of each unit of work the command stands for."""
-    if args.stage == "teacher":
-        return [("teacher", {"teacher": args.teacher})]
+    """(tracked stage name, wildcards) of each unit of work the command stands for. A reference row (method real,
+    or none for prune) is its own tracked stage when STAGE_PARAMS has one (kd_real, prune_none, ...)."""
+    from natinv.config import STAGE_PARAMS
+
+    keys = {k: getattr(args, k) for k in WILDCARDS if getattr(args, k, None) is not None}
     if args.stage == "synthesize":
         shards = range(cfg.synthesis.shards) if args.shard is None else [args.shard]
-        return [("synthesize", {"teacher": args.teacher, "method": args.method, "shard": s}) for s in shards]
-    if args.stage == "evaluator":
-        return [("evaluator", {"evaluator": args.evaluator})]
-    if args.stage == "scratch":
-        kind = "scratch_real" if args.method == "real" else "scratch"
-        return [(kind, {"teacher": args.teacher, "method": args.method, "student": args.student})]
-    if args.stage == "prune":
-        kind = {"real": "prune_real", "none": "prune_none"}.get(args.method, "prune")
-        return [(kind, {"teacher": args.teacher, "method": args.method, "ratio": args.ratio})]
-    if args.stage == "tsne":
-        return [("tsne", {"teacher": args.teacher})]
-    if args.stage == "metrics":
-        return [("metrics_real" if args.method == "real" else "metrics", {"teacher": args.teacher, "method": args.method})]
-    if args.stage == "kd":
-        return [("kd_real" if args.method == "real" else "kd", {"teacher": args.teacher, "method": args.method, "student": args.student})]
-    return [(args.stage, {})]
+        return [("synthesize", keys | {"shard": s}) for s in shards]
+    reference = f"{args.stage}_{keys.get('method')}"
+    return [(reference if reference in STAGE_PARAMS else args.stage, keys)]
 
 
 def _runners() -> dict:

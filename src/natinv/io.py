@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +52,14 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, npz_bytes(arrays))
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file, or only `keys` (the other members are not read)."""
     path = Path(path)
     if not path.is_file():
         raise NatinvError(f"{path}: not found")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in (z.files if keys is None else keys)}
     except Exception as exc:
         raise NatinvError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc})") from None
 

@@ -15,10 +15,11 @@ import numpy as np
 from natinv import figures, paths
 from natinv.config import Config, NIConfig
 from natinv.data import read_manifest
-from natinv.io import atomic_write_bytes, atomic_write_json, read_json
+from natinv.io import atomic_write_bytes, atomic_write_json, read_json, read_npz
 from natinv.paper import FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE4, TABLE9_CIFAR100, table5_row, table8_dataset, table8_fd
 from natinv.train import EPOCH_EVAL_IMAGES
 from natinv.synthesis.objective import TERMS
+from natinv.synthesis.shard import read_shards
 from natinv.tracking import Outcome
 
 
@@ -96,15 +97,6 @@ def collect(cfg: Config) -> dict:
 # ----------------------------------------------------------------------------------------------- figures
 
 
-def _loss_curves(cfg: Config, teacher: str, method: str) -> np.ndarray:
-    """The loss curves of every batch of every shard (np.load reads only that member, not the images)."""
-    curves = []
-    for s in range(cfg.synthesis.shards):
-        with np.load(paths.shard_npz(cfg.exp_dir, teacher, method, s)) as z:
-            curves.append(z["loss_curves"])
-    return np.concatenate(curves)
-
-
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -126,11 +118,11 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
         for m in cfg.synthesis.run:
             if f"{t}/{m}" not in summary["synthesis"]:
                 continue
-            with np.load(paths.shard_npz(cfg.exp_dir, t, m, 0)) as z:
-                grid = figures.class_grid(z["images_uint8"], z["labels"], n_classes)
+            first = read_npz(paths.shard_npz(cfg.exp_dir, t, m, 0), ("images_uint8", "labels"))
+            grid = figures.class_grid(first["images_uint8"], first["labels"], n_classes)
             figures.save_png(grid, fig_dir / f"grid-{t}-{m}.png")
             made[f"grid/{t}/{m}"] = f"figures/grid-{t}-{m}.png"
-            curves = _loss_curves(cfg, t, m)  # (batches, iterations, terms)
+            curves = read_shards(cfg.exp_dir, t, m, cfg.synthesis.shards, ("loss_curves",))["loss_curves"]  # (batches, iterations, terms)
             loss_panels["cross-entropy (CE) per batch"][m] = curves[:, :, TERMS.index("ce")]
             loss_panels["BN-statistics term per batch"][m] = curves[:, :, TERMS.index("bn")]
             mean = curves.mean(0)
@@ -353,15 +345,17 @@ def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
     for t in cfg.teacher.models:
         spec = cfg.models[t]
         stages = len(build_model(spec.arch, manifest["num_classes"], manifest["in_channels"], spec.width).stages)
-        ni = [m for m in cfg.synthesis.run if isinstance(cfg.synthesis.methods[m], NIConfig) and cfg.synthesis.methods[m].ftp]
-        if len({tuple(cfg.synthesis.methods[m].ftp_stages or range(1, stages + 1)) for m in ni}) < 2:
+        methods = cfg.synthesis.methods
+        used = {m: list(methods[m].ftp_stages or range(1, stages + 1)) for m in cfg.synthesis.run
+                if isinstance(methods[m], NIConfig) and methods[m].ftp}  # NI method -> the stages its FTP uses
+        if len({tuple(u) for u in used.values()}) < 2:
             continue
-        for m in sorted(ni, key=lambda m: len(cfg.synthesis.methods[m].ftp_stages or range(stages))):
-            used = cfg.synthesis.methods[m].ftp_stages or list(range(1, stages + 1))
-            paper = TABLE4["all" if len(used) == stages else len(used)] if used == list(range(stages - len(used) + 1, stages + 1)) else None
+        for m in sorted(used, key=lambda m: len(used[m])):
+            top = used[m] == list(range(stages - len(used[m]) + 1, stages + 1))  # the top k stages, as in the paper
+            paper = TABLE4["all" if len(used[m]) == stages else len(used[m])] if top else None
             mt = summary["metrics"].get(f"{t}/{m}", {})
             kd = [v["test_acc"] for k, v in summary["kd"].items() if k.startswith(f"{t}/{m}/")]
-            rows.append([f"{t}/{m}", ",".join(map(str, used)) + (" (all)" if len(used) == stages else ""),
+            rows.append([f"{t}/{m}", ",".join(map(str, used[m])) + (" (all)" if len(used[m]) == stages else ""),
                          *(f"{mt[k]:.3f}" if k in mt else "-" for k in [f"{n}/fd" for n in _nets(summary)]),
                          f"{summary['inception'][f'{t}/{m}']['fid']:.2f}" if f"{t}/{m}" in summary["inception"] else "-",
                          " / ".join(f"{a:.2f}" for a in kd) or "-",

@@ -1,6 +1,7 @@
 """Stage entry points: read params, call the library, write the declared outputs (DESIGN.md section 3)."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import asdict
@@ -14,11 +15,11 @@ from natinv.checkpoint import ModelMeta, import_torch_checkpoint, load_model, sa
 from natinv.config import Config
 from natinv.distill import kd_loss
 from natinv.errors import ConfigError, NatinvError
-from natinv.io import atomic_write_json, read_npz, write_npz
+from natinv.io import atomic_write_json, write_npz
 from natinv.models import build_model
 from natinv.runtime import derive_seed, log
 from natinv.synthesis.objective import TERMS
-from natinv.synthesis.shard import synthesize_shard
+from natinv.synthesis.shard import read_shards, synthesize_shard
 from natinv.tracking import Outcome
 from natinv.train import SGDSchedule, cross_entropy_loss, epoch_eval, evaluate, fit
 
@@ -94,16 +95,10 @@ def run_synthesize(cfg: Config, teacher: str, method: str, shard: int, device: t
     return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid])
 
 
-def load_synthesized(cfg: Config, teacher: str, method: str, key: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
-    """All shards of (teacher, method) and their labels: the stored float16 tensors as float32 (key="images"), or
-    the uint8 renderings (key="images_uint8")."""
-    xs, ys = [], []
-    for shard in range(cfg.synthesis.shards):
-        arrays = read_npz(paths.shard_npz(cfg.exp_dir, teacher, method, shard))
-        x = torch.from_numpy(arrays[key])
-        xs.append(x if key == "images_uint8" else x.float())
-        ys.append(torch.from_numpy(arrays["labels"]))
-    return torch.cat(xs), torch.cat(ys)
+def load_synthesized(cfg: Config, teacher: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """All shards of (teacher, method): the stored float16 tensors (as float32) and labels."""
+    arrays = read_shards(cfg.exp_dir, teacher, method, cfg.synthesis.shards, ("images", "labels"))
+    return torch.from_numpy(arrays["images"]).float(), torch.from_numpy(arrays["labels"])
 
 
 def real_indices(ds: data.Dataset, count: int, seed: int) -> torch.Tensor:
@@ -169,7 +164,7 @@ def run_prune(cfg: Config, teacher: str, method: str, ratio: float, device: torc
     ds = data.load(paths.data_dir(cfg.exp_dir))
     t_model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
     xt, yt = _test_set(ds)
-    model, _ = load_model(paths.teacher_weights(cfg.exp_dir, teacher), torch.device("cpu"))
+    model = copy.deepcopy(t_model).cpu()  # pruned on the CPU; the unpruned teacher gives the soft targets
     start = time.perf_counter()
     pruned = l1_filter_prune(model, ratio, torch.zeros(1, meta.in_channels, meta.image_size, meta.image_size))
     model.to(device)
@@ -241,8 +236,8 @@ def run_metrics(cfg: Config, teacher: str, method: str, device: torch.device) ->
         x_u8 = ds.test_x[: mc.reference_images]
         x = data.normalize(x_u8, ds.mean, ds.std)
     else:
-        x, _ = load_synthesized(cfg, teacher, method)
-        x_u8, _ = load_synthesized(cfg, teacher, method, "images_uint8")
+        arrays = read_shards(cfg.exp_dir, teacher, method, cfg.synthesis.shards, ("images", "images_uint8"))
+        x, x_u8 = torch.from_numpy(arrays["images"]).float(), torch.from_numpy(arrays["images_uint8"])
     reference = data.normalize(reference_u8, ds.mean, ds.std)
     nets = {"teacher": model} | {f"evaluator:{e}": load_model(paths.evaluator_weights(cfg.exp_dir, e), device)[0]
                                  for e in mc.evaluators}

@@ -7,19 +7,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from natinv import paths
 from natinv.checkpoint import ModelMeta
 from natinv.config import MethodConfig, NIConfig, SynthesisConfig
 from natinv.data import normalize, normalizer, render_uint8
+from natinv.io import read_npz
 from natinv.models import StagedNet
 from natinv.runtime import derive_seed
 from natinv.synthesis import deepinversion, naturalinversion
 from natinv.synthesis.labels import batch_labels
 from natinv.synthesis.objective import TERMS, InversionObjective, LossWeights
 from natinv.train import evaluate
+
+
+def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays `keys` of every shard of (teacher, method), concatenated in shard order (other members unread)."""
+    parts = [read_npz(paths.shard_npz(exp, teacher, method, shard), keys) for shard in range(shards)]
+    return {k: np.concatenate([part[k] for part in parts]) for k in keys}
 
 
 def batch_plan(num_images: int, batch_size: int, shards: int) -> list[list[tuple[int, int]]]:
