@@ -34,11 +34,11 @@ def test_precision_recall_of_a_set_with_itself_is_one_and_drops_off_manifold():
 
 def test_embeddings_are_batched_penultimate_features():
     model = tiny_teacher(width=4)
-    x = torch.randn(37, 3, 32, 32)
-    feats = embeddings(model, x, torch.device("cpu"), batch_size=10)
+    x = torch.randn(300, 3, 32, 32)  # three CPU inference batches, the last one ragged
+    feats = embeddings(model, x, torch.device("cpu"))
     with torch.no_grad():
         assert torch.allclose(feats, model.eval().embed(x).double(), atol=1e-5)
-    assert feats.shape == (37, 16) and feats.dtype == torch.float64
+    assert feats.shape == (300, 16) and feats.dtype == torch.float64
 
 
 class TinyExtractor(FeatureExtractorBase):
@@ -110,12 +110,12 @@ def test_missing_inception_weights_are_reported_not_faked(tmp_path, monkeypatch)
 
 def test_layer_features_pool_each_stage_and_match_the_embedding():
     model = tiny_teacher(width=4)
-    x = torch.randn(23, 3, 32, 32)
-    feats = layer_features(model, x, torch.device("cpu"), ["stage1", "stage3", "embedding"], batch_size=10)
-    assert feats["stage1"].shape == (23, 4 * 16) and feats["stage3"].shape == (23, 16 * 16)
+    x = torch.randn(150, 3, 32, 32)
+    feats = layer_features(model, x, torch.device("cpu"), ["stage1", "stage3", "embedding"])  # two CPU inference batches
+    assert feats["stage1"].shape == (150, 4 * 16) and feats["stage3"].shape == (150, 16 * 16)
     with torch.no_grad():
         assert np.allclose(feats["embedding"], model.embed(x).numpy(), atol=1e-5)
-    coords = tsne_2d(np.concatenate([feats["stage1"], feats["stage1"] + 50]), seed=2**40)  # two far-apart copies
+    coords = tsne_2d(np.concatenate([feats["stage1"][:23], feats["stage1"][:23] + 50]), seed=2**40)  # two far-apart copies
     assert coords.shape == (46, 2)
     a, b = coords[:23].mean(0), coords[23:].mean(0)
     assert np.linalg.norm(a - b) > 3 * coords[:23].std(0).max()  # t-SNE keeps them apart

@@ -19,14 +19,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from natinv.errors import ConfigError
+from natinv.train import inference_batch
 
 
 @torch.no_grad()
-def embeddings(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
+def embeddings(model: nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Penultimate features of `x` (normalized images, NCHW, any float dtype) as float64 on the CPU, in batches."""
     was_training = model.training
     model.eval().to(device)
-    out = [model.embed(xb.to(device).float()).double().cpu() for xb in x.split(batch_size)]
+    out = [model.embed(xb.to(device).float()).double().cpu() for xb in x.split(inference_batch(device))]
     model.train(was_training)
     return torch.cat(out)
 
@@ -143,14 +144,13 @@ def fidelity_metrics(generated: torch.Tensor, real: torch.Tensor, extractor: str
 
 
 @torch.no_grad()
-def layer_features(model: nn.Module, x: torch.Tensor, device: torch.device, layers: list[str], pool: int = 4,
-                   batch_size: int = 500) -> dict[str, np.ndarray]:
+def layer_features(model: nn.Module, x: torch.Tensor, device: torch.device, layers: list[str], pool: int = 4) -> dict[str, np.ndarray]:
     """Teacher features per layer, batched: 'stageK' = the K-th stage's feature map average-pooled to pool x pool
     and flattened (keeps a coarse layout at any resolution); 'embedding' = the penultimate features."""
     was_training = model.training
     model.eval().to(device)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    for xb in x.split(batch_size):
+    for xb in x.split(inference_batch(device)):
         feats, _ = model.forward_stages(xb.to(device).float())
         for name in layers:
             f = model.pool(feats[-1]) if name == "embedding" else F.adaptive_avg_pool2d(feats[int(name[5:]) - 1], pool)
