@@ -159,6 +159,7 @@ def test_paper_profiles_plan_the_paper_jobs(tmp_path, profile):
     ni = cfg.synthesis.methods["ni"]
     assert (ni.lr_generator, ni.lr_ftp, ni.lr_alpha, ni.alpha_mean, ni.generator_width) == (1e-3, 5e-4, 5e-2, 5.0, 128)
     assert cfg.synthesis.batch_size == 256 and cfg.synthesis.num_images == 256_000
+    assert (cfg.scratch.epochs, cfg.scratch.train_eval_images, cfg.prune.epochs, cfg.prune.lr) == (200, None, 20, 1e-3)
 
 
 def test_bad_params_stop_snakemake_with_one_clear_line(tmp_path):

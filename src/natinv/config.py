@@ -156,6 +156,7 @@ class ScratchConfig:
     lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
     momentum: float = field(default=0.9, metadata=_min(0))
     weight_decay: float = field(default=5e-4, metadata=_min(0))
+    train_eval_images: int | None = field(default=None, metadata=_min(1))  # real training images scored (None = all)
     real_images: int | None = field(default=None, metadata=_min(1))  # method=real: image count (None = synthesis.num_images)
 
 

@@ -89,7 +89,7 @@ def collect(cfg: Config) -> dict:
         for m in [*cfg.methods_and_real(), "none"]:
             for r in cfg.prune.ratios:
                 if (pj := _read(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
-                    out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "test_acc_pruned", "params_before", "params_after",
+                    out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "params_before", "params_after",
                                                                          "macs_before", "macs_after", "seconds")}
     return out
 
@@ -242,7 +242,7 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     lines += _ftp_section(cfg, summary, manifest)
     lines += _tsne_section(cfg, summary, made)
 
-    lines += _scratch_section(cfg, summary)
+    lines += _scratch_section(cfg, summary, manifest)
     lines += _prune_section(cfg, summary, made)
 
     lines += ["## Synthesis", "",
@@ -277,13 +277,13 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     return "\n".join(lines)
 
 
-def _scratch_section(cfg: Config, summary: dict) -> list[str]:
+def _scratch_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
     if not summary["scratch"]:
         return []
     lines = ["## Training from scratch (paper Tables 2 and 9)", "",
              f"A randomly initialised student trained only on each method's images and their synthesis labels "
              f"({cfg.scratch.epochs} epochs, SGD lr {cfg.scratch.lr}, batch {cfg.scratch.batch_size}), then evaluated on "
-             "the whole real training set and the test set; `real` = trained on as many real training images. The "
+             + _train_eval_words(cfg, manifest) + " and the test set; `real` = trained on as many real training images. The "
              "paper's cells are CIFAR-100, ResNet-34 inverted, 256k images, 200 epochs (Table 9), for the same student "
              "architecture when it has one, else ResNet-18.", ""]
     rows = []
@@ -298,6 +298,13 @@ def _scratch_section(cfg: Config, summary: dict) -> list[str]:
                      "test acc % (loss)", "paper train / test acc % (loss)"], rows)
     return lines + ["The paper's losses are as printed in its Table 9 (their scale is not stated); ours are mean "
                     "cross-entropy per image.", ""]
+
+
+def _train_eval_words(cfg: Config, manifest: dict) -> str:
+    n = cfg.scratch.train_eval_images
+    if n is None or n >= manifest["train_images"]:
+        return "the whole real training set"
+    return f"the first {n:,} of the {manifest['train_images']:,} real training images (`scratch.train_eval_images`; the paper: all)"
 
 
 def _prune_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str]:

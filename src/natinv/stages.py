@@ -142,10 +142,11 @@ def run_scratch(cfg: Config, teacher: str, method: str, student: str, device: to
                   on_epoch=epoch_eval(model, xt, yt, device), desc=f"scratch {method}->{student}")
     seconds = time.perf_counter() - start
     own = evaluate(model, x, y, device)
-    train = evaluate(model, data.normalize(ds.train_x, ds.mean, ds.std), ds.train_y, device)
+    n = len(ds.train_x) if sc.train_eval_images is None else min(sc.train_eval_images, len(ds.train_x))
+    train = evaluate(model, data.normalize(ds.train_x[:n], ds.mean, ds.std), ds.train_y[:n], device)
     test = evaluate(model, xt, yt, device)
     result = {"teacher": teacher, "method": method, "student": student, "model": asdict(spec), "images": len(x),
-              "own_acc": own["acc"], "train_acc": train["acc"], "train_loss": train["loss"], "test_acc": test["acc"],
+              "own_acc": own["acc"], "train_acc": train["acc"], "train_loss": train["loss"], "train_images": n, "test_acc": test["acc"],
               "test_loss": test["loss"], "epochs": history, "seconds": seconds, "settings": asdict(sc)}
     atomic_write_json(paths.scratch_json(cfg.exp_dir, teacher, method, student), result)
     log(f"scratch {teacher}/{method} -> {student}: real train {train['acc']:.2f} %, test {test['acc']:.2f} % "
@@ -168,9 +169,8 @@ def run_prune(cfg: Config, teacher: str, method: str, ratio: float, device: torc
     start = time.perf_counter()
     pruned = l1_filter_prune(model, ratio, torch.zeros(1, meta.in_channels, meta.image_size, meta.image_size))
     model.to(device)
-    before = evaluate(model, xt, yt, device)
     history: list = []
-    if method != "none":
+    if method != "none":  # the accuracy before fine-tuning is the `none` job's (one 10k-image evaluation less here)
         x, y = training_images(cfg, ds, teacher, method, pc.real_images, "prune-real")
         loss = kd_loss(t_model, pc.temperature) if pc.targets == "teacher" else cross_entropy_loss
         history = fit(model, x, y, loss, SGDSchedule(pc.epochs, min(pc.batch_size, len(x)), pc.lr, pc.momentum, pc.weight_decay),
@@ -178,11 +178,11 @@ def run_prune(cfg: Config, teacher: str, method: str, ratio: float, device: torc
                       on_epoch=epoch_eval(model, xt, yt, device), desc=f"prune {ratio:g} {method}")
     final = evaluate(model, xt, yt, device)
     result = {"teacher": teacher, "method": method, "ratio": ratio, "test_acc": final["acc"], "test_loss": final["loss"],
-              "test_acc_pruned": before["acc"], "fine_tuned": method != "none", **pruned, "epochs": history,
+              "fine_tuned": method != "none", **pruned, "epochs": history,
               "seconds": time.perf_counter() - start, "settings": asdict(pc)}
     atomic_write_json(paths.prune_json(cfg.exp_dir, teacher, method, ratio), result)
     log(f"prune {teacher} {ratio:.0%} ({pruned['params_before']:,} -> {pruned['params_after']:,} parameters): "
-        f"{before['acc']:.2f} % pruned, {final['acc']:.2f} % after fine-tuning on {method}")
+        + (f"{final['acc']:.2f} % after fine-tuning on {method}" if history else f"{final['acc']:.2f} % without fine-tuning"))
     return Outcome(result, artifacts=[paths.prune_json(cfg.exp_dir, teacher, method, ratio)])
 
 
