@@ -89,7 +89,7 @@ def _one_line_error(argv, expected, capsys):
 def test_bad_input_exits_with_one_line(chain, capsys, tmp_path):
     exp, params = chain
     _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "gan", "--shard", "0"],
-                    "method = 'gan': expected one of ni, ni-ftp3, ni-ftp23, di", capsys)
+                    "method = 'gan': expected one of ni, ni-ftp3, ni-ftp23, ni-o2m, ni-o2o, ni-o2o-ftp, ni-o2o-acs, di", capsys)
     _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "ni", "--shard", "5"],
                     "shard = 5: expected 0..1", capsys)
     _one_line_error(["synthesize", *params, "--teacher", "nobody", "--method", "ni", "--shard", "0"],

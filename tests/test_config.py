@@ -39,7 +39,7 @@ def test_overlay_overrides_only_what_it_sets(tmp_path):
     ("kd: {temperature: hot}", r"kd.temperature: got 'hot' \(str\); expected a number"),
     ("data: {dataset: mnist}", r"data.dataset: got 'mnist' \(str\); expected one of 'fashion-mnist', 'cifar10'"),
     ("models: {x: {arch: resnet9}}", r"models.x.arch: got 'resnet9'; expected one of resnet8, resnet18"),
-    ("synthesis: {run: [ni, gan]}", r"synthesis.run\[1\]: got 'gan'; expected one of the keys of synthesis.methods: ni, ni-ftp3, ni-ftp23, di"),
+    ("synthesis: {run: [ni, gan]}", r"synthesis.run\[1\]: got 'gan'; expected one of the keys of synthesis.methods: ni, ni-ftp3, ni-ftp23, ni-o2m, ni-o2o, ni-o2o-ftp, ni-o2o-acs, di"),
     ("kd: {students: [nope]}", r"kd.students\[0\]: got 'nope'"),
     ("synthesis: {methods: {x: {kind: magic}}}", r"synthesis.methods.x.kind: got 'magic'; expected one of 'naturalinversion'"),
     ("synthesis: {methods: {ni: {kind: naturalinversion, flip: 1}}}", r"synthesis.methods.ni.flip: got 1 \(int\); expected true or false"),
@@ -67,13 +67,20 @@ def test_missing_file(tmp_path):
         load_config([tmp_path / "nope.yaml"])
 
 
-def test_ftp_variants_are_ni_with_one_switch():
-    """The Table 4 variants in default.yaml (YAML merge key) are ni's settings with only ftp_stages changed."""
+@pytest.mark.parametrize("key, changed", [
+    ("ni-ftp3", {"ftp_stages": [3]}),  # Table 4
+    ("ni-ftp23", {"ftp_stages": [2, 3]}),
+    ("ni-o2m", {"o2o": False, "ftp": False, "acs": False}),  # Table 3
+    ("ni-o2o", {"ftp": False, "acs": False}),
+    ("ni-o2o-ftp", {"acs": False}),
+    ("ni-o2o-acs", {"ftp": False}),
+])
+def test_ablation_variants_are_ni_with_only_their_switches_changed(key, changed):
+    """The Table 3/4 variants in default.yaml (YAML merge key) are ni's settings with only the named switches changed."""
     cfg = load_config([ROOT / "params/default.yaml"])
     ni = dataclasses.asdict(cfg.synthesis.methods["ni"])
-    for key, stages in (("ni-ftp3", [3]), ("ni-ftp23", [2, 3])):
-        variant = dataclasses.asdict(cfg.synthesis.methods[key])
-        assert variant.pop("ftp_stages") == stages and variant == {k: v for k, v in ni.items() if k != "ftp_stages"}
+    variant = dataclasses.asdict(cfg.synthesis.methods[key])
+    assert {k: v for k, v in variant.items() if v != ni[k]} == changed
 
 
 @pytest.mark.parametrize("text, expected", [

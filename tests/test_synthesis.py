@@ -55,6 +55,36 @@ def test_ni_ablation_switches_and_stage_subset_run():
     assert no_acs.images.abs().max() <= 1.0  # alpha fixed to 1: tanh range
 
 
+def _batches(cfg, teacher, seeds):
+    obj = InversionObjective(teacher, LossWeights.of(cfg))
+    out = list(naturalinversion.synthesize(obj, [(torch.arange(8) % 10, s) for s in seeds], cfg, 10, (3, 32, 32), torch.device("cpu")))
+    obj.close()
+    return out
+
+
+def test_o2o_switch_decides_whether_a_batch_depends_on_the_ones_before():
+    """One-to-one: every batch has its own generator, so batch 2 is the same run alone or after batch 1. Off
+    (one-to-many): the generator carries over, so batch 2 starts where batch 1 left it."""
+    teacher, cfg = tiny_teacher(), replace(NI, iterations=3)
+    alone = _batches(cfg, teacher, [7])[0].images
+    assert torch.equal(_batches(cfg, teacher, [5, 7])[1].images, alone)
+    o2m = replace(cfg, o2o=False)
+    assert not torch.allclose(_batches(o2m, teacher, [5, 7])[1].images, _batches(o2m, teacher, [7])[0].images)
+
+
+def test_ftp_and_acs_switches_remove_only_their_component():
+    from natinv.synthesis.naturalinversion import NaturalInversionImage
+
+    shapes = tiny_teacher().stage_shapes(3, 32)
+    full = NaturalInversionImage(NI, 10, (3, 32, 32), shapes)
+    no_ftp = NaturalInversionImage(replace(NI, ftp=False), 10, (3, 32, 32), shapes)
+    assert full.ftp is not None and no_ftp.ftp is None
+    assert [n for n, _ in no_ftp.named_parameters()] == [n for n, _ in full.named_parameters() if not n.startswith("ftp.")]
+    no_acs = _run(naturalinversion, replace(NI, iterations=2, acs=False), tiny_teacher())
+    with_acs = _run(naturalinversion, replace(NI, iterations=2), tiny_teacher())
+    assert no_acs.images.abs().max() <= 1.0 < with_acs.images.abs().max()  # alpha fixed to 1 (tanh range) vs learned ~N(5, 1)
+
+
 def test_batch_plan_covers_every_image_once():
     plan = batch_plan(1000, 128, 3)
     flat = [b for shard in plan for b in shard]
@@ -76,7 +106,7 @@ def test_shard_is_deterministic_and_batches_differ(teacher_file, method):
     assert arrays["images"].dtype == np.float16 and arrays["images_uint8"].dtype == np.uint8
     assert arrays["images"].shape == (24, 3, 32, 32) and arrays["labels"].shape == (24,)  # batches 1 and 2 (16 + 8)
     assert list(arrays["batch_index"]) == [1, 2] and len(set(arrays["seeds"].tolist())) == 2
-    assert arrays["loss_curves"].shape == (2, 4, 5)
+    assert arrays["loss_curves"].shape == (2, 4, 6)
     assert not np.array_equal(arrays["images"][:8], arrays["images"][16:24])  # no duplicate batches
     assert 0 <= summary["agreement_float16"] <= 100 and 0 <= summary["agreement_uint8"] <= 100
     # a different shard of the same run gives other seeds

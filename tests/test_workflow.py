@@ -186,21 +186,23 @@ def test_snakemake_runs_the_tiny_profile_end_to_end(tiny_run):
     summary = json.loads((exp / "report/summary.json").read_text())
     assert summary["experiment"] == "tiny"
     assert set(summary["teachers"]) == {"resnet8-w16"} and 0 <= summary["teachers"]["resnet8-w16"]["test_acc"] <= 100
-    assert set(summary["synthesis"]) == {"resnet8-w16/ni", "resnet8-w16/di"}
+    assert set(summary["synthesis"]) == {"resnet8-w16/ni", "resnet8-w16/di", "resnet8-w16/ni-o2m"}
     assert all(v["images"] == 48 and v["iterations"] == 10 and v["batch_size"] == 16 and v["seconds"] > 0
                for v in summary["synthesis"].values())
-    assert set(summary["kd"]) == {f"resnet8-w16/{m}/resnet8-w8" for m in ("ni", "di", "real")}
+    assert set(summary["kd"]) == {f"resnet8-w16/{m}/resnet8-w8" for m in ("ni", "di", "ni-o2m", "real")}
     report = (exp / "report/report.md").read_text()
     assert "93.72" in report and "91.43" in report  # the paper's Table 5 cells beside ours
     for fig in re.findall(r"\]\((figures/[^)]+)\)", report):
         assert (exp / "report" / fig).stat().st_size > 0, fig
-    assert set(summary["metrics"]) == {f"resnet8-w16/{m}" for m in ("ni", "di", "real")}
+    assert set(summary["metrics"]) == {f"resnet8-w16/{m}" for m in ("ni", "di", "ni-o2m", "real")}
     assert summary["metrics"]["resnet8-w16/real"]["evaluator:vgg11-w8/fd"] < summary["metrics"]["resnet8-w16/ni"]["evaluator:vgg11-w8/fd"]
-    assert len(list((exp / "logs").rglob("*.log"))) == 22  # one per job
-    assert set(summary["scratch"]) == {f"resnet8-w16/{m}/resnet8-w8" for m in ("ni", "di", "real")}
-    assert set(summary["prune"]) == {f"resnet8-w16/{m}/0.5" for m in ("ni", "di", "real", "none")}
+    assert len(list((exp / "logs").rglob("*.log"))) == 28  # one per job
+    assert set(summary["scratch"]) == {f"resnet8-w16/{m}/resnet8-w8" for m in ("ni", "di", "ni-o2m", "real")}
+    assert set(summary["prune"]) == {f"resnet8-w16/{m}/0.5" for m in ("ni", "di", "ni-o2m", "real", "none")}
+    assert "### Components of NaturalInversion (paper Table 3)" in report and "60.57" in report  # the paper's all-components row
+    assert "figures/fig5-resnet8-w16.png" in report
     assert "figures/prune-resnet8-w16.png" in report and "## Training from scratch" in report
-    assert summary["tsne"]["resnet8-w16"]["images"] == {"real": 48, "ni": 48, "di": 48}  # capped by the 48 synthesized
+    assert summary["tsne"]["resnet8-w16"]["images"] == {"real": 48, "ni": 48, "di": 48, "ni-o2m": 48}  # capped by the 48 synthesized
     assert "figures/tsne-resnet8-w16.png" in report
     # no Inception-v3 weights in this run's (empty) torch hub: said once per job and in the report, never faked
     assert not summary["inception"] and "no Inception-v3 weights" in summary["inception_unavailable"]
@@ -218,8 +220,8 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
     parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("stage") != "pipeline"]
-    assert Counter(r.data.tags["stage"] for r in children) == {"data": 1, "teacher": 1, "synthesize": 4, "kd": 3, "evaluator": 1,
-                                                               "metrics": 3, "tsne": 1, "scratch": 3, "prune": 4, "report": 1}
+    assert Counter(r.data.tags["stage"] for r in children) == {"data": 1, "teacher": 1, "synthesize": 6, "kd": 4, "evaluator": 1,
+                                                               "metrics": 4, "tsne": 1, "scratch": 4, "prune": 5, "report": 1}
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     for r in children:
         assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id

@@ -16,7 +16,8 @@ from natinv import figures, paths
 from natinv.config import Config, NIConfig
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json, read_json, read_npz
-from natinv.paper import FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE4, TABLE9_CIFAR100, table5_row, table8_dataset, table8_fd
+from natinv.paper import (FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE3_CIFAR100, TABLE4, TABLE9_CIFAR100, table5_row, table8_dataset,
+                          table8_fd)
 from natinv.train import EPOCH_EVAL_IMAGES
 from natinv.synthesis.objective import TERMS
 from natinv.synthesis.shard import read_shards
@@ -97,6 +98,20 @@ def collect(cfg: Config) -> dict:
 # ----------------------------------------------------------------------------------------------- figures
 
 
+def _fig5_methods(cfg: Config, ran: list[str]) -> dict[str, str]:
+    """Paper Fig. 5's three curves when this run has them: DI, NI's generator without one-to-one (and without FTP and
+    ACS), and NI with everything; label -> method key. Empty when one is missing."""
+    methods = cfg.synthesis.methods
+
+    def first(test) -> str | None:
+        return next((m for m in ran if test(methods[m])), None)
+
+    picks = {"DI": first(lambda c: not isinstance(c, NIConfig)),
+             "one-to-many": first(lambda c: isinstance(c, NIConfig) and not (c.o2o or c.ftp or c.acs)),
+             "NI (ours)": first(lambda c: isinstance(c, NIConfig) and c.o2o and c.ftp and c.acs and not c.ftp_stages)}
+    return {f"{label}: {m}": m for label, m in picks.items() if m} if all(picks.values()) else {}
+
+
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -128,9 +143,15 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
             mean = curves.mean(0)
             _write_csv(plot_dir / "synthesis-loss" / f"{t}-{m}.csv", ["iteration", *TERMS],
                        [[i + 1, *(f"{v:.6g}" for v in row)] for i, row in enumerate(mean)])
+            _write_csv(plot_dir / "synthesis-bn" / f"{t}-{m}.csv", ["iteration", "bn"],  # DVC draws one column per file
+                       [[i + 1, f"{row[TERMS.index('bn')]:.6g}"] for i, row in enumerate(mean)])
         if loss_panels["cross-entropy (CE) per batch"]:
             figures.curve_plot(loss_panels, fig_dir / f"loss-{t}.png", "iteration", log_y=True)
             made[f"loss/{t}"] = f"figures/loss-{t}.png"
+        if fig5 := _fig5_methods(cfg, list(loss_panels["cross-entropy (CE) per batch"])):
+            figures.curve_plot({title: {label: lines[m] for label, m in fig5.items()} for title, lines in loss_panels.items()},
+                               fig_dir / f"fig5-{t}.png", "iteration", log_y=True)
+            made[f"fig5/{t}"] = f"figures/fig5-{t}.png"
         tsne_png = paths.tsne_files(cfg.exp_dir, t)["png"]
         if t in summary["tsne"] and tsne_png.is_file():
             atomic_write_bytes(fig_dir / f"tsne-{t}.png", tsne_png.read_bytes())
@@ -239,6 +260,7 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
               "of the same architecture). Our images, teacher, data and counts differ, so compare the order of the "
               "methods, not the values.", ""]
     lines += _inception_section(cfg, summary)
+    lines += _components_section(cfg, summary)
     lines += _ftp_section(cfg, summary, manifest)
     lines += _tsne_section(cfg, summary, made)
 
@@ -259,6 +281,11 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     lines += [f"**{k.removeprefix('grid/')}**\n\n![{k}]({p})\n" for k, p in made.items() if k.startswith("grid/")]
     lines += ["## Loss curves", "", "CE and BN-statistics terms per iteration for every batch (thin) and their mean (bold); log scale.", ""]
     lines += [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("loss/")]
+    if fig5 := [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("fig5/")]:
+        lines += ["### DI, one-to-many and NI (paper Fig. 5)", "",
+                  "The paper's Fig. 5 on this run: CE and BN terms per iteration for DI, NI's generator without the "
+                  "one-to-one approach (nor FTP and ACS), and NI. Paper: CIFAR-10, ResNet-34, 2k iterations; there DI "
+                  "converges slowest and ends highest on both terms, and NI converges fastest.", "", *fig5]
     lines += ["## KD accuracy per epoch", ""]
     lines += [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("kd/")]
 
@@ -374,6 +401,42 @@ def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
              "from 1 = lowest). The paper's row is the one with the same number of top stages of its 4-stage ResNet-34.", ""]
     lines += _table(["teacher/method", "FTP stages", *(f"{n} FD" for n in _nets(summary)), "Inception FID", "KD acc %",
                      "paper: stages: 1st-stage FD / FID"], rows)
+    return lines + [""]
+
+
+def _components_section(cfg: Config, summary: dict) -> list[str]:
+    """Paper Table 3: DI and NI with its components (one-to-one, FTP, ACS) switched on one at a time."""
+    methods = cfg.synthesis.methods
+    switches = {m: (methods[m].o2o, methods[m].ftp, methods[m].acs) for m in cfg.synthesis.run
+                if isinstance(methods[m], NIConfig) and not methods[m].ftp_stages}
+    if len(set(switches.values())) < 2:
+        return []
+    order = [m for m in cfg.synthesis.run if cfg.kind_of(m) == "deepinversion"] + sorted(switches, key=lambda m: (sum(switches[m]), switches[m]))
+    nets = _nets(summary)
+    rows = []
+    for t in cfg.teacher.models:
+        for m in order:
+            if f"{t}/{m}" not in summary["synthesis"]:
+                continue
+            flags = switches.get(m)
+            paper = TABLE3_CIFAR100[flags if flags else "deepinversion"]
+            mt = summary["metrics"].get(f"{t}/{m}", {})
+            kd = [v["test_acc"] for k, v in summary["kd"].items() if k.startswith(f"{t}/{m}/")]
+            inc = summary["inception"].get(f"{t}/{m}")
+            marks = ["✓" if f else "" for f in flags] if flags else ["DI", "", ""]
+            rows.append([f"{t}/{m}", *marks,
+                         " / ".join(f"**{a:.2f}**" for a in kd) or "-",
+                         *(" / ".join(f"{mt[f'{n}/{k}']:.3g}" if f"{n}/{k}" in mt else "-" for k in ("fd", "precision", "recall"))
+                           for n in nets),
+                         f"{inc['is']:.2f} / {inc['fid']:.1f}" if inc else "-",
+                         " / ".join(map(str, paper))])
+    lines = ["### Components of NaturalInversion (paper Table 3)", "",
+             "DI, then NI's generator with its components switched on one at a time: one-to-one (O2O; off = one generator "
+             "for all batches of a shard with a fresh z every iteration), the Feature Transfer Pyramid (FTP) and Adaptive "
+             "Channel Scaling (ACS). Same budget for every row. Paper: CIFAR-100, ResNet-34 inverted, 50k images, KD to "
+             "ResNet-18, IS/FID/P/R in Inception-v3; ours: this run's dataset, teacher, images and embeddings.", ""]
+    lines += _table(["teacher/method", "O2O", "FTP", "ACS", "KD acc %", *(f"{n} FD / P / R" for n in nets), "Inception IS / FID",
+                     "paper KD % / IS / FID / P / R"], rows)
     return lines + [""]
 
 

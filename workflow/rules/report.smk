@@ -17,6 +17,7 @@ rule report:
         summary=f"{EXP}/report/summary.json",
         figures=directory(f"{EXP}/report/figures"),
         loss_plots=directory(f"{EXP}/report/plots/synthesis-loss"),
+        bn_plots=directory(f"{EXP}/report/plots/synthesis-bn"),
         accuracy_plots=directory(f"{EXP}/report/plots/accuracy"),
     params:
         file=PARAMS,

@@ -1,6 +1,6 @@
 """The inversion objective shared by every method (paper Eq. 8) and the optimization loop around it.
 
-loss = CE(T(jitter(I)), y) + lambda_BN * R_BN + lambda_TV * TV(I) + lambda_l2 * ||I||_2
+loss = CE(T(jitter(I)), y) + lambda_BN * R_BN + lambda_TV * TV(I) + lambda_l2 * ||I||_2 [+ ADI's competition term]
 The loop keeps the batch of the lowest-loss iteration, on the device, without a host sync per iteration.
 """
 from __future__ import annotations
@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from natinv.config import DIConfig, NIConfig
 from natinv.models import StagedNet
 from natinv.synthesis.bn_stats import BNStatsLoss
+from natinv.synthesis.competition import Competitor
 from natinv.synthesis.priors import jitter_flip, l2_prior, tv_prior
 
-TERMS = ("total", "ce", "bn", "tv", "l2")
+TERMS = ("total", "ce", "bn", "tv", "l2", "competition")  # competition: weighted ADI term, 0 without a competitor
 
 
 @dataclass
@@ -45,19 +46,23 @@ class BatchResult:
 class InversionObjective:
     """Frozen teacher + BN hooks; call it on an image batch to get (total loss, per-term values)."""
 
-    def __init__(self, teacher: StagedNet, weights: LossWeights):
+    def __init__(self, teacher: StagedNet, weights: LossWeights, competitor: Competitor | None = None):
         self.teacher = teacher.eval().requires_grad_(False)
         self.weights = weights
         self.bn = BNStatsLoss(teacher)
+        self.competitor = competitor
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.weights
+        seen = jitter_flip(images, gen, w.jitter, w.flip)
         with self.bn.capture():
-            logits = self.teacher(jitter_flip(images, gen, w.jitter, w.flip))
+            logits = self.teacher(seen)
         ce = F.cross_entropy(logits.float(), labels)
         bn, tv, l2 = self.bn.loss(), tv_prior(images), l2_prior(images)
         total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
-        return total, torch.stack([total, ce, bn, tv, l2]).detach()
+        competition = self.competitor(seen, logits) if self.competitor is not None else torch.zeros((), device=total.device)
+        total = total + competition
+        return total, torch.stack([total, ce, bn, tv, l2, competition]).detach()
 
     @torch.no_grad()
     def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
