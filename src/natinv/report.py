@@ -411,7 +411,9 @@ def _components_section(cfg: Config, summary: dict) -> list[str]:
                 if isinstance(methods[m], NIConfig) and not methods[m].ftp_stages}
     if len(set(switches.values())) < 2:
         return []
-    order = [m for m in cfg.synthesis.run if cfg.kind_of(m) == "deepinversion"] + sorted(switches, key=lambda m: (sum(switches[m]), switches[m]))
+    paper_rows = list(TABLE3_CIFAR100)  # the paper's row order; a switch set it does not have goes last
+    order = [m for m in cfg.synthesis.run if cfg.kind_of(m) == "deepinversion"] + sorted(
+        switches, key=lambda m: paper_rows.index(switches[m]) if switches[m] in paper_rows else len(paper_rows))
     nets = _nets(summary)
     rows = []
     for t in cfg.teacher.models:
@@ -419,7 +421,7 @@ def _components_section(cfg: Config, summary: dict) -> list[str]:
             if f"{t}/{m}" not in summary["synthesis"]:
                 continue
             flags = switches.get(m)
-            paper = TABLE3_CIFAR100[flags if flags else "deepinversion"]
+            paper = TABLE3_CIFAR100.get(flags if flags else "deepinversion")
             mt = summary["metrics"].get(f"{t}/{m}", {})
             kd = [v["test_acc"] for k, v in summary["kd"].items() if k.startswith(f"{t}/{m}/")]
             inc = summary["inception"].get(f"{t}/{m}")
@@ -429,7 +431,7 @@ def _components_section(cfg: Config, summary: dict) -> list[str]:
                          *(" / ".join(f"{mt[f'{n}/{k}']:.3g}" if f"{n}/{k}" in mt else "-" for k in ("fd", "precision", "recall"))
                            for n in nets),
                          f"{inc['is']:.2f} / {inc['fid']:.1f}" if inc else "-",
-                         " / ".join(map(str, paper))])
+                         " / ".join(map(str, paper)) if paper else "-"])
     lines = ["### Components of NaturalInversion (paper Table 3)", "",
              "DI, then NI's generator with its components switched on one at a time: one-to-one (O2O; off = one generator "
              "for all batches of a shard with a fresh z every iteration), the Feature Transfer Pyramid (FTP) and Adaptive "
