@@ -38,8 +38,8 @@ def l1_filter_prune(model: nn.Module, ratio: float, example: torch.Tensor) -> di
     model.eval()
     before, filters = count(model, example), conv_filters(model)
     l1_pruner(model, ratio, example).step()
-    after = count(model, example)
+    after, kept = count(model, example), conv_filters(model)
     model.train(was_training)
     return {"ratio": ratio, "params_before": before["params"], "params_after": after["params"],
             "macs_before": before["macs"], "macs_after": after["macs"],
-            "filters": {name: [n, conv_filters(model)[name]] for name, n in filters.items()}}
+            "filters": {name: [n, kept[name]] for name, n in filters.items()}}

@@ -98,18 +98,27 @@ def collect(cfg: Config) -> dict:
 # ----------------------------------------------------------------------------------------------- figures
 
 
+def _ni_switches(cfg: Config, method: str) -> tuple[bool, bool, bool] | None:
+    """(o2o, ftp, acs) of an NI method whose FTP uses every stage (the Table 3 / Fig. 5 variants); None otherwise."""
+    c = cfg.synthesis.methods[method]
+    return (c.o2o, c.ftp, c.acs) if isinstance(c, NIConfig) and not c.ftp_stages else None
+
+
+def _kd_accs(summary: dict, teacher: str, method: str) -> list[float]:
+    """KD test accuracies of every student distilled from (teacher, method)'s images."""
+    return [v["test_acc"] for k, v in summary["kd"].items() if k.startswith(f"{teacher}/{method}/")]
+
+
 def _fig5_methods(cfg: Config, ran: list[str]) -> dict[str, str]:
     """Paper Fig. 5's three curves when this run has them: DI, NI's generator without one-to-one (and without FTP and
     ACS), and NI with everything; label -> method key. Empty when one is missing."""
-    methods = cfg.synthesis.methods
-
     def first(test) -> str | None:
-        return next((m for m in ran if test(methods[m])), None)
+        return next((m for m in ran if test(m)), None)
 
-    picks = {"DI": first(lambda c: not isinstance(c, NIConfig)),
-             "one-to-many": first(lambda c: isinstance(c, NIConfig) and not (c.o2o or c.ftp or c.acs)),
-             "NI (ours)": first(lambda c: isinstance(c, NIConfig) and c.o2o and c.ftp and c.acs and not c.ftp_stages)}
-    return {f"{label}: {m}": m for label, m in picks.items() if m} if all(picks.values()) else {}
+    picks = {"DI": first(lambda m: cfg.kind_of(m) == "deepinversion"),
+             "one-to-many": first(lambda m: _ni_switches(cfg, m) == (False, False, False)),
+             "NI (ours)": first(lambda m: _ni_switches(cfg, m) == (True, True, True))}
+    return {f"{label}: {m}": m for label, m in picks.items()} if all(picks.values()) else {}
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -388,7 +397,7 @@ def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
             top = used[m] == list(range(stages - len(used[m]) + 1, stages + 1))  # the top k stages, as in the paper
             paper = TABLE4["all" if len(used[m]) == stages else len(used[m])] if top else None
             mt = summary["metrics"].get(f"{t}/{m}", {})
-            kd = [v["test_acc"] for k, v in summary["kd"].items() if k.startswith(f"{t}/{m}/")]
+            kd = _kd_accs(summary, t, m)
             rows.append([f"{t}/{m}", ",".join(map(str, used[m])) + (" (all)" if len(used[m]) == stages else ""),
                          *(f"{mt[k]:.3f}" if k in mt else "-" for k in [f"{n}/fd" for n in _nets(summary)]),
                          f"{summary['inception'][f'{t}/{m}']['fid']:.2f}" if f"{t}/{m}" in summary["inception"] else "-",
@@ -406,9 +415,7 @@ def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
 
 def _components_section(cfg: Config, summary: dict) -> list[str]:
     """Paper Table 3: DI and NI with its components (one-to-one, FTP, ACS) switched on one at a time."""
-    methods = cfg.synthesis.methods
-    switches = {m: (methods[m].o2o, methods[m].ftp, methods[m].acs) for m in cfg.synthesis.run
-                if isinstance(methods[m], NIConfig) and not methods[m].ftp_stages}
+    switches = {m: s for m in cfg.synthesis.run if (s := _ni_switches(cfg, m)) is not None}
     if len(set(switches.values())) < 2:
         return []
     paper_rows = list(TABLE3_CIFAR100)  # the paper's row order; a switch set it does not have goes last
@@ -423,7 +430,7 @@ def _components_section(cfg: Config, summary: dict) -> list[str]:
             flags = switches.get(m)
             paper = TABLE3_CIFAR100.get(flags if flags else "deepinversion")
             mt = summary["metrics"].get(f"{t}/{m}", {})
-            kd = [v["test_acc"] for k, v in summary["kd"].items() if k.startswith(f"{t}/{m}/")]
+            kd = _kd_accs(summary, t, m)
             inc = summary["inception"].get(f"{t}/{m}")
             marks = ["✓" if f else "" for f in flags] if flags else ["DI", "", ""]
             rows.append([f"{t}/{m}", *marks,

@@ -51,8 +51,7 @@ def run_teacher(cfg: Config, key: str, device: torch.device, role: str = "teache
     _choose(key, allowed, role)
     ds = data.load(paths.data_dir(cfg.exp_dir))
     spec, tc = cfg.models[key], cfg.teacher
-    torch.manual_seed(derive_seed(cfg.seed, role, key))
-    model = build_model(spec.arch, ds.num_classes, ds.in_channels, spec.width)
+    model = _new_model(ds, spec, derive_seed(cfg.seed, role, key))
     x = data.normalize(ds.train_x, ds.mean, ds.std)
     xt, yt = _test_set(ds)
     schedule = SGDSchedule(tc.epochs, tc.batch_size, tc.lr, tc.momentum, tc.weight_decay, tc.warmup_epochs)
@@ -120,6 +119,17 @@ def training_images(cfg: Config, ds: data.Dataset, teacher: str, method: str, re
     return load_synthesized(cfg, teacher, method)
 
 
+def _new_model(ds: data.Dataset, spec, seed: int) -> torch.nn.Module:
+    """A randomly initialised network of `spec` for the dataset, its initial weights drawn from `seed`."""
+    torch.manual_seed(seed)
+    return build_model(spec.arch, ds.num_classes, ds.in_channels, spec.width)
+
+
+def _schedule(section, images: int) -> SGDSchedule:
+    """The SGD schedule of a student-training section (kd, scratch, prune) for `images` training images."""
+    return SGDSchedule(section.epochs, min(section.batch_size, images), section.lr, section.momentum, section.weight_decay)
+
+
 def _dataset_meta(ds: data.Dataset, spec) -> ModelMeta:
     return ModelMeta(spec.arch, ds.num_classes, ds.in_channels, ds.image_size, spec.width, list(ds.mean), list(ds.std))
 
@@ -133,12 +143,11 @@ def run_scratch(cfg: Config, teacher: str, method: str, student: str, device: to
     ds = data.load(paths.data_dir(cfg.exp_dir))
     x, y = training_images(cfg, ds, teacher, method, sc.real_images, "scratch-real")
     spec = cfg.models[student]
-    torch.manual_seed(derive_seed(cfg.seed, "scratch-student", teacher, method, student))
-    model = build_model(spec.arch, ds.num_classes, ds.in_channels, spec.width)
+    model = _new_model(ds, spec, derive_seed(cfg.seed, "scratch-student", teacher, method, student))
     xt, yt = _test_set(ds)
     start = time.perf_counter()
-    history = fit(model, x, y, cross_entropy_loss, SGDSchedule(sc.epochs, min(sc.batch_size, len(x)), sc.lr, sc.momentum,
-                  sc.weight_decay), device, derive_seed(cfg.seed, "scratch-data", teacher, method, student),
+    history = fit(model, x, y, cross_entropy_loss, _schedule(sc, len(x)), device,
+                  derive_seed(cfg.seed, "scratch-data", teacher, method, student),
                   on_epoch=epoch_eval(model, xt, yt, device), desc=f"scratch {method}->{student}")
     seconds = time.perf_counter() - start
     own = evaluate(model, x, y, device)
@@ -173,8 +182,7 @@ def run_prune(cfg: Config, teacher: str, method: str, ratio: float, device: torc
     if method != "none":  # the accuracy before fine-tuning is the `none` job's (one 10k-image evaluation less here)
         x, y = training_images(cfg, ds, teacher, method, pc.real_images, "prune-real")
         loss = kd_loss(t_model, pc.temperature) if pc.targets == "teacher" else cross_entropy_loss
-        history = fit(model, x, y, loss, SGDSchedule(pc.epochs, min(pc.batch_size, len(x)), pc.lr, pc.momentum, pc.weight_decay),
-                      device, derive_seed(cfg.seed, "prune-data", teacher, method, f"{ratio:g}"),
+        history = fit(model, x, y, loss, _schedule(pc, len(x)), device, derive_seed(cfg.seed, "prune-data", teacher, method, f"{ratio:g}"),
                       on_epoch=epoch_eval(model, xt, yt, device), desc=f"prune {ratio:g} {method}")
     final = evaluate(model, xt, yt, device)
     result = {"teacher": teacher, "method": method, "ratio": ratio, "test_acc": final["acc"], "test_loss": final["loss"],
@@ -188,8 +196,6 @@ def run_prune(cfg: Config, teacher: str, method: str, ratio: float, device: torc
 
 def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.device) -> Outcome:
     _choose(student, cfg.models, "student")
-    if method != "real":
-        _choose(method, cfg.synthesis.methods, "method")
     kc = cfg.kd
     ds = data.load(paths.data_dir(cfg.exp_dir))
     t_model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
@@ -199,17 +205,14 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     x, y = training_images(cfg, ds, teacher, method, kc.real_images, "kd-real")
     xt, yt = _test_set(ds)
     spec = cfg.models[student]
-    torch.manual_seed(derive_seed(cfg.seed, "student", teacher, method, student))
-    model = build_model(spec.arch, ds.num_classes, ds.in_channels, spec.width)
-    schedule = SGDSchedule(kc.epochs, min(kc.batch_size, len(x)), kc.lr, kc.momentum, kc.weight_decay)
+    model = _new_model(ds, spec, derive_seed(cfg.seed, "student", teacher, method, student))
     start = time.perf_counter()
-    history = fit(model, x, y, kd_loss(t_model, kc.temperature), schedule, device,
+    history = fit(model, x, y, kd_loss(t_model, kc.temperature), _schedule(kc, len(x)), device,
                   derive_seed(cfg.seed, "kd-data", teacher, method, student),
                   on_epoch=epoch_eval(model, xt, yt, device), desc=f"kd {method}->{student}")
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
-    save_model(paths.kd_weights(cfg.exp_dir, teacher, method, student), model,
-               _dataset_meta(ds, spec))
+    save_model(paths.kd_weights(cfg.exp_dir, teacher, method, student), model, _dataset_meta(ds, spec))
     result = {"teacher": teacher, "method": method, "student": student, "model": asdict(spec), "images": len(x),
               "test_acc": final["acc"], "test_loss": final["loss"], "epochs": history, "seconds": seconds,
               "settings": asdict(kc), "device": str(device)}

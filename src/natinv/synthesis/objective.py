@@ -60,8 +60,11 @@ class InversionObjective:
         ce = F.cross_entropy(logits.float(), labels)
         bn, tv, l2 = self.bn.loss(), tv_prior(images), l2_prior(images)
         total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
-        competition = self.competitor(seen, logits) if self.competitor is not None else torch.zeros((), device=total.device)
-        total = total + competition
+        if self.competitor is None:
+            competition = torch.zeros_like(ce)  # logged as 0; nothing added to the loss
+        else:
+            competition = self.competitor(seen, logits)
+            total = total + competition
         return total, torch.stack([total, ce, bn, tv, l2, competition]).detach()
 
     @torch.no_grad()
