@@ -91,7 +91,9 @@ def test_bad_input_exits_with_one_line(chain, capsys, tmp_path):
     _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "gan", "--shard", "0"],
                     "method = 'gan': expected one of ni, ni-ftp3, ni-ftp23, ni-o2m, ni-o2o, ni-o2o-ftp, ni-o2o-acs, di", capsys)
     _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "ni", "--shard", "5"],
-                    "shard = 5: expected 0..1", capsys)
+                    "shard = 5: method ni has 2 shard(s), 0..1 (synthesis.shards = 2)", capsys)
+    _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "adi", "--shard", "1"],
+                    "shard = 1: method adi has 1 shard(s), 0..0 (it trains a student while it synthesizes)", capsys)
     _one_line_error(["synthesize", *params, "--teacher", "nobody", "--method", "ni", "--shard", "0"],
                     "nobody.safetensors: checkpoint not found", capsys)
     _one_line_error(["kd", *params, "--teacher", "resnet8-w16", "--method", "ni", "--student", "giant"],
@@ -132,3 +134,43 @@ def test_import_checkpoint_through_the_cli(chain, tmp_path, capsys):
     torch.save(build_model("vgg11", 10, 1, 8).state_dict(), tmp_path / "vgg.pt")
     _one_line_error(["import-checkpoint", *params, *extra, "--teacher", "mine", "--checkpoint", str(tmp_path / "vgg.pt")],
                     "vgg.pt: does not fit architecture resnet8", capsys)
+
+
+def test_cotrained_methods_through_the_stages(chain):
+    """ADI, DAFL and DFAD: one synthesize call (one shard); the kd job of their co-trained student adopts it, another
+    student distils from their images; metrics, scratch and prune take their images like any method's."""
+    import torch
+
+    from natinv.checkpoint import load_model
+    from natinv.data import load, normalize
+    from natinv.train import evaluate
+
+    exp, params = chain
+    t = ["--teacher", "resnet8-w16"]
+    for method in ("adi", "dafl", "dfad"):
+        assert main(["synthesize", *params, *t, "--method", method]) == 0
+        summary = json.loads((exp / f"synth/resnet8-w16/{method}/shard-0.json").read_text())
+        assert summary["images"] == 48 and summary["cotrain"]["student"] == "resnet8-w8"
+        assert not (exp / f"synth/resnet8-w16/{method}/shard-1.npz").exists()
+        assert main(["kd", *params, *t, "--method", method, "--student", "resnet8-w8"]) == 0
+        kd = json.loads((exp / f"kd/resnet8-w16/{method}/resnet8-w8.json").read_text())
+        assert kd["epochs"] == [] and kd["cotrained"]["steps"] == summary["cotrain"]["steps"]
+        student, _ = load_model(exp / f"kd/resnet8-w16/{method}/resnet8-w8.safetensors")
+        with np.load(exp / f"synth/resnet8-w16/{method}/shard-0.npz") as z:
+            stored = {k[8:]: torch.from_numpy(z[k]) for k in z.files if k.startswith("student/")}
+        assert all(torch.equal(stored[k], v) for k, v in student.state_dict().items())  # adopted as trained
+        ds = load(exp / "data")
+        assert evaluate(student, normalize(ds.test_x, ds.mean, ds.std), ds.test_y, torch.device("cpu"))["acc"] == kd["test_acc"]
+    assert main(["kd", *params, *t, "--method", "dafl", "--student", "vgg11-w8"]) == 0  # not its co-student: plain KD
+    assert len(json.loads((exp / "kd/resnet8-w16/dafl/vgg11-w8.json").read_text())["epochs"]) == 1
+    assert main(["metrics", *params, *t, "--method", "dfad"]) == 0
+    assert main(["scratch", *params, *t, "--method", "dafl", "--student", "resnet8-w8"]) == 0
+    assert main(["prune", *params, *t, "--method", "adi", "--ratio", "0.5"]) == 0
+    assert main(["report", *params, "--set", "synthesis.run=[ni, adi, dafl, dfad]"]) == 0
+    report = (exp / "report/report.md").read_text()
+    assert "### In the shape of the paper's Table 5" in report
+    for cell in ("DAFL: dafl", "DFAD: dfad", "ADI: adi", "NI (ours): ni", "92.22", "93.30", "93.26"):  # paper CIFAR-10 cells
+        assert cell in report, cell
+    assert report.count("†") >= 4  # three co-trained students in the layout, and the legend
+    summary = json.loads((exp / "report/summary.json").read_text())
+    assert summary["synthesis"]["resnet8-w16/dafl"]["final_ce"] is None and summary["kd"]["resnet8-w16/adi/resnet8-w8"]["cotrained"]

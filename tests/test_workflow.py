@@ -99,8 +99,12 @@ def covers(path: str, outs: list[str]) -> bool:
 def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
     from dvc.repo import Repo
 
-    repo = copy_repo(tmp_path / "repo", commit=True)  # the default runs every stage
+    repo = copy_repo(tmp_path / "repo")  # the default runs every stage
     default = repo / "params/default.yaml"
+    text = default.read_text()  # plus a co-trained inversion (one shard) and a generator method
+    assert "  run: [ni, di]\n" in text
+    default.write_text(text.replace("  run: [ni, di]\n", "  run: [ni, di, adi, dafl]\n"))
+    git_commit(repo)
     jobs = snakemake_jobs(repo)
     cfg = load_config([default])
     stages = {}
@@ -148,6 +152,11 @@ def test_dry_run_of_a_profile_lists_the_expected_jobs(tmp_path):
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "params/ablation-components.yaml").stdout)
     assert counts == {"data": 1, "teacher": 1, "synthesize": 12, "kd": 6, "kd_real": 1, "evaluator": 1, "metrics": 6,
                       "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
+    # Table 5: ni and di in 2 shards each, adi, ni-adi, dafl and dfad in one each (they train a student as they go)
+    counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "params/baselines.yaml").stdout)
+    assert counts == {"data": 1, "teacher": 1, "synthesize": 8, "kd": 6, "kd_real": 1, "evaluator": 1, "metrics": 6,
+                      "metrics_real": 1, "tsne": 1, "scratch": 6, "scratch_real": 1, "prune": 6, "prune_real": 1,
+                      "prune_none": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("profile", ["paper-cifar10", "paper-cifar100"])
@@ -163,6 +172,11 @@ def test_paper_profiles_plan_the_paper_jobs(tmp_path, profile):
     assert (ni.lr_generator, ni.lr_ftp, ni.lr_alpha, ni.alpha_mean, ni.generator_width) == (1e-3, 5e-4, 5e-2, 5.0, 128)
     assert cfg.synthesis.batch_size == 256 and cfg.synthesis.num_images == 256_000
     assert (cfg.scratch.epochs, cfg.scratch.train_eval_images, cfg.prune.epochs, cfg.prune.lr) == (200, None, 20, 1e-3)
+    methods = cfg.synthesis.methods  # the ablations and baselines are this profile's ni and di, not the default's
+    for variant, base in (("adi", "di"), ("ni-adi", "ni"), ("ni-o2m", "ni"), ("ni-o2o-acs", "ni")):
+        differs = {k for k, v in vars(methods[variant]).items() if v != getattr(methods[base], k)}
+        assert differs <= {"competition", "cotrain", "o2o", "ftp", "acs"}, (variant, differs)
+    assert (methods["dafl"].iterations, methods["dafl"].batch_size, methods["dfad"].iterations) == (240_000, 1024, 25_000)
 
 
 def test_bad_params_stop_snakemake_with_one_clear_line(tmp_path):

@@ -70,7 +70,8 @@ def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
 
     keys = {k: getattr(args, k) for k in WILDCARDS if getattr(args, k, None) is not None}
     if args.stage == "synthesize":
-        shards = range(cfg.synthesis.shards) if args.shard is None else [args.shard]
+        known = args.method in cfg.synthesis.methods  # an unknown method: the stage says which are allowed
+        shards = range(cfg.shards_of(args.method) if known else 1) if args.shard is None else [args.shard]
         return [("synthesize", keys | {"shard": s}) for s in shards]
     reference = f"{args.stage}_{keys.get('method')}"
     return [(reference if reference in STAGE_PARAMS else args.stage, keys)]

@@ -52,6 +52,20 @@ class TeacherConfig:
 
 
 @dataclass
+class CoTrainConfig:
+    """The student a method distils while it synthesizes (ADI, NI+ADI, DAFL, DFAD). The `kd` job of (method, student)
+    adopts it as its result; other students are distilled from the method's images as usual."""
+
+    student: str = ""  # a key of `models` (required)
+    steps: int = field(default=1, metadata=_min(1))  # ADI: KD steps after each new batch; DAFL: per generator step (1); DFAD: per generator step (5)
+    batch_size: int = field(default=128, metadata=_min(1))  # ADI: the KD batch drawn from the images so far (DAFL, DFAD: the generator's batch)
+    lr: float = field(default=0.1, metadata=_min(0, exclusive=True))  # SGD (Nesterov), cosine decay over all student steps
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    temperature: float = field(default=1.0, metadata=_min(0, exclusive=True))  # KL temperature (ADI, DAFL); DFAD matches logits by L1
+
+
+@dataclass
 class NIConfig:
     """NaturalInversion (paper Alg. 1). Defaults are the paper's CIFAR-10 settings."""
 
@@ -73,6 +87,8 @@ class NIConfig:
     ftp: bool = True  # Feature Transfer Pyramid
     acs: bool = True  # Adaptive Channel Scaling (off: alpha fixed to 1)
     ftp_stages: list[int] | None = None  # 1-based teacher stages the FTP uses (paper Table 4); None = all
+    competition: float = field(default=0.0, metadata=_min(0))  # ADI's teacher-student competition weight (needs cotrain)
+    cotrain: CoTrainConfig | None = None  # a student distilled while synthesizing (ADI; the method then runs as one shard)
 
 
 @dataclass
@@ -88,10 +104,45 @@ class DIConfig:
     jitter: int = field(default=2, metadata=_min(0))
     flip: bool = True
     clamp: bool = False  # keep pixels inside the valid [0, 1] range (in normalized space) after every step
+    competition: float = field(default=0.0, metadata=_min(0))  # ADI's teacher-student competition weight (needs cotrain)
+    cotrain: CoTrainConfig | None = None  # a student distilled while synthesizing (ADI; the method then runs as one shard)
 
 
-MethodConfig = Union[NIConfig, DIConfig]
-METHOD_KINDS: dict[str, type] = {"naturalinversion": NIConfig, "deepinversion": DIConfig}
+@dataclass
+class DAFLConfig:
+    """DAFL (Chen et al. 2019): a generator trained so the teacher's outputs look like real data's (confident one-hot
+    predictions, strong features, balanced classes), the co-trained student distilled on every generated batch.
+    Defaults: the DAFL README's CIFAR-10 command and the script's defaults."""
+
+    kind: Literal["dafl"] = "dafl"
+    iterations: int = field(default=240000, metadata=_min(1))  # generator steps (2,000 epochs x 120)
+    batch_size: int = field(default=1024, metadata=_min(1))
+    lr_generator: float = field(default=0.02, metadata=_min(0, exclusive=True))  # Adam
+    latent_dim: int = field(default=1000, metadata=_min(1))
+    generator_width: int = field(default=128, metadata=_min(2))
+    lambda_onehot: float = field(default=1.0, metadata=_min(0))
+    lambda_activation: float = field(default=0.1, metadata=_min(0))
+    lambda_entropy: float = field(default=5.0, metadata=_min(0))
+    cotrain: CoTrainConfig | None = None  # required
+
+
+@dataclass
+class DFADConfig:
+    """DFAD (Fang et al. 2019): a generator trained to maximize the student-teacher L1 distance of the logits while the
+    student minimizes it (`cotrain.steps` student steps per generator step). Defaults: DFAD's CIFAR script."""
+
+    kind: Literal["dfad"] = "dfad"
+    iterations: int = field(default=25000, metadata=_min(1))  # generator steps (500 epochs x 50)
+    batch_size: int = field(default=256, metadata=_min(1))
+    lr_generator: float = field(default=1e-3, metadata=_min(0, exclusive=True))  # Adam
+    latent_dim: int = field(default=256, metadata=_min(1))
+    generator_width: int = field(default=128, metadata=_min(2))  # 2 x ngf (64)
+    cotrain: CoTrainConfig | None = None  # required
+
+
+MethodConfig = Union[NIConfig, DIConfig, DAFLConfig, DFADConfig]
+METHOD_KINDS: dict[str, type] = {"naturalinversion": NIConfig, "deepinversion": DIConfig, "dafl": DAFLConfig, "dfad": DFADConfig}
+GENERATIVE_KINDS = ("dafl", "dfad")  # methods that train a generator, then sample their images from it
 
 
 @dataclass
@@ -217,8 +268,20 @@ class Config:
         return [*self.synthesis.run, "real"]
 
     def kind_of(self, method: str) -> str:
-        """`real`, or the kind of a synthesis method (naturalinversion, deepinversion)."""
+        """`real`, or the kind of a synthesis method (naturalinversion, deepinversion, dafl, dfad)."""
         return "real" if method == "real" else self.synthesis.methods[method].kind
+
+    def cotrained(self, method: str) -> CoTrainConfig | None:
+        """The student `method` distils while it synthesizes, if any."""
+        return None if method == "real" else self.synthesis.methods[method].cotrain
+
+    def shards_of(self, method: str) -> int:
+        return method_shards(self.synthesis.methods[method], self.synthesis)
+
+
+def method_shards(method: MethodConfig, syn: SynthesisConfig) -> int:
+    """Shards of a method: synthesis.shards, or 1 for a co-trained method (its student sees the batches in order)."""
+    return 1 if method.cotrain is not None else syn.shards
 
 
 # ---------------------------------------------------------------------------------------- merge and load
@@ -441,6 +504,13 @@ def _check_references(cfg: Config, conv: _Converter) -> None:
         if not re.fullmatch(r"stage[1-9]\d*|embedding", layer):
             conv.fail("metrics.tsne.layers", f"got {layer!r}; expected 'stageK' (K >= 1) or 'embedding'")
     for key, m in syn.methods.items():
+        where = f"synthesis.methods.{key}"
+        if m.cotrain is None and (m.kind in GENERATIVE_KINDS or getattr(m, "competition", 0) > 0):
+            why = f"kind {m.kind!r}" if m.kind in GENERATIVE_KINDS else f"competition = {m.competition:g}"
+            conv.fail(f"{where}.cotrain", f"missing: {why} trains a student while it synthesizes; set cotrain.student to a key of `models`")
+        if m.cotrain is not None and m.cotrain.student not in cfg.models:
+            conv.fail(f"{where}.cotrain.student", f"got {m.cotrain.student!r}; expected one of the keys of `models`: "
+                      f"{', '.join(cfg.models) or '(none defined)'}")
         if isinstance(m, NIConfig) and m.ftp_stages is not None:
             if not m.ftp_stages or any(s < 1 for s in m.ftp_stages) or len(set(m.ftp_stages)) != len(m.ftp_stages):
                 conv.fail(f"synthesis.methods.{key}.ftp_stages", f"got {m.ftp_stages!r}; expected distinct stage numbers >= 1")

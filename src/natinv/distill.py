@@ -16,8 +16,12 @@ def kd_loss(teacher: nn.Module, temperature: float) -> BatchLoss:
     def loss(student: nn.Module, xb: torch.Tensor, _targets: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             t = teacher(xb)
-        s = student(xb)
-        return F.kl_div(F.log_softmax(s / temperature, 1), F.log_softmax(t / temperature, 1),
-                        log_target=True, reduction="batchmean") * temperature**2
+        return soft_kl(student(xb), t, temperature)
 
     return loss
+
+
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean (T = 1: DAFL's kdloss)."""
+    return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits.detach() / temperature, 1),
+                    log_target=True, reduction="batchmean") * temperature**2

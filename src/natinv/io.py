@@ -52,14 +52,16 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, npz_bytes(arrays))
 
 
-def read_npz(path: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of an .npz file, or only `keys` (the other members are not read)."""
+def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file, or only `keys`, or only the members whose names start with `prefix` (the other
+    members are not read)."""
     path = Path(path)
     if not path.is_file():
         raise NatinvError(f"{path}: not found")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in (z.files if keys is None else keys)}
+            names = z.files if keys is None else keys
+            return {k: z[k] for k in names if prefix is None or k.startswith(prefix)}
     except Exception as exc:
         raise NatinvError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc})") from None
 

@@ -34,6 +34,8 @@ KD_SETTINGS = {
     "NI lr generator / FTP / α": "1e-3 / 5e-4 / 5e-2",
     "NI α init": "N(5, 1)",
     "KD epochs, temperature": "not stated in the paper",
+    "ADI competition weight, co-trained student": "not stated in the paper (NVlabs' CIFAR script: 0 unless set)",
+    "DAFL / DFAD generator steps x batch": "not stated in the paper (their code: 240,000 x 1,024 / 25,000 x 256)",
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from natinv import figures, paths
-from natinv.config import Config, NIConfig
+from natinv.config import GENERATIVE_KINDS, Config, NIConfig
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json, read_json, read_npz
 from natinv.paper import (FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE3_CIFAR100, TABLE4, TABLE9_CIFAR100, table5_row, table8_dataset,
@@ -38,7 +38,7 @@ def _read(path: Path) -> dict | None:
 
 def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
     """Totals over the shards of (teacher, method); None while any shard is missing."""
-    shards = [_read(paths.shard_json(cfg.exp_dir, teacher, method, s)) for s in range(cfg.synthesis.shards)]
+    shards = [_read(paths.shard_json(cfg.exp_dir, teacher, method, s)) for s in range(cfg.shards_of(method))]
     if any(s is None for s in shards):
         return None
     n = sum(s["images"] for s in shards)
@@ -50,7 +50,8 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
         "images": n, "iterations": shards[0]["iterations"], "batch_size": shards[0]["batch_size"],
         "seconds": sum(s["seconds"] for s in shards), "shard_seconds": [s["seconds"] for s in shards],
         "s_per_iter": sum(s["seconds"] for s in shards) / sum(s["batches"] * s["iterations"] for s in shards),
-        "final_ce": mean(lambda s: s["final"]["ce"]), "final_bn": mean(lambda s: s["final"]["bn"]),
+        "final_ce": mean(lambda s: s["final"]["ce"]) if "ce" in shards[0]["final"] else None,  # DAFL, DFAD: no CE / BN
+        "final_bn": mean(lambda s: s["final"]["bn"]) if "bn" in shards[0]["final"] else None,
         "agreement_float16": mean(lambda s: s["agreement_float16"]), "agreement_uint8": mean(lambda s: s["agreement_uint8"]),
     }
 
@@ -86,7 +87,7 @@ def collect(cfg: Config) -> dict:
             for s in cfg.kd.students:
                 if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
                     out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
-                                                 "epochs": len(kj["epochs"])}
+                                                 "epochs": len(kj["epochs"]), "cotrained": "cotrained" in kj}
         for m in [*cfg.methods_and_real(), "none"]:
             for r in cfg.prune.ratios:
                 if (pj := _read(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
@@ -99,9 +100,25 @@ def collect(cfg: Config) -> dict:
 
 
 def _ni_switches(cfg: Config, method: str) -> tuple[bool, bool, bool] | None:
-    """(o2o, ftp, acs) of an NI method whose FTP uses every stage (the Table 3 / Fig. 5 variants); None otherwise."""
+    """(o2o, ftp, acs) of an NI method whose FTP uses every stage, without ADI's competition (the Table 3 / Fig. 5
+    variants); None otherwise."""
     c = cfg.synthesis.methods[method]
-    return (c.o2o, c.ftp, c.acs) if isinstance(c, NIConfig) and not c.ftp_stages else None
+    return (c.o2o, c.ftp, c.acs) if isinstance(c, NIConfig) and not c.ftp_stages and not c.competition else None
+
+
+def _paper_key(cfg: Config, method: str) -> str | None:
+    """Which of the paper's methods `method` is, for its published numbers: real, dafl, dfad, deepinversion, adi,
+    naturalinversion (all components, every FTP stage) or ni-adi; None for an ablation variant."""
+    if method == "real":
+        return "real"
+    c = cfg.synthesis.methods[method]
+    if c.kind == "deepinversion":
+        return "adi" if c.competition else "deepinversion"
+    if c.kind == "naturalinversion":
+        if c.ftp_stages or not (c.o2o and c.ftp and c.acs):
+            return None
+        return "ni-adi" if c.competition else "naturalinversion"
+    return c.kind
 
 
 def _kd_accs(summary: dict, teacher: str, method: str) -> list[float]:
@@ -115,7 +132,7 @@ def _fig5_methods(cfg: Config, ran: list[str]) -> dict[str, str]:
     def first(test) -> str | None:
         return next((m for m in ran if test(m)), None)
 
-    picks = {"DI": first(lambda m: cfg.kind_of(m) == "deepinversion"),
+    picks = {"DI": first(lambda m: _paper_key(cfg, m) == "deepinversion"),
              "one-to-many": first(lambda m: _ni_switches(cfg, m) == (False, False, False)),
              "NI (ours)": first(lambda m: _ni_switches(cfg, m) == (True, True, True))}
     return {f"{label}: {m}": m for label, m in picks.items()} if all(picks.values()) else {}
@@ -146,7 +163,9 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
             grid = figures.class_grid(first["images_uint8"], first["labels"], n_classes)
             figures.save_png(grid, fig_dir / f"grid-{t}-{m}.png")
             made[f"grid/{t}/{m}"] = f"figures/grid-{t}-{m}.png"
-            curves = read_shards(cfg.exp_dir, t, m, cfg.synthesis.shards, ("loss_curves",))["loss_curves"]  # (batches, iterations, terms)
+            if cfg.kind_of(m) in GENERATIVE_KINDS:  # a generator's training curve, not an inversion's (in MLflow)
+                continue
+            curves = read_shards(cfg.exp_dir, t, m, cfg.shards_of(m), ("loss_curves",))["loss_curves"]  # (batches, iterations, terms)
             loss_panels["cross-entropy (CE) per batch"][m] = curves[:, :, TERMS.index("ce")]
             loss_panels["BN-statistics term per batch"][m] = curves[:, :, TERMS.index("bn")]
             mean = curves.mean(0)
@@ -174,7 +193,7 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
         acc: dict[str, np.ndarray] = {}
         for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
                 (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for m in cfg.methods_and_real() for s in cfg.kd.students]:
-            if (j := _read(path)) is None:
+            if (j := _read(path)) is None or not j["epochs"]:  # a co-trained student has no KD epochs
                 continue
             acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])
             _write_csv(plot_dir / "accuracy" / f"{name.replace(' -> ', '-').replace(' ', '-')}.csv", ["epoch", "train_loss", "test_acc"],
@@ -196,18 +215,28 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def _settings_rows(cfg: Config, summary: dict) -> list[list]:
     syn = cfg.synthesis
-    ni = [m for m in syn.methods.values() if isinstance(m, NIConfig)]
-    iters = ", ".join(f"{k}: {syn.methods[k].iterations}" for k in syn.run)
+    ni = [syn.methods[k] for k in syn.run if isinstance(syn.methods[k], NIConfig)]
+    iters = ", ".join(f"{k}: {syn.methods[k].iterations}" for k in syn.run if cfg.kind_of(k) not in GENERATIVE_KINDS)
+
+    def each(fmt) -> str:  # one entry per distinct value over the NI methods run
+        return ", ".join(dict.fromkeys(fmt(m) for m in ni)) or "-"
+
+    adi = {k: syn.methods[k] for k in syn.run if getattr(syn.methods[k], "competition", 0)}
+    gens = {k: syn.methods[k] for k in syn.run if cfg.kind_of(k) in GENERATIVE_KINDS}
     kd_images = sorted({v["images"] for v in summary["kd"].values()})
     ours = {
         "synthesis iterations": iters,
         "synthesis batch size": str(syn.batch_size),
         "images for KD": ", ".join(f"{n:,}" for n in kd_images) or "-",
-        "NI generator width": ", ".join(str(m.generator_width) for m in ni) or "-",
-        "NI λ_BN": ", ".join(f"{m.lambda_bn:g}" for m in ni) or "-",
-        "NI lr generator / FTP / α": ", ".join(f"{m.lr_generator:g} / {m.lr_ftp:g} / {m.lr_alpha:g}" for m in ni) or "-",
-        "NI α init": ", ".join(f"N({m.alpha_mean:g}, {m.alpha_std:g})" for m in ni) or "-",
+        "NI generator width": each(lambda m: str(m.generator_width)),
+        "NI λ_BN": each(lambda m: f"{m.lambda_bn:g}"),
+        "NI lr generator / FTP / α": each(lambda m: f"{m.lr_generator:g} / {m.lr_ftp:g} / {m.lr_alpha:g}"),
+        "NI α init": each(lambda m: f"N({m.alpha_mean:g}, {m.alpha_std:g})"),
         "KD epochs, temperature": f"{cfg.kd.epochs}, T = {cfg.kd.temperature:g}",
+        "ADI competition weight, co-trained student": ", ".join(
+            f"{k}: {m.competition:g}, {m.cotrain.student} ({m.cotrain.steps} KD steps per batch)" for k, m in adi.items()) or "-",
+        "DAFL / DFAD generator steps x batch": ", ".join(
+            f"{k}: {m.iterations:,} x {m.batch_size}" for k, m in gens.items()) or "-",
     }
     return [[k, KD_SETTINGS[k], v] for k, v in ours.items()]
 
@@ -235,11 +264,13 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     kd_rows = []
     for key, v in summary["kd"].items():
         t, m, s = key.split("/")
-        kind = cfg.kind_of(m)
+        kind = _paper_key(cfg, m)
         paper = row.student_real_acc if kind == "real" else row.kd.get(kind)
         paper = "-" if paper is None else f"{paper:.2f}"
-        kd_rows.append([t, s, m, f"{v['images']:,}", f"**{v['test_acc']:.2f}**", paper])
-    lines += _table(["teacher", "student", "images from", "images", "test acc %", f"paper ({row.dataset})"], kd_rows)
+        how = "trained while synthesizing" if v.get("cotrained") else f"KD, {v['epochs']} epochs"
+        kd_rows.append([t, s, m, f"{v['images']:,}", how, f"**{v['test_acc']:.2f}**", paper])
+    lines += _table(["teacher", "student", "images from", "images", "how", "test acc %", f"paper ({row.dataset})"], kd_rows)
+    lines += _table5_shape(cfg, summary, row)
     for t in cfg.teacher.models:
         for s in cfg.kd.students:
             real = summary["kd"].get(f"{t}/real/{s}")
@@ -283,7 +314,8 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     lines += _table(["teacher/method", "images", "batch", "iterations", "s/iteration", "seconds", "CE", "BN term",
                      "agreement f16 %", "agreement uint8 %"],
                     [[k, f"{v['images']:,}", v["batch_size"], v["iterations"], f"{v['s_per_iter']:.3f}", f"{v['seconds']:.0f}",
-                      f"{v['final_ce']:.3f}", f"{v['final_bn']:.3f}", f"{v['agreement_float16']:.1f}", f"{v['agreement_uint8']:.1f}"]
+                      *("-" if v[k] is None else f"{v[k]:.3f}" for k in ("final_ce", "final_bn")),
+                      f"{v['agreement_float16']:.1f}", f"{v['agreement_uint8']:.1f}"]
                      for k, v in summary["synthesis"].items()])
 
     lines += ["## Images", "", "One row per class (class 0 at the top), the first images of the first shard; real test images for comparison.", ""]
@@ -326,7 +358,7 @@ def _scratch_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
     for key, v in summary["scratch"].items():
         t, m, s = key.split("/")
         arch = cfg.models[s].arch
-        paper = TABLE9_CIFAR100.get(arch, TABLE9_CIFAR100["resnet18"]).get(cfg.kind_of(m))
+        paper = TABLE9_CIFAR100.get(arch, TABLE9_CIFAR100["resnet18"]).get(_paper_key(cfg, m))
         rows.append([t, s, m, f"{v['images']:,}", f"{v['own_acc']:.2f}", f"**{v['train_acc']:.2f}** ({v['train_loss']:.3f})",
                      f"**{v['test_acc']:.2f}** ({v['test_loss']:.3f})",
                      f"{paper[0]} ({paper[1]}) / {paper[2]} ({paper[3]})" if paper else "-"])
@@ -375,7 +407,7 @@ def _table8_cell(cfg: Config, method: str, nets: list[str]) -> str:
     cells = []
     for n in nets:
         role = "teacher" if n == "teacher" else cfg.models[n.removeprefix("evaluator:")].arch
-        if (hit := table8_fd(cfg.data.dataset, role, cfg.kind_of(method))) is not None:
+        if (hit := table8_fd(cfg.data.dataset, role, _paper_key(cfg, method))) is not None:
             cells.append(f"{hit[0]} {hit[1]}")
     return ", ".join(cells) or "-"
 
@@ -413,13 +445,40 @@ def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
     return lines + [""]
 
 
+TABLE5_COLUMNS = {"dafl": "DAFL", "dfad": "DFAD", "deepinversion": "DI", "adi": "ADI", "naturalinversion": "NI (ours)",
+                  "ni-adi": "NI+ADI (A-ours)"}
+
+
+def _table5_shape(cfg: Config, summary: dict, row) -> list[str]:
+    """The paper's Table 5 layout: one row per teacher -> student, one column per method, ours (paper's)."""
+    columns = {key: next((m for m in cfg.synthesis.run if _paper_key(cfg, m) == key), None) for key in TABLE5_COLUMNS}
+    columns = {k: m for k, m in columns.items() if m is not None}
+    if len(columns) < 2:
+        return []
+    rows = []
+    for t in cfg.teacher.models:
+        for s in cfg.kd.students:
+            def cell(method: str, paper: float | None) -> str:
+                got = summary["kd"].get(f"{t}/{method}/{s}")
+                ours = "-" if got is None else f"**{got['test_acc']:.2f}**" + ("†" if got.get("cotrained") else "")
+                return f"{ours} ({paper:.2f})" if paper is not None else ours
+            teacher_acc = summary["teachers"].get(t, {}).get("test_acc")
+            rows.append([f"{t} → {s}", "-" if teacher_acc is None else f"{teacher_acc:.2f} ({row.teacher_acc:.2f})",
+                         cell("real", row.student_real_acc), *(cell(m, row.kd.get(k)) for k, m in columns.items())])
+    return ["### In the shape of the paper's Table 5", "",
+            f"Ours in bold, the paper's {row.dataset} {row.teacher} → {row.student} cell in brackets. T. = the teacher; "
+            "S. = ours: KD on as many real images, the paper's: the student trained on all real data. † = the student "
+            "trained while the method synthesized (ADI, DAFL, DFAD), not distilled afterwards.", "",
+            *_table(["teacher → student", "T.", "S.", *(f"{TABLE5_COLUMNS[k]}: {m}" for k, m in columns.items())], rows)]
+
+
 def _components_section(cfg: Config, summary: dict) -> list[str]:
     """Paper Table 3: DI and NI with its components (one-to-one, FTP, ACS) switched on one at a time."""
     switches = {m: s for m in cfg.synthesis.run if (s := _ni_switches(cfg, m)) is not None}
     if len(set(switches.values())) < 2:
         return []
     paper_rows = list(TABLE3_CIFAR100)  # the paper's row order; a switch set it does not have goes last
-    order = [m for m in cfg.synthesis.run if cfg.kind_of(m) == "deepinversion"] + sorted(
+    order = [m for m in cfg.synthesis.run if _paper_key(cfg, m) == "deepinversion"] + sorted(
         switches, key=lambda m: paper_rows.index(switches[m]) if switches[m] in paper_rows else len(paper_rows))
     nets = _nets(summary)
     rows = []
@@ -467,7 +526,7 @@ def _inception_section(cfg: Config, summary: dict) -> list[str]:
                         f"{paper['deepinversion']['FID']}.", ""]
     rows = []
     for key, v in summary["inception"].items():
-        p = paper.get(cfg.kind_of(key.split("/")[1]), {})
+        p = paper.get(_paper_key(cfg, key.split("/")[1]), {})
         rows.append([key, f"**{v['is']:.2f}** ± {v['is_std']:.2f}", f"**{v['fid']:.2f}**", f"{v['precision']:.3f}",
                      f"{v['recall']:.3f}", " / ".join(str(p.get(k, "-")) for k in ("IS", "FID", "precision", "recall"))])
     lines += [f"IS of the images, FID and k-NN precision / recall against the same {cfg.metrics.reference_images:,} real "

@@ -15,10 +15,9 @@ from natinv.checkpoint import ModelMeta, import_torch_checkpoint, load_model, sa
 from natinv.config import Config
 from natinv.distill import kd_loss
 from natinv.errors import ConfigError, NatinvError
-from natinv.io import atomic_write_json, write_npz
+from natinv.io import atomic_write_json, read_json, read_npz, write_npz
 from natinv.models import build_model
 from natinv.runtime import derive_seed, log
-from natinv.synthesis.objective import TERMS
 from natinv.synthesis.shard import read_shards, synthesize_shard
 from natinv.tracking import Outcome
 from natinv.train import SGDSchedule, cross_entropy_loss, epoch_eval, evaluate, fit
@@ -72,15 +71,19 @@ def run_teacher(cfg: Config, key: str, device: torch.device, role: str = "teache
 
 def check_shard(cfg: Config, method: str, shard: int) -> None:
     _choose(method, cfg.synthesis.methods, "method")
-    if not 0 <= shard < cfg.synthesis.shards:
-        raise ConfigError(f"shard = {shard}: expected 0..{cfg.synthesis.shards - 1} (synthesis.shards = {cfg.synthesis.shards})")
+    shards = cfg.shards_of(method)
+    if not 0 <= shard < shards:
+        why = "it trains a student while it synthesizes" if cfg.cotrained(method) else f"synthesis.shards = {shards}"
+        raise ConfigError(f"shard = {shard}: method {method} has {shards} shard(s), 0..{shards - 1} ({why})")
 
 
 def run_synthesize(cfg: Config, teacher: str, method: str, shard: int, device: torch.device) -> Outcome:
     check_shard(cfg, method, shard)
     model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
+    co = cfg.cotrained(method)
+    student = None if co is None else _new_model(meta, cfg.models[co.student], _student_seed(cfg, teacher, method, co.student))
     arrays, summary = synthesize_shard(model, meta, teacher, method, cfg.synthesis.methods[method], cfg.synthesis,
-                                       cfg.seed, shard, device, log=log)
+                                       cfg.seed, shard, device, student, log=log)
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
     write_npz(npz, arrays)
     atomic_write_json(paths.shard_json(cfg.exp_dir, teacher, method, shard), summary)
@@ -88,15 +91,18 @@ def run_synthesize(cfg: Config, teacher: str, method: str, shard: int, device: t
         f"{summary['agreement_float16']:.1f} % (stored tensors), {summary['agreement_uint8']:.1f} % (uint8 rendering)")
     grid = npz.with_suffix(".png")
     figures.save_png(figures.class_grid(arrays["images_uint8"], arrays["labels"], meta.num_classes), grid)
-    curves = arrays["loss_curves"]  # (batches, iterations, terms)
-    series = {f"loss/{t}": curves[:, :, i].mean(0) for i, t in enumerate(TERMS)}
-    series |= {f"batch-{b}/{t}": curves[k, :, TERMS.index(t)] for k, b in enumerate(arrays["batch_index"]) for t in ("ce", "bn")}
+    curves, terms = arrays["loss_curves"], list(arrays["loss_terms"])  # (batches, iterations, terms)
+    series = {f"loss/{t}": curves[:, :, i].mean(0) for i, t in enumerate(terms)}
+    series |= {f"batch-{b}/{t}": curves[k, :, terms.index(t)] for k, b in enumerate(arrays["batch_index"])
+               for t in ("ce", "bn") if t in terms}
+    if "student_loss" in arrays:
+        series["student/loss"] = arrays["student_loss"]
     return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid])
 
 
 def load_synthesized(cfg: Config, teacher: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """All shards of (teacher, method): the stored float16 tensors (as float32) and labels."""
-    arrays = read_shards(cfg.exp_dir, teacher, method, cfg.synthesis.shards, ("images", "labels"))
+    arrays = read_shards(cfg.exp_dir, teacher, method, cfg.shards_of(method), ("images", "labels"))
     return torch.from_numpy(arrays["images"]).float(), torch.from_numpy(arrays["labels"])
 
 
@@ -119,8 +125,13 @@ def training_images(cfg: Config, ds: data.Dataset, teacher: str, method: str, re
     return load_synthesized(cfg, teacher, method)
 
 
-def _new_model(ds: data.Dataset, spec, seed: int) -> torch.nn.Module:
-    """A randomly initialised network of `spec` for the dataset, its initial weights drawn from `seed`."""
+def _student_seed(cfg: Config, teacher: str, method: str, student: str) -> int:
+    """Initial weights of the student distilled from (teacher, method): by the kd stage, or co-trained by synthesis."""
+    return derive_seed(cfg.seed, "student", teacher, method, student)
+
+
+def _new_model(ds: data.Dataset | ModelMeta, spec, seed: int) -> torch.nn.Module:
+    """A randomly initialised network of `spec` for the dataset (or a checkpoint's shape), weights drawn from `seed`."""
     torch.manual_seed(seed)
     return build_model(spec.arch, ds.num_classes, ds.in_channels, spec.width)
 
@@ -195,6 +206,8 @@ def run_prune(cfg: Config, teacher: str, method: str, ratio: float, device: torc
 
 
 def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.device) -> Outcome:
+    """A student distilled from (teacher, method)'s images with the teacher's soft targets; for the student a method
+    trained while it synthesized (ADI, DAFL, DFAD), that student, evaluated here."""
     _choose(student, cfg.models, "student")
     kc = cfg.kd
     ds = data.load(paths.data_dir(cfg.exp_dir))
@@ -205,20 +218,42 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     x, y = training_images(cfg, ds, teacher, method, kc.real_images, "kd-real")
     xt, yt = _test_set(ds)
     spec = cfg.models[student]
-    model = _new_model(ds, spec, derive_seed(cfg.seed, "student", teacher, method, student))
+    model = _new_model(ds, spec, _student_seed(cfg, teacher, method, student))
     start = time.perf_counter()
-    history = fit(model, x, y, kd_loss(t_model, kc.temperature), _schedule(kc, len(x)), device,
-                  derive_seed(cfg.seed, "kd-data", teacher, method, student),
-                  on_epoch=epoch_eval(model, xt, yt, device), desc=f"kd {method}->{student}")
+    co = cfg.cotrained(method)
+    if co is not None and co.student == student:
+        history, extra = [], {"cotrained": _adopt_cotrained(cfg, teacher, method, student, model)}
+    else:
+        history = fit(model, x, y, kd_loss(t_model, kc.temperature), _schedule(kc, len(x)), device,
+                      derive_seed(cfg.seed, "kd-data", teacher, method, student),
+                      on_epoch=epoch_eval(model, xt, yt, device), desc=f"kd {method}->{student}")
+        extra = {"settings": asdict(kc)}
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
     save_model(paths.kd_weights(cfg.exp_dir, teacher, method, student), model, _dataset_meta(ds, spec))
     result = {"teacher": teacher, "method": method, "student": student, "model": asdict(spec), "images": len(x),
               "test_acc": final["acc"], "test_loss": final["loss"], "epochs": history, "seconds": seconds,
-              "settings": asdict(kc), "device": str(device)}
+              **extra, "device": str(device)}
     atomic_write_json(paths.kd_json(cfg.exp_dir, teacher, method, student), result)
-    log(f"kd {teacher}/{method} -> {student}: test accuracy {final['acc']:.2f} % ({len(x)} images, {seconds:.0f} s)")
+    how = "trained while synthesizing" if "cotrained" in extra else f"{len(x)} images"
+    log(f"kd {teacher}/{method} -> {student}: test accuracy {final['acc']:.2f} % ({how}, {seconds:.0f} s)")
     return Outcome(result, artifacts=[paths.kd_json(cfg.exp_dir, teacher, method, student)])
+
+
+def _adopt_cotrained(cfg: Config, teacher: str, method: str, student: str, model: torch.nn.Module) -> dict:
+    """Load the student `method` trained while it synthesized (shard 0's `student/*` arrays) into `model`; returns
+    what the synthesis summary says about its training."""
+    from natinv.synthesis.cotrain import PREFIX, student_state
+
+    npz = paths.shard_npz(cfg.exp_dir, teacher, method, 0)
+    state = student_state(read_npz(npz, None, prefix=PREFIX))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise NatinvError(f"{npz}: its co-trained student does not fit models.{student} "
+                          f"({str(exc).splitlines()[0]}); re-run `python -m natinv synthesize` for {method}") from None
+    summary = read_json(paths.shard_json(cfg.exp_dir, teacher, method, 0))
+    return {**summary["cotrain"], "settings": summary["settings"]["cotrain"]}
 
 
 def run_metrics(cfg: Config, teacher: str, method: str, device: torch.device) -> Outcome:
@@ -239,7 +274,7 @@ def run_metrics(cfg: Config, teacher: str, method: str, device: torch.device) ->
         x_u8 = ds.test_x[: mc.reference_images]
         x = data.normalize(x_u8, ds.mean, ds.std)
     else:
-        arrays = read_shards(cfg.exp_dir, teacher, method, cfg.synthesis.shards, ("images", "images_uint8"))
+        arrays = read_shards(cfg.exp_dir, teacher, method, cfg.shards_of(method), ("images", "images_uint8"))
         x, x_u8 = torch.from_numpy(arrays["images"]).float(), torch.from_numpy(arrays["images_uint8"])
     reference = data.normalize(reference_u8, ds.mean, ds.std)
     nets = {"teacher": model} | {f"evaluator:{e}": load_model(paths.evaluator_weights(cfg.exp_dir, e), device)[0]

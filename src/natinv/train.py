@@ -78,6 +78,16 @@ def epoch_eval(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, device: tor
     return lambda _: {"test_acc_subset": evaluate(model, xt[:EPOCH_EVAL_IMAGES], yt[:EPOCH_EVAL_IMAGES], device)["acc"]}
 
 
+def sgd_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+    """Nesterov SGD with weight decay on the weights only (not on biases and BN parameters)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                           lr=lr, momentum=momentum, nesterov=True)
+
+
 def fit(
     model: nn.Module,
     x: torch.Tensor,
@@ -93,12 +103,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     layout = memory_format(device)
     model.to(device, memory_format=layout).train()
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": schedule.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=schedule.lr, momentum=schedule.momentum, nesterov=True)
+    opt = sgd_optimizer(model, schedule.lr, schedule.momentum, schedule.weight_decay)
     steps_per_epoch = max(1, len(x) // schedule.batch_size)  # drop the ragged last batch: stable BN statistics
     sched = cosine_with_warmup(opt, schedule.epochs * steps_per_epoch, int(schedule.warmup_epochs * steps_per_epoch))
     history = []

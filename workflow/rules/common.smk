@@ -11,4 +11,4 @@ def evaluator_files():
 
 
 def shard_files(teacher, method, ext="npz"):
-    return expand(f"{EXP}/synth/{teacher}/{method}/shard-{{shard}}.{ext}", shard=range(CFG.synthesis.shards))
+    return expand(f"{EXP}/synth/{teacher}/{method}/shard-{{shard}}.{ext}", shard=range(CFG.shards_of(method)))

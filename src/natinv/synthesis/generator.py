@@ -1,4 +1,5 @@
-"""The NaturalInversion generator G(z|y) (paper Table 6), with a width setting."""
+"""The image generator: NaturalInversion's G(z|y) (paper Table 6), and unconditional with a normalized output for DAFL
+and DFAD (their CIFAR generator: the same layers, then tanh and a BatchNorm without affine parameters)."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +7,15 @@ from torch import nn
 
 
 class Generator(nn.Module):
-    def __init__(self, num_classes: int, out_channels: int, image_size: int, latent_dim: int = 1024, width: int = 128):
+    """z (and a one-hot y when num_classes > 0) -> linear -> BN, up x2, conv-BN-LReLU, up x2, conv-BN-LReLU -> conv.
+
+    normalize_output: end with tanh and BatchNorm2d(affine=False) (DAFL, DFAD), so the images come out with zero mean
+    and unit variance per channel, the teacher's normalized input space. DAFL's code builds its BatchNorms with
+    `BatchNorm2d(c, 0.8)`, which sets eps = 0.8 (meant as a momentum, we take it); we keep the default eps.
+    DAFL and DFAD have no LeakyReLU after the first BatchNorm; the paper's Table 6 has one, and we keep it for all."""
+
+    def __init__(self, num_classes: int, out_channels: int, image_size: int, latent_dim: int = 1024, width: int = 128,
+                 normalize_output: bool = False):
         super().__init__()
         self.num_classes, self.latent_dim = num_classes, latent_dim
         self.init_size = image_size // 4
@@ -17,9 +26,11 @@ class Generator(nn.Module):
             nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2), nn.Upsample(scale_factor=2),
             nn.Conv2d(width, width // 2, 3, 1, 1), nn.BatchNorm2d(width // 2), nn.LeakyReLU(0.2),
             nn.Conv2d(width // 2, out_channels, 3, 1, 1),
+            *([nn.Tanh(), nn.BatchNorm2d(out_channels, affine=False)] if normalize_output else []),
         )
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        onehot = nn.functional.one_hot(y, self.num_classes).to(z.dtype)
-        h = self.fc(torch.cat([z, onehot], dim=1)).view(len(z), self.width, self.init_size, self.init_size)
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, nn.functional.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
+        h = self.fc(z).view(len(z), self.width, self.init_size, self.init_size)
         return self.body(h)

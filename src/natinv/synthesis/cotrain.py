@@ -1,0 +1,57 @@
+"""The student a method distils while it synthesizes (ADI and NI+ADI, DAFL, DFAD): its optimizer, its KD steps on the
+images made so far (ADI), and its weights, stored in the shard as `student/<name>` arrays for the `kd` stage to adopt."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from natinv.config import CoTrainConfig
+from natinv.data import crop_flip
+from natinv.distill import soft_kl
+from natinv.train import cosine_with_warmup, sgd_optimizer
+
+PREFIX = "student/"
+
+
+class CoStudent:
+    """SGD as in `train.fit` (Nesterov, weight decay on weights only), the cosine decay spread over `total_steps`."""
+
+    def __init__(self, model: nn.Module, cfg: CoTrainConfig, total_steps: int, device: torch.device):
+        self.model = model.to(device).train()
+        self.cfg = cfg
+        self.optimizer = sgd_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.scheduler = cosine_with_warmup(self.optimizer, total_steps, 0)
+        self.losses: list[torch.Tensor] = []  # one per step, kept on the device
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One SGD step on `loss` (only the student's parameters receive gradients)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        torch.autograd.backward(loss, inputs=params)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.losses.append(loss.detach())
+
+    def distill_on(self, teacher: nn.Module, pool: torch.Tensor, steps: int, gen: torch.Generator) -> None:
+        """`steps` KD steps (KL at cfg.temperature, crop+flip) on random batches of the images so far (ADI: the student
+        takes a number of KD iterations after every new batch, Yin et al. 2020, section 4.1)."""
+        device = next(self.model.parameters()).device
+        self.model.train()
+        for _ in range(steps):
+            idx = torch.randperm(len(pool), generator=gen)[: self.cfg.batch_size]
+            xb = crop_flip(pool[idx].to(device), generator=gen)
+            with torch.no_grad():
+                t = teacher(xb)
+            self.update(soft_kl(self.model(xb), t, self.cfg.temperature))
+
+    def loss_curve(self) -> np.ndarray:
+        return torch.stack(self.losses).cpu().numpy().astype(np.float32) if self.losses else np.zeros(0, np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {PREFIX + k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+
+
+def student_state(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The state dict stored by `CoStudent.arrays` (empty when the shard has no student)."""
+    return {k[len(PREFIX):]: torch.from_numpy(np.asarray(v)) for k, v in arrays.items() if k.startswith(PREFIX)}

@@ -1,0 +1,46 @@
+"""DFAD (Fang et al. 2019, "Data-Free Adversarial Distillation"): the student imitates the frozen teacher on generated
+images (L1 between logits) while the generator is trained to make them disagree (the same L1, maximized).
+
+Per generator step: cfg.cotrain.steps student steps (DFAD: 5) on fresh generated batches (detached), then one
+generator step on -L1(student, teacher) with gradients through both networks to the generator only.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from natinv.config import DFADConfig
+from natinv.models import StagedNet
+from natinv.synthesis.cotrain import CoStudent
+from natinv.synthesis.generator import Generator
+
+TERMS = ("total", "generator_l1", "student_l1")  # total: the generator's loss (-L1)
+
+
+def train(teacher: StagedNet, student: CoStudent, cfg: DFADConfig, shape: tuple[int, int, int], device: torch.device,
+          gen: torch.Generator) -> tuple[Generator, torch.Tensor]:
+    """Train the generator and the student for cfg.iterations generator steps; returns (generator, curve (iterations, TERMS))."""
+    channels, size, _ = shape
+    generator = Generator(0, channels, size, cfg.latent_dim, cfg.generator_width, normalize_output=True).to(device).train()
+    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
+    gen_params = list(generator.parameters())
+
+    def batch() -> torch.Tensor:
+        return generator(torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen).to(device))
+
+    curve = torch.empty(cfg.iterations, len(TERMS), device=device)
+    for it in range(cfg.iterations):
+        student.model.train()
+        for _ in range(student.cfg.steps):
+            with torch.no_grad():
+                images = batch()
+                t = teacher(images)
+            student_l1 = F.l1_loss(student.model(images), t)
+            student.update(student_l1)
+        images = batch()
+        generator_l1 = F.l1_loss(student.model(images), teacher(images))
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(-generator_l1, inputs=gen_params)  # the student's weights stay out of this step
+        optimizer.step()
+        curve[it] = torch.stack([-generator_l1.detach(), generator_l1.detach(), student_l1.detach()])
+    return generator, curve.cpu()
