@@ -87,7 +87,8 @@ def collect(cfg: Config) -> dict:
             for s in cfg.kd.students:
                 if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
                     out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
-                                                 "epochs": len(kj["epochs"]), "cotrained": "cotrained" in kj}
+                                                 "epochs": len(kj["epochs"]),
+                                                 "cotrained": kj["cotrained"]["steps"] if "cotrained" in kj else None}
         for m in [*cfg.methods_and_real(), "none"]:
             for r in cfg.prune.ratios:
                 if (pj := _read(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
@@ -267,7 +268,7 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
         kind = _paper_key(cfg, m)
         paper = row.student_real_acc if kind == "real" else row.kd.get(kind)
         paper = "-" if paper is None else f"{paper:.2f}"
-        how = "trained while synthesizing" if v.get("cotrained") else f"KD, {v['epochs']} epochs"
+        how = f"trained while synthesizing, {v['cotrained']:,} steps" if v.get("cotrained") else f"KD, {v['epochs']} epochs"
         kd_rows.append([t, s, m, f"{v['images']:,}", how, f"**{v['test_acc']:.2f}**", paper])
     lines += _table(["teacher", "student", "images from", "images", "how", "test acc %", f"paper ({row.dataset})"], kd_rows)
     lines += _table5_shape(cfg, summary, row)
