@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     stage("report", "write report.md, figures and summary.json from the stage outputs")
     imp = stage("import-checkpoint", "convert a PyTorch state_dict into a teacher checkpoint (weights_only)", "teacher")
     imp.add_argument("--checkpoint", required=True, type=Path)
+    from natinv.bench import add_parser as add_bench
+
+    add_bench(sub)
     return parser
 
 
@@ -102,6 +105,11 @@ def run(args: argparse.Namespace) -> None:
     from natinv.config import load_config, stage_params
     from natinv.runtime import pick_device, set_threads
 
+    if args.stage == "bench":  # no params: a benchmark of the synthesis engine alone
+        from natinv import bench
+
+        bench.run(args)
+        return
     cfg = load_config(args.params, [_override(text) for text in args.set])
     if args.stage == "import-checkpoint":
         stages.run_import(cfg, args.teacher, args.checkpoint)

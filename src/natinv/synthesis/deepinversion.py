@@ -1,7 +1,7 @@
 """DeepInversion: the inversion objective optimized directly on the pixels (Yin et al. 2020, CIFAR settings)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -17,6 +17,7 @@ def synthesize(
     shape: tuple[int, int, int],
     device: torch.device,
     pixel_range: tuple[torch.Tensor, torch.Tensor] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> Iterator[BatchResult]:
     for labels, seed in batches:
         gen = torch.Generator().manual_seed(seed)
@@ -29,5 +30,5 @@ def synthesize(
             def after_step():
                 with torch.no_grad():
                     pixels.copy_(torch.maximum(torch.minimum(pixels, hi), lo))
-        best, curve, best_iter = optimize(lambda: pixels, optimizer, objective, labels.to(device), cfg.iterations, gen, after_step)
+        best, curve, best_iter = optimize(lambda: pixels, optimizer, objective, labels.to(device), cfg.iterations, gen, after_step, on_step)
         yield BatchResult(best, labels, curve, best_iter, seed)

@@ -5,7 +5,7 @@ and FTP serve all batches of a shard (alpha and z stay per batch), the paper's o
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -43,6 +43,7 @@ def synthesize(
     num_classes: int,
     shape: tuple[int, int, int],
     device: torch.device,
+    on_step: Callable[[int], None] | None = None,
 ) -> Iterator[BatchResult]:
     stage_shapes = objective.teacher.stage_shapes(shape[0], shape[1])
     if cfg.ftp_stages and max(cfg.ftp_stages) > len(stage_shapes):
@@ -73,5 +74,5 @@ def synthesize(
         else:
             def make_images():
                 return model(z, y, alpha, objective)
-        best, curve, best_iter = optimize(make_images, optimizer, objective, y, cfg.iterations, gen)
+        best, curve, best_iter = optimize(make_images, optimizer, objective, y, cfg.iterations, gen, on_step=on_step)
         yield BatchResult(best, labels, curve, best_iter, seed)

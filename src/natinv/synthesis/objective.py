@@ -84,8 +84,10 @@ def optimize(
     iterations: int,
     gen: torch.Generator,
     after_step: Callable[[], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Run the inversion; returns (best images, loss curve, best iteration)."""
+    """Run the inversion; returns (best images, loss curve, best iteration). `on_step(it)` is called after every
+    optimizer step (the speed benchmark times iterations with it)."""
     curve = torch.empty(iterations, len(TERMS), device=labels.device)
     best_loss = torch.full((), float("inf"), device=labels.device)
     best_iter = torch.zeros((), dtype=torch.long, device=labels.device)
@@ -105,4 +107,6 @@ def optimize(
         optimizer.step()
         if after_step is not None:
             after_step()
+        if on_step is not None:
+            on_step(it)
     return best, curve.cpu(), int(best_iter)
