@@ -38,7 +38,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, iterations: int, warmup: int = 2,
                 device: str = "cpu", threads: int | None = None, image_size: int = 32, channels: int = 3,
-                seed: int = 0) -> dict:
+                seed: int = 0, channels_last: bool = False) -> dict:
     """Time `iterations` synthesis iterations of one batch after `warmup` untimed ones; the paper's settings of the
     method (NIConfig / DIConfig defaults) apart from the iteration count."""
     module, config_cls = METHODS[method]
@@ -47,7 +47,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
     torch.manual_seed(seed)
     teacher = build_model(arch, num_classes, channels, None).to(dev).eval().requires_grad_(False)
     cfg = replace(config_cls(), iterations=warmup + iterations)
-    objective = InversionObjective(teacher, LossWeights.of(cfg))
+    objective = InversionObjective(teacher, LossWeights.of(cfg), channels_last=channels_last)
     labels = batch_labels(batch_size, num_classes, torch.Generator().manual_seed(seed))
     stamps: list[float] = []
 
@@ -72,7 +72,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         "s_per_iter": s_per_iter, "s_per_iter_mean": statistics.fmean(steps), "images_per_s": batch_size / s_per_iter,
         "peak_memory_mb": _peak_memory_mb(dev), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "engine": {"channels_last": channels_last},
         "settings": asdict(cfg),
     }
 
@@ -90,6 +90,7 @@ def add_parser(sub) -> None:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     s.add_argument("--image-size", type=int, default=32)
+    s.add_argument("--channels-last", action="store_true", help="engine option: the teacher passes in channels_last")
 
 
 def run(args) -> None:
@@ -101,5 +102,5 @@ def run(args) -> None:
     if args.warmup < 0:
         raise ConfigError(f"--warmup = {args.warmup}: expected an integer >= 0")
     result = bench_synth(args.method, args.arch, args.num_classes, args.batch_size, args.iterations, args.warmup,
-                         args.device, args.threads, args.image_size)
+                         args.device, args.threads, args.image_size, channels_last=args.channels_last)
     print(json.dumps(result), flush=True)

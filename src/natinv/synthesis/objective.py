@@ -46,8 +46,11 @@ class BatchResult:
 class InversionObjective:
     """Frozen teacher + BN hooks; call it on an image batch to get (total loss, per-term values)."""
 
-    def __init__(self, teacher: StagedNet, weights: LossWeights, competitor: Competitor | None = None):
-        self.teacher = teacher.eval().requires_grad_(False)
+    def __init__(self, teacher: StagedNet, weights: LossWeights, competitor: Competitor | None = None,
+                 channels_last: bool = False):
+        """channels_last: run the teacher passes in that memory layout (the same values up to float rounding)."""
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.teacher = teacher.eval().requires_grad_(False).to(memory_format=self.layout)
         self.weights = weights
         self.bn = BNStatsLoss(teacher)
         self.competitor = competitor
@@ -56,7 +59,7 @@ class InversionObjective:
         w = self.weights
         seen = jitter_flip(images, gen, w.jitter, w.flip)
         with self.bn.capture():
-            logits = self.teacher(seen)
+            logits = self.teacher(seen.contiguous(memory_format=self.layout))
         ce = F.cross_entropy(logits.float(), labels)
         bn, tv, l2 = self.bn.loss(), tv_prior(images), l2_prior(images)
         total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
@@ -70,7 +73,7 @@ class InversionObjective:
     @torch.no_grad()
     def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Teacher stage features without gradient and without touching the BN loss (the FTP's input)."""
-        return self.teacher.forward_stages(images)[0]
+        return self.teacher.forward_stages(images.contiguous(memory_format=self.layout))[0]
 
     def close(self) -> None:
         self.bn.remove()
