@@ -12,25 +12,27 @@ import resource
 import statistics
 import time
 from dataclasses import asdict, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from natinv.config import DIConfig, NIConfig
-from natinv.models import ARCHS, build_model
-from natinv.runtime import pick_device, set_threads
-from natinv.synthesis import deepinversion, naturalinversion
-from natinv.synthesis.labels import batch_labels
-from natinv.synthesis.objective import InversionObjective, LossWeights
+from natinv.errors import ConfigError
 
-METHODS = {"ni": (naturalinversion, NIConfig), "di": (deepinversion, DIConfig)}
+if TYPE_CHECKING:
+    import torch
+
+METHODS = {"ni": NIConfig, "di": DIConfig}
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: KiB -> MiB (process peak RSS)
@@ -41,7 +43,15 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
                 seed: int = 0, channels_last: bool = False) -> dict:
     """Time `iterations` synthesis iterations of one batch after `warmup` untimed ones; the paper's settings of the
     method (NIConfig / DIConfig defaults) apart from the iteration count."""
-    module, config_cls = METHODS[method]
+    import torch
+
+    from natinv.models import build_model  # torch and the synthesis engine: imported when a benchmark runs, not by the CLI parser
+    from natinv.runtime import pick_device, set_threads
+    from natinv.synthesis import deepinversion, naturalinversion
+    from natinv.synthesis.labels import batch_labels
+    from natinv.synthesis.objective import InversionObjective, LossWeights
+
+    module, config_cls = {"ni": naturalinversion, "di": deepinversion}[method], METHODS[method]
     set_threads(threads)
     dev = pick_device(device)
     torch.manual_seed(seed)
@@ -59,9 +69,8 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         torch.cuda.reset_peak_memory_stats(dev)
     _sync(dev)
     start = time.perf_counter()
-    extra = {"pixel_range": None} if method == "di" else {}
     for _ in module.synthesize(objective, [(labels, seed)], cfg, num_classes, (channels, image_size, image_size), dev,
-                               **extra, on_step=on_step):
+                               on_step=on_step):
         pass
     objective.close()
     steps = [b - a for a, b in zip([start, *stamps[:-1]], stamps)][warmup:]
@@ -82,7 +91,7 @@ def add_parser(sub) -> None:
     which = bench.add_subparsers(dest="bench", required=True)
     s = which.add_parser("synth", help="seconds per synthesis iteration of one batch, random-weight teacher")
     s.add_argument("--method", choices=sorted(METHODS), required=True)
-    s.add_argument("--arch", choices=sorted(ARCHS), default="resnet34")
+    s.add_argument("--arch", default="resnet34", help="a teacher architecture of natinv.models (resnet34, vgg11, ...)")
     s.add_argument("--num-classes", type=int, default=10)
     s.add_argument("--batch-size", type=int, default=256)
     s.add_argument("--iterations", type=int, default=5, help="timed iterations (after --warmup untimed ones)")
@@ -94,8 +103,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> None:
-    from natinv.errors import ConfigError
+    from natinv.models import ARCHS
 
+    if args.arch not in ARCHS:
+        raise ConfigError(f"--arch = {args.arch!r}: expected one of {', '.join(ARCHS)}")
     for name in ("num_classes", "batch_size", "iterations", "image_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} = {getattr(args, name)}: expected an integer >= 1")

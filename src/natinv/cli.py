@@ -73,8 +73,7 @@ def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
 
     keys = {k: getattr(args, k) for k in WILDCARDS if getattr(args, k, None) is not None}
     if args.stage == "synthesize":
-        known = args.method in cfg.synthesis.methods  # an unknown method: the stage says which are allowed
-        shards = range(cfg.shards_of(args.method) if known else 1) if args.shard is None else [args.shard]
+        shards = range(cfg.shards_of(args.method)) if args.shard is None else [args.shard]
         return [("synthesize", keys | {"shard": s}) for s in shards]
     reference = f"{args.stage}_{keys.get('method')}"
     return [(reference if reference in STAGE_PARAMS else args.stage, keys)]
@@ -117,8 +116,8 @@ def run(args: argparse.Namespace) -> None:
     set_threads(args.threads or cfg.threads)
     device = pick_device(args.device or cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    if args.stage == "synthesize" and args.shard is not None:
-        stages.check_shard(cfg, args.method, args.shard)
+    if args.stage == "synthesize":  # the method (and the shard, when given) before the shards are listed
+        stages.check_shard(cfg, args.method, 0 if args.shard is None else args.shard)
     for name, keys in _jobs(cfg, args):
         run = tracking.StageRun(cfg, args.stage, keys, stage_params(cfg, name, **{k: str(v) for k, v in keys.items()}))
         try:

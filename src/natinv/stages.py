@@ -215,15 +215,17 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     if (meta.num_classes, meta.in_channels, meta.image_size) != (ds.num_classes, ds.in_channels, ds.image_size):
         raise NatinvError(f"teacher {teacher} expects {meta.in_channels}x{meta.image_size}px, {meta.num_classes} classes; "
                           f"the dataset has {ds.in_channels}x{ds.image_size}px, {ds.num_classes} classes")
-    x, y = training_images(cfg, ds, teacher, method, kc.real_images, "kd-real")
     xt, yt = _test_set(ds)
     spec = cfg.models[student]
     model = _new_model(ds, spec, _student_seed(cfg, teacher, method, student))
     start = time.perf_counter()
     co = cfg.cotrained(method)
-    if co is not None and co.student == student:
+    if co is not None and co.student == student:  # the synthesized images are not read: the student is trained
         history, extra = [], {"cotrained": _adopt_cotrained(cfg, teacher, method, student, model)}
+        images = extra["cotrained"].pop("images")
     else:
+        x, y = training_images(cfg, ds, teacher, method, kc.real_images, "kd-real")
+        images = len(x)
         history = fit(model, x, y, kd_loss(t_model, kc.temperature), _schedule(kc, len(x)), device,
                       derive_seed(cfg.seed, "kd-data", teacher, method, student),
                       on_epoch=epoch_eval(model, xt, yt, device), desc=f"kd {method}->{student}")
@@ -231,18 +233,18 @@ def run_kd(cfg: Config, teacher: str, method: str, student: str, device: torch.d
     seconds = time.perf_counter() - start
     final = evaluate(model, xt, yt, device)
     save_model(paths.kd_weights(cfg.exp_dir, teacher, method, student), model, _dataset_meta(ds, spec))
-    result = {"teacher": teacher, "method": method, "student": student, "model": asdict(spec), "images": len(x),
+    result = {"teacher": teacher, "method": method, "student": student, "model": asdict(spec), "images": images,
               "test_acc": final["acc"], "test_loss": final["loss"], "epochs": history, "seconds": seconds,
               **extra, "device": str(device)}
     atomic_write_json(paths.kd_json(cfg.exp_dir, teacher, method, student), result)
-    how = "trained while synthesizing" if "cotrained" in extra else f"{len(x)} images"
+    how = "trained while synthesizing" if "cotrained" in extra else f"{images} images"
     log(f"kd {teacher}/{method} -> {student}: test accuracy {final['acc']:.2f} % ({how}, {seconds:.0f} s)")
     return Outcome(result, artifacts=[paths.kd_json(cfg.exp_dir, teacher, method, student)])
 
 
 def _adopt_cotrained(cfg: Config, teacher: str, method: str, student: str, model: torch.nn.Module) -> dict:
     """Load the student `method` trained while it synthesized (shard 0's `student/*` arrays) into `model`; returns
-    what the synthesis summary says about its training."""
+    what the synthesis summary says about its training, and the shard's image count."""
     from natinv.synthesis.cotrain import PREFIX, student_state
 
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, 0)
@@ -253,7 +255,7 @@ def _adopt_cotrained(cfg: Config, teacher: str, method: str, student: str, model
         raise NatinvError(f"{npz}: its co-trained student does not fit models.{student} "
                           f"({str(exc).splitlines()[0]}); re-run `python -m natinv synthesize` for {method}") from None
     summary = read_json(paths.shard_json(cfg.exp_dir, teacher, method, 0))
-    return {**summary["cotrain"], "settings": summary["settings"]["cotrain"]}
+    return {**summary["cotrain"], "settings": summary["settings"]["cotrain"], "images": summary["images"]}
 
 
 def run_metrics(cfg: Config, teacher: str, method: str, device: torch.device) -> Outcome:

@@ -22,13 +22,13 @@ class CoStudent:
         self.cfg = cfg
         self.optimizer = sgd_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.scheduler = cosine_with_warmup(self.optimizer, total_steps, 0)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.losses: list[torch.Tensor] = []  # one per step, kept on the device
 
     def update(self, loss: torch.Tensor) -> None:
         """One SGD step on `loss` (only the student's parameters receive gradients)."""
         self.optimizer.zero_grad(set_to_none=True)
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        torch.autograd.backward(loss, inputs=params)
+        torch.autograd.backward(loss, inputs=self.params)
         self.optimizer.step()
         self.scheduler.step()
         self.losses.append(loss.detach())

@@ -34,12 +34,11 @@ def generator_loss(logits: torch.Tensor, features: torch.Tensor, cfg: DAFLConfig
 def train(teacher: StagedNet, student: CoStudent, cfg: DAFLConfig, shape: tuple[int, int, int], device: torch.device,
           gen: torch.Generator) -> tuple[Generator, torch.Tensor]:
     """Train the generator and the student for cfg.iterations steps; returns (generator, curve (iterations, TERMS))."""
-    channels, size, _ = shape
-    generator = Generator(0, channels, size, cfg.latent_dim, cfg.generator_width, normalize_output=True).to(device).train()
+    generator = Generator.unconditional(shape, cfg.latent_dim, cfg.generator_width, device)
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
     curve = torch.empty(cfg.iterations, len(TERMS), device=device)
     for it in range(cfg.iterations):
-        images = generator(torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen).to(device))
+        images = generator.sample(cfg.batch_size, gen)
         features = teacher.embed(images)
         logits = teacher.fc(features)
         total, terms = generator_loss(logits, features, cfg)

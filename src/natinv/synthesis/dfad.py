@@ -20,24 +20,20 @@ TERMS = ("total", "generator_l1", "student_l1")  # total: the generator's loss (
 def train(teacher: StagedNet, student: CoStudent, cfg: DFADConfig, shape: tuple[int, int, int], device: torch.device,
           gen: torch.Generator) -> tuple[Generator, torch.Tensor]:
     """Train the generator and the student for cfg.iterations generator steps; returns (generator, curve (iterations, TERMS))."""
-    channels, size, _ = shape
-    generator = Generator(0, channels, size, cfg.latent_dim, cfg.generator_width, normalize_output=True).to(device).train()
+    generator = Generator.unconditional(shape, cfg.latent_dim, cfg.generator_width, device)
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
     gen_params = list(generator.parameters())
-
-    def batch() -> torch.Tensor:
-        return generator(torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen).to(device))
 
     curve = torch.empty(cfg.iterations, len(TERMS), device=device)
     for it in range(cfg.iterations):
         student.model.train()
         for _ in range(student.cfg.steps):
             with torch.no_grad():
-                images = batch()
+                images = generator.sample(cfg.batch_size, gen)
                 t = teacher(images)
             student_l1 = F.l1_loss(student.model(images), t)
             student.update(student_l1)
-        images = batch()
+        images = generator.sample(cfg.batch_size, gen)
         generator_l1 = F.l1_loss(student.model(images), teacher(images))
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(-generator_l1, inputs=gen_params)  # the student's weights stay out of this step

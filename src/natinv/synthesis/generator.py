@@ -29,6 +29,15 @@ class Generator(nn.Module):
             *([nn.Tanh(), nn.BatchNorm2d(out_channels, affine=False)] if normalize_output else []),
         )
 
+    @classmethod
+    def unconditional(cls, shape: tuple[int, int, int], latent_dim: int, width: int, device: torch.device) -> Generator:
+        """DAFL's / DFAD's generator for images of `shape` (C, H, W), in training mode on `device`."""
+        return cls(0, shape[0], shape[1], latent_dim, width, normalize_output=True).to(device).train()
+
+    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """n images of an unconditional generator from fresh z ~ N(0, I) drawn with `gen`."""
+        return self(torch.randn(n, self.latent_dim, generator=gen).to(self.fc.weight.device))
+
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:
             z = torch.cat([z, nn.functional.one_hot(y, self.num_classes).to(z.dtype)], dim=1)

@@ -164,7 +164,7 @@ def _generate(teacher: StagedNet, meta: ModelMeta, teacher_key: str, method_key:
     with torch.no_grad():
         for i in range(0, syn.num_images, syn.batch_size):
             n = min(syn.batch_size, syn.num_images - i)
-            x = generator(torch.randn(n, method.latent_dim, generator=gen).to(device))
+            x = generator.sample(n, gen)
             images.append(x.float().cpu())
             labels.append(teacher(x).argmax(1).cpu())
     parts = {"loss_curves": curve.numpy().astype(np.float32)[None], "loss_terms": module.TERMS,
