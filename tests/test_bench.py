@@ -32,7 +32,7 @@ def test_channels_last_gives_the_same_losses_and_images(method):
     import torch
 
     from conftest import tiny_teacher
-    from natinv.config import DIConfig, NIConfig
+    from natinv.config import DIConfig, EngineConfig, NIConfig
     from natinv.synthesis import deepinversion, naturalinversion
     from natinv.synthesis.objective import InversionObjective, LossWeights
 
@@ -41,7 +41,7 @@ def test_channels_last_gives_the_same_losses_and_images(method):
     runs = []
     for channels_last in (False, True):
         teacher = tiny_teacher(width=8)  # width 4 has the 4-channel 1x1 stride-2 convolution that hangs in channels_last
-        objective = InversionObjective(teacher, LossWeights.of(cfg), channels_last=channels_last)
+        objective = InversionObjective(teacher, LossWeights.of(cfg), engine=EngineConfig(channels_last=channels_last))
         (res,) = module.synthesize(objective, [(torch.arange(16) % 10, 3)], cfg, 10, (3, 32, 32), torch.device("cpu"))
         objective.close()
         runs.append(res)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from natinv.checkpoint import load_model
-from natinv.config import DIConfig, NIConfig, SynthesisConfig
+from natinv.config import DIConfig, EngineConfig, NIConfig, SynthesisConfig
 from natinv.io import npz_bytes
 from natinv.synthesis import deepinversion, naturalinversion
 from natinv.synthesis.objective import InversionObjective, LossWeights
@@ -134,3 +134,23 @@ def test_any_class_count_and_batch_size(module, cfg):
     labels = batch_labels(7, 100, torch.Generator().manual_seed(0))
     (res,) = list(module.synthesize(obj, [(labels, 5)], replace(cfg, iterations=2), 100, (1, 32, 32), torch.device("cpu")))
     assert res.images.shape == (7, 1, 32, 32) and torch.isfinite(res.curve).all()
+
+
+@pytest.mark.parametrize("module,cfg", [(naturalinversion, replace(NI, iterations=6)), (deepinversion, replace(DI, iterations=6))],
+                         ids=["ni", "di"])
+def test_batches_in_one_vectorized_step_equal_separate_steps(module, cfg):
+    """engine.batches_per_step = 2 over batches of 8, 8 and 5 images (groups [8, 8] and [5]): every batch gets the
+    loss curve, best iteration and images it gets alone; BN statistics, CE and priors are per batch."""
+    teacher = tiny_teacher(width=8)
+    batches = [(torch.arange(n) % 10, s) for n, s in ((8, 11), (8, 12), (5, 13))]
+    runs = {}
+    for k in (1, 2):
+        obj = InversionObjective(teacher, LossWeights.of(cfg), engine=EngineConfig(batches_per_step=k))
+        runs[k] = list(module.synthesize(obj, batches, cfg, 10, (3, 32, 32), torch.device("cpu")))
+        obj.close()
+    for alone, grouped in zip(runs[1], runs[2]):
+        assert grouped.seed == alone.seed and torch.equal(grouped.labels, alone.labels)
+        torch.testing.assert_close(grouped.curve, alone.curve, rtol=1e-4, atol=1e-5)
+        assert grouped.best_iteration == alone.best_iteration
+        torch.testing.assert_close(grouped.images, alone.images, rtol=1e-3, atol=1e-4)
+    assert not torch.allclose(runs[2][0].curve, runs[2][1].curve)  # the two batches of a group are not one run

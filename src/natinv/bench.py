@@ -6,15 +6,16 @@ line: s_per_iter (the median of the timed iterations), images_per_s, peak memory
 """
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import resource
 import statistics
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
-from natinv.config import DIConfig, NIConfig
+from natinv.config import DIConfig, EngineConfig, NIConfig
 from natinv.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,30 +39,48 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: KiB -> MiB (process peak RSS)
 
 
+@dataclass(frozen=True)
+class Waste:
+    """What the official NaturalInversion loop does on top of ours, to measure what leaving it out saves."""
+
+    teacher_grads: bool = False  # the teacher's weight gradients are computed (and never used)
+    recompute: bool = False  # an extra teacher forward per iteration (the official code re-runs the kept batch)
+
+
 def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, iterations: int, warmup: int = 2,
                 device: str = "cpu", threads: int | None = None, image_size: int = 32, channels: int = 3,
-                seed: int = 0, channels_last: bool = False) -> dict:
-    """Time `iterations` synthesis iterations of one batch after `warmup` untimed ones; the paper's settings of the
-    method (NIConfig / DIConfig defaults) apart from the iteration count."""
+                seed: int = 0, engine: EngineConfig = EngineConfig(), batches: int | None = None,
+                reuse_host_memory: bool = True, waste: Waste = Waste()) -> dict:
+    """Time `iterations` synthesis steps after `warmup` untimed ones, for every group of engine.batches_per_step
+    batches of `batch_size` (`batches` in all; default one group); the paper's settings of the method (NIConfig /
+    DIConfig defaults) apart from the iteration count. s_per_iter is the median step; images_per_s counts every
+    batch of a step."""
     import torch
 
+    from natinv import runtime
     from natinv.models import build_model  # torch and the synthesis engine: imported when a benchmark runs, not by the CLI parser
-    from natinv.runtime import pick_device, set_threads
     from natinv.synthesis import deepinversion, naturalinversion
     from natinv.synthesis.labels import batch_labels
     from natinv.synthesis.objective import InversionObjective, LossWeights
 
     module, config_cls = {"ni": naturalinversion, "di": deepinversion}[method], METHODS[method]
-    set_threads(threads)
-    dev = pick_device(device)
+    runtime.set_threads(threads)
+    dev = runtime.pick_device(device)
+    host_memory = reuse_host_memory and dev.type == "cpu" and runtime.reuse_host_memory()
     torch.manual_seed(seed)
     teacher = build_model(arch, num_classes, channels, None).to(dev).eval().requires_grad_(False)
     cfg = replace(config_cls(), iterations=warmup + iterations)
-    objective = InversionObjective(teacher, LossWeights.of(cfg), channels_last=channels_last)
-    labels = batch_labels(batch_size, num_classes, torch.Generator().manual_seed(seed))
+    objective = InversionObjective(teacher, LossWeights.of(cfg), engine=engine)
+    teacher.requires_grad_(waste.teacher_grads)
+    batches = batches or engine.batches_per_step
+    plan = [(batch_labels(batch_size, num_classes, torch.Generator().manual_seed(seed + i)), seed + i) for i in range(batches)]
+    extra = torch.randn(batch_size, channels, image_size, image_size, device=dev) if waste.recompute else None
     stamps: list[float] = []
 
     def on_step(_: int) -> None:
+        if extra is not None:
+            with torch.no_grad():
+                objective.teacher(extra.contiguous(memory_format=objective.layout))
         _sync(dev)
         stamps.append(time.perf_counter())
 
@@ -69,19 +88,24 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         torch.cuda.reset_peak_memory_stats(dev)
     _sync(dev)
     start = time.perf_counter()
-    for _ in module.synthesize(objective, [(labels, seed)], cfg, num_classes, (channels, image_size, image_size), dev,
-                               on_step=on_step):
+    for _ in module.synthesize(objective, plan, cfg, num_classes, (channels, image_size, image_size), dev, on_step=on_step):
         pass
+    total = time.perf_counter() - start
     objective.close()
-    steps = [b - a for a, b in zip([start, *stamps[:-1]], stamps)][warmup:]
-    s_per_iter = statistics.median(steps)
+    steps = [b - a for a, b in zip([start, *stamps[:-1]], stamps)]
+    per_group = warmup + iterations
+    timed = [t for i, t in enumerate(steps) if i % per_group >= warmup]
+    s_per_iter = statistics.median(timed)
+    per_step = min(engine.batches_per_step, batches)
     return {
         "bench": "synth", "method": method, "arch": arch, "num_classes": num_classes, "batch_size": batch_size,
-        "image_size": image_size, "iterations": iterations, "warmup": warmup,
-        "s_per_iter": s_per_iter, "s_per_iter_mean": statistics.fmean(steps), "images_per_s": batch_size / s_per_iter,
+        "image_size": image_size, "iterations": iterations, "warmup": warmup, "batches": batches,
+        "s_per_iter": s_per_iter, "s_per_iter_mean": statistics.fmean(timed),
+        "images_per_s": per_step * batch_size / s_per_iter, "total_s": total,
         "peak_memory_mb": _peak_memory_mb(dev), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "engine": {"channels_last": channels_last},
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "engine": asdict(engine) | {"reuse_host_memory": host_memory}, "waste": asdict(waste),
         "settings": asdict(cfg),
     }
 
@@ -99,7 +123,17 @@ def add_parser(sub) -> None:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     s.add_argument("--image-size", type=int, default=32)
-    s.add_argument("--channels-last", action="store_true", help="engine option: the teacher passes in channels_last")
+    s.add_argument("--batches", type=int, help="batches in all (default: one step's worth, --batches-per-step)")
+    e = s.add_argument_group("engine options (natinv.config.EngineConfig; defaults as the pipeline's)")
+    e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=EngineConfig.channels_last)
+    e.add_argument("--autocast", choices=["bf16"], default=EngineConfig.autocast, help="teacher passes in bfloat16")
+    e.add_argument("--compile", action=argparse.BooleanOptionalAction, default=EngineConfig.compile)
+    e.add_argument("--batches-per-step", type=int, default=EngineConfig.batches_per_step)
+    e.add_argument("--reuse-host-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep freed host memory in the heap (natinv.runtime.reuse_host_memory; CPU)")
+    w = s.add_argument_group("the official loop's extra work, to measure what leaving it out saves")
+    w.add_argument("--teacher-grads", action="store_true", help="compute the teacher's weight gradients")
+    w.add_argument("--recompute", action="store_true", help="one extra teacher forward per iteration")
 
 
 def run(args) -> None:
@@ -107,11 +141,13 @@ def run(args) -> None:
 
     if args.arch not in ARCHS:
         raise ConfigError(f"--arch = {args.arch!r}: expected one of {', '.join(ARCHS)}")
-    for name in ("num_classes", "batch_size", "iterations", "image_size"):
-        if getattr(args, name) < 1:
+    for name in ("num_classes", "batch_size", "iterations", "image_size", "batches_per_step", "batches"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} = {getattr(args, name)}: expected an integer >= 1")
     if args.warmup < 0:
         raise ConfigError(f"--warmup = {args.warmup}: expected an integer >= 0")
+    engine = EngineConfig(args.channels_last, args.autocast, args.compile, args.batches_per_step)
     result = bench_synth(args.method, args.arch, args.num_classes, args.batch_size, args.iterations, args.warmup,
-                         args.device, args.threads, args.image_size, channels_last=args.channels_last)
+                         args.device, args.threads, args.image_size, engine=engine, batches=args.batches,
+                         reuse_host_memory=args.reuse_host_memory, waste=Waste(args.teacher_grads, args.recompute))
     print(json.dumps(result), flush=True)

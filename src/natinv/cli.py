@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
 
     from natinv import stages, tracking
     from natinv.config import load_config, stage_params
-    from natinv.runtime import pick_device, set_threads
+    from natinv.runtime import pick_device, reuse_host_memory, set_threads
 
     if args.stage == "bench":  # no params: a benchmark of the synthesis engine alone
         from natinv import bench
@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> None:
     set_threads(args.threads or cfg.threads)
     device = pick_device(args.device or cfg.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
+    if device.type == "cpu":
+        reuse_host_memory()
     if args.stage == "synthesize":  # the method (and the shard, when given) before the shards are listed
         stages.check_shard(cfg, args.method, 0 if args.shard is None else args.shard)
     for name, keys in _jobs(cfg, args):

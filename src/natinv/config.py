@@ -226,6 +226,18 @@ class PruneConfig:
     real_images: int | None = field(default=None, metadata=_min(1))
 
 
+@dataclass(frozen=True)
+class EngineConfig:
+    """How synthesis runs its teacher passes; none of it changes the method, so it is not tracked as a parameter of
+    the results (like `device`), but every shard records it. Defaults chosen by measurement (benchmarks/README.md,
+    "Synthesis engine")."""
+
+    channels_last: bool = True  # the teacher passes in channels_last: the same values up to float rounding
+    autocast: Literal["bf16"] | None = None  # bf16: teacher passes in bfloat16, losses in float32 (changes numerics)
+    compile: bool = False  # torch.compile the teacher passes (a one-off compile in every synthesize process)
+    batches_per_step: int = field(default=1, metadata=_min(1))  # one-to-one batches advanced in one vectorized step
+
+
 @dataclass
 class JobThreads:
     """Snakemake: threads (= torch threads) of each job, so that shards and students run side by side up to --cores.
@@ -249,6 +261,7 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = field(default=None, metadata=_min(1))  # torch CPU threads (None = torch's default)
     job_threads: JobThreads = field(default_factory=lambda: JobThreads())
+    engine: EngineConfig = field(default_factory=EngineConfig)
     results: str = "results"
     data: DataConfig = field(default_factory=DataConfig)
     models: dict[str, ModelSpec] = field(default_factory=dict)

@@ -83,7 +83,7 @@ def run_synthesize(cfg: Config, teacher: str, method: str, shard: int, device: t
     co = cfg.cotrained(method)
     student = None if co is None else _new_model(meta, cfg.models[co.student], _student_seed(cfg, teacher, method, co.student))
     arrays, summary = synthesize_shard(model, meta, teacher, method, cfg.synthesis.methods[method], cfg.synthesis,
-                                       cfg.seed, shard, device, student, log=log)
+                                       cfg.seed, shard, device, student, log=log, engine=cfg.engine)
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
     write_npz(npz, arrays)
     atomic_write_json(paths.shard_json(cfg.exp_dir, teacher, method, shard), summary)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from natinv.config import DIConfig
-from natinv.synthesis.objective import BatchResult, InversionObjective, optimize
+from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, optimize, split_batches
 
 
 def synthesize(
@@ -19,16 +19,23 @@ def synthesize(
     pixel_range: tuple[torch.Tensor, torch.Tensor] | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> Iterator[BatchResult]:
-    for labels, seed in batches:
-        gen = torch.Generator().manual_seed(seed)
-        pixels = torch.randn(len(labels), *shape, generator=gen).to(device).requires_grad_(True)
-        optimizer = torch.optim.Adam([pixels], lr=cfg.lr)
+    """One BatchResult per batch, in order; objective.engine.batches_per_step batches advance together."""
+    for group in chunks(batches, objective.engine.batches_per_step):
+        gens = [torch.Generator().manual_seed(seed) for _, seed in group]
+        pixels = [torch.randn(len(labels), *shape, generator=gen).to(device).requires_grad_(True)
+                  for (labels, _), gen in zip(group, gens)]
+        optimizer = torch.optim.Adam(pixels, lr=cfg.lr)
         after_step = None
         if cfg.clamp and pixel_range is not None:
             lo, hi = pixel_range
 
             def after_step():
                 with torch.no_grad():
-                    pixels.copy_(torch.maximum(torch.minimum(pixels, hi), lo))
-        best, curve, best_iter = optimize(lambda: pixels, optimizer, objective, labels.to(device), cfg.iterations, gen, after_step, on_step)
-        yield BatchResult(best, labels, curve, best_iter, seed)
+                    for p in pixels:
+                        p.copy_(torch.maximum(torch.minimum(p, hi), lo))
+        sizes = [len(labels) for labels, _ in group]
+        y = torch.cat([labels for labels, _ in group]).to(device)
+        best, curve, best_iters = optimize((lambda: pixels[0]) if len(pixels) == 1 else (lambda: torch.cat(pixels)),
+                                           optimizer, objective, y, cfg.iterations, gens, after_step, on_step, sizes)
+        for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
+            yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)

@@ -14,7 +14,7 @@ from natinv.config import NIConfig
 from natinv.errors import ConfigError
 from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
-from natinv.synthesis.objective import BatchResult, InversionObjective, optimize
+from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, optimize, split_batches
 
 
 class NaturalInversionImage(nn.Module):
@@ -30,8 +30,11 @@ class NaturalInversionImage(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, objective: InversionObjective) -> torch.Tensor:
         x = self.generator(z, y)
-        if self.ftp is not None:
-            feats = objective.stage_features(x)
+        return self.render(x, objective.stage_features(x) if self.ftp is not None else None, alpha)
+
+    def render(self, x: torch.Tensor, feats: list[torch.Tensor] | None, alpha: torch.Tensor) -> torch.Tensor:
+        """The image from the generator output x and the teacher's stage features of x (None without FTP)."""
+        if feats is not None:
             x = x + self.ftp([feats[i] for i in self.stages])
         return alpha * torch.tanh(self.head(x))
 
@@ -45,34 +48,59 @@ def synthesize(
     device: torch.device,
     on_step: Callable[[int], None] | None = None,
 ) -> Iterator[BatchResult]:
+    """One BatchResult per batch, in order. With objective.engine.batches_per_step = K > 1 (one-to-one only), K
+    batches advance together: their generators, FTPs and alphas stay separate, the teacher passes are shared."""
     stage_shapes = objective.teacher.stage_shapes(shape[0], shape[1])
     if cfg.ftp_stages and max(cfg.ftp_stages) > len(stage_shapes):
         raise ConfigError(f"ftp_stages = {cfg.ftp_stages}: the teacher has {len(stage_shapes)} stages (1..{len(stage_shapes)})")
+    per_step = objective.engine.batches_per_step if cfg.o2o else 1  # one-to-many: the generator carries over in order
     shared = None
-    for labels, seed in batches:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if cfg.o2o or shared is None:
-                shared = NaturalInversionImage(cfg, num_classes, shape, stage_shapes)
-            model = shared
-            z = torch.randn(len(labels), cfg.latent_dim)
-            alpha0 = torch.randn(len(labels), shape[0], 1, 1) * cfg.alpha_std + cfg.alpha_mean
-        model.to(device).train()
-        z, y = z.to(device), labels.to(device)
-        alpha = nn.Parameter(alpha0.to(device)) if cfg.acs else torch.ones_like(alpha0, device=device)
-        groups = [{"params": model.generator.parameters(), "lr": cfg.lr_generator},
-                  {"params": model.head.parameters(), "lr": cfg.lr_generator}]
-        if model.ftp is not None:
-            groups.append({"params": model.ftp.parameters(), "lr": cfg.lr_ftp})
-        if cfg.acs:
-            groups.append({"params": [alpha], "lr": cfg.lr_alpha})
+    for group in chunks(batches, per_step):
+        models, zs, alphas, gens = [], [], [], []
+        for labels, seed in group:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                if cfg.o2o or shared is None:
+                    shared = NaturalInversionImage(cfg, num_classes, shape, stage_shapes)
+                models.append(shared)
+                zs.append(torch.randn(len(labels), cfg.latent_dim).to(device))
+                alpha0 = torch.randn(len(labels), shape[0], 1, 1) * cfg.alpha_std + cfg.alpha_mean
+            shared.to(device).train()
+            alphas.append(nn.Parameter(alpha0.to(device)) if cfg.acs else torch.ones_like(alpha0, device=device))
+            gens.append(torch.Generator().manual_seed(seed))
+        groups = []
+        for model, alpha in zip(models, alphas):
+            groups += [{"params": model.generator.parameters(), "lr": cfg.lr_generator},
+                       {"params": model.head.parameters(), "lr": cfg.lr_generator}]
+            if model.ftp is not None:
+                groups.append({"params": model.ftp.parameters(), "lr": cfg.lr_ftp})
+            if cfg.acs:
+                groups.append({"params": [alpha], "lr": cfg.lr_alpha})
         optimizer = torch.optim.Adam(groups)
-        gen = torch.Generator().manual_seed(seed)
+        sizes = [len(labels) for labels, _ in group]
+        y = torch.cat([labels for labels, _ in group]).to(device)
         if not cfg.o2o:  # one-to-many: a fresh z every iteration, the generator carries over
+            (model,), (alpha,), (gen,) = models, alphas, gens
+
             def make_images():
                 return model(torch.randn(len(y), cfg.latent_dim, generator=gen).to(device), y, alpha, objective)
         else:
             def make_images():
-                return model(z, y, alpha, objective)
-        best, curve, best_iter = optimize(make_images, optimizer, objective, y, cfg.iterations, gen, on_step=on_step)
-        yield BatchResult(best, labels, curve, best_iter, seed)
+                return _images(models, zs, split_batches(y, sizes), alphas, objective)
+        best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, gens, on_step=on_step,
+                                           sizes=sizes)
+        for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
+            yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)
+
+
+def _images(models: list[NaturalInversionImage], zs: list[torch.Tensor], ys: list[torch.Tensor],
+            alphas: list[torch.Tensor], objective: InversionObjective) -> torch.Tensor:
+    """The images of a group of one-to-one batches; the FTP's teacher features come from one shared pass."""
+    if len(models) == 1:
+        return models[0](zs[0], ys[0], alphas[0], objective)
+    xs = [m.generator(z, y) for m, z, y in zip(models, zs, ys)]
+    sizes = [len(x) for x in xs]
+    feats = objective.stage_features(torch.cat(xs)) if models[0].ftp is not None else None
+    per_batch = zip(*(split_batches(f, sizes) for f in feats)) if feats is not None else [None] * len(xs)
+    return torch.cat([m.render(x, None if f is None else list(f), alpha)
+                      for m, x, f, alpha in zip(models, xs, per_batch, alphas)])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from natinv.config import DIConfig, NIConfig
+from natinv.config import DIConfig, EngineConfig, NIConfig
 from natinv.models import StagedNet
 from natinv.synthesis.bn_stats import BNStatsLoss
 from natinv.synthesis.competition import Competitor
@@ -44,39 +44,71 @@ class BatchResult:
 
 
 class InversionObjective:
-    """Frozen teacher + BN hooks; call it on an image batch to get (total loss, per-term values)."""
+    """Frozen teacher + BN hooks; call it on a group of image batches to get per-batch (total loss, per-term values).
+
+    Several independent batches can share one teacher pass: `sizes` splits the images, and BN statistics, CE and
+    the priors are taken per batch, so each batch's loss (and gradient) is the one it would have alone."""
 
     def __init__(self, teacher: StagedNet, weights: LossWeights, competitor: Competitor | None = None,
-                 channels_last: bool = False):
-        """channels_last: run the teacher passes in that memory layout (the same values up to float rounding)."""
-        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+                 engine: EngineConfig = EngineConfig()):
+        self.engine = engine
+        self.layout = torch.channels_last if engine.channels_last else torch.contiguous_format
         self.teacher = teacher.eval().requires_grad_(False).to(memory_format=self.layout)
         self.weights = weights
         self.bn = BNStatsLoss(teacher)
         self.competitor = competitor
+        self._forward, self._forward_stages = self.teacher, self.teacher.forward_stages
+        if engine.compile:
+            self._forward, self._forward_stages = torch.compile(self.teacher), torch.compile(self.teacher.forward_stages)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.engine.autocast == "bf16")
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, gens: list[torch.Generator],
+                 sizes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """images: the batches of a group, concatenated; gens: one jitter generator per batch; sizes: the batch
+        sizes (None: one batch). Returns (total loss per batch (K,), per-term values (K, len(TERMS)), detached)."""
         w = self.weights
-        seen = jitter_flip(images, gen, w.jitter, w.flip)
-        with self.bn.capture():
-            logits = self.teacher(seen.contiguous(memory_format=self.layout))
-        ce = F.cross_entropy(logits.float(), labels)
-        bn, tv, l2 = self.bn.loss(), tv_prior(images), l2_prior(images)
-        total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
-        if self.competitor is None:
-            competition = torch.zeros_like(ce)  # logged as 0; nothing added to the loss
-        else:
-            competition = self.competitor(seen, logits)
-            total = total + competition
-        return total, torch.stack([total, ce, bn, tv, l2, competition]).detach()
+        sizes = sizes or [len(images)]
+        parts = split_batches(images, sizes)
+        seen_parts = [jitter_flip(x, gen, w.jitter, w.flip) for x, gen in zip(parts, gens)]
+        seen = seen_parts[0] if len(seen_parts) == 1 else torch.cat(seen_parts)
+        with self.bn.capture(sizes), self._autocast(images.device):
+            logits = self._forward(seen.contiguous(memory_format=self.layout))
+        bn_terms = self.bn.loss()
+        totals, terms = [], []
+        for k, (x, x_seen, logit, y) in enumerate(zip(parts, seen_parts, split_batches(logits, sizes), split_batches(labels, sizes))):
+            ce = F.cross_entropy(logit.float(), y)
+            bn, tv, l2 = bn_terms[k], tv_prior(x), l2_prior(x)
+            total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
+            if self.competitor is None:
+                competition = torch.zeros_like(ce)  # logged as 0; nothing added to the loss
+            else:
+                competition = self.competitor(x_seen, logit)
+                total = total + competition
+            totals.append(total)
+            terms.append(torch.stack([total, ce, bn, tv, l2, competition]))
+        return torch.stack(totals), torch.stack(terms).detach()
 
     @torch.no_grad()
     def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Teacher stage features without gradient and without touching the BN loss (the FTP's input)."""
-        return self.teacher.forward_stages(images.contiguous(memory_format=self.layout))[0]
+        with self._autocast(images.device):
+            feats = self._forward_stages(images.contiguous(memory_format=self.layout))[0]
+        return [f.float() for f in feats]
 
     def close(self) -> None:
         self.bn.remove()
+
+
+def split_batches(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """The batches of a group along dim 0 (views); one batch is x itself."""
+    return [x] if len(sizes) == 1 else list(torch.split(x, sizes))
+
+
+def chunks(items: list, size: int) -> list[list]:
+    """Consecutive groups of `size` items (the last may be shorter)."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def optimize(
@@ -85,31 +117,38 @@ def optimize(
     objective: InversionObjective,
     labels: torch.Tensor,
     iterations: int,
-    gen: torch.Generator,
+    gens: list[torch.Generator],
     after_step: Callable[[], None] | None = None,
     on_step: Callable[[int], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Run the inversion; returns (best images, loss curve, best iteration). `on_step(it)` is called after every
-    optimizer step (the speed benchmark times iterations with it)."""
-    curve = torch.empty(iterations, len(TERMS), device=labels.device)
-    best_loss = torch.full((), float("inf"), device=labels.device)
-    best_iter = torch.zeros((), dtype=torch.long, device=labels.device)
+    sizes: list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Run the inversion of a group of batches (`sizes`, one jitter generator each; None: one batch); returns
+    (best images, loss curves (iterations, batches, len(TERMS)), best iteration per batch): each batch keeps its
+    own lowest-loss iteration. `on_step(it)` is called after every optimizer step (the speed benchmark times
+    iterations with it)."""
+    sizes = sizes or [len(labels)]
+    device = labels.device
+    curve = torch.empty(iterations, len(sizes), len(TERMS), device=device)
+    best_loss = torch.full((len(sizes),), float("inf"), device=device)
+    best_iter = torch.zeros(len(sizes), dtype=torch.long, device=device)
+    per_image = torch.tensor(sizes, device=device)
     best = None
     for it in range(iterations):
         images = make_images()
-        total, terms = objective(images, labels, gen)
+        totals, terms = objective(images, labels, gens, sizes)
         # keep the images this loss belongs to before the step changes them (DI optimizes them in place)
         curve[it] = terms
-        better = terms[0] < best_loss
+        better = terms[:, 0] < best_loss
         detached = images.detach()
-        best = detached.clone() if best is None else torch.where(better, detached, best)
-        best_loss = torch.where(better, terms[0], best_loss)
+        keep = better if len(sizes) == 1 else better.repeat_interleave(per_image).view(-1, 1, 1, 1)
+        best = detached.clone() if best is None else torch.where(keep, detached, best)
+        best_loss = torch.where(better, terms[:, 0], best_loss)
         best_iter = torch.where(better, torch.full_like(best_iter, it), best_iter)
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        (totals[0] if len(sizes) == 1 else totals.sum()).backward()
         optimizer.step()
         if after_step is not None:
             after_step()
         if on_step is not None:
             on_step(it)
-    return best, curve.cpu(), int(best_iter)
+    return best, curve.cpu(), best_iter.tolist()

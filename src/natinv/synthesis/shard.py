@@ -8,7 +8,7 @@ DAFL and DFAD train a generator instead of optimizing batches, then sample their
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from torch import nn
 
 from natinv import paths
 from natinv.checkpoint import ModelMeta
-from natinv.config import GENERATIVE_KINDS, MethodConfig, NIConfig, SynthesisConfig, method_shards
+from natinv.config import GENERATIVE_KINDS, EngineConfig, MethodConfig, NIConfig, SynthesisConfig, method_shards
 from natinv.data import normalize, normalizer, render_uint8
 from natinv.io import read_npz
 from natinv.models import StagedNet
@@ -47,20 +47,24 @@ def batch_plan(num_images: int, batch_size: int, shards: int) -> list[list[tuple
 def synthesize_shard(
     teacher: StagedNet, meta: ModelMeta, teacher_key: str, method_key: str, method: MethodConfig,
     syn: SynthesisConfig, seed: int, shard: int, device: torch.device, student: nn.Module | None = None, log=print,
+    engine: EngineConfig = EngineConfig(),
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Synthesize one shard of (teacher, method). `student`: the freshly initialised network a co-trained method
-    (method.cotrain) distils while it synthesizes; its final weights go into the arrays as `student/*`."""
+    (method.cotrain) distils while it synthesizes; its final weights go into the arrays as `student/*`. `engine`: how
+    the teacher passes run (NI / DI; a co-trained student must see the batches one after another, so they never
+    share a step)."""
     teacher = teacher.to(device).eval().requires_grad_(False)
     co = None
     if method.cotrain is not None:
         if student is None:
             raise ValueError(f"{method_key} trains a student while it synthesizes: pass one")
         co = CoStudent(student, method.cotrain, _student_steps(method, syn), device)
+        engine = replace(engine, batches_per_step=1)
     start = time.perf_counter()
     if method.kind in GENERATIVE_KINDS:
         x, y, parts = _generate(teacher, meta, teacher_key, method_key, method, syn, seed, co, device, log)
     else:
-        x, y, parts = _invert(teacher, meta, teacher_key, method_key, method, syn, seed, shard, co, device, log)
+        x, y, parts = _invert(teacher, meta, teacher_key, method_key, method, syn, seed, shard, co, device, log, engine)
     seconds = time.perf_counter() - start
 
     x16 = x.half()
@@ -85,6 +89,8 @@ def synthesize_shard(
         "agreement_float16": agree_f16, "agreement_uint8": agree_u8, "save_scaling": syn.save_scaling,
         "settings": asdict(method),
     }
+    if method.kind not in GENERATIVE_KINDS:
+        summary["engine"] = asdict(engine)
     if co is not None:
         arrays |= co.arrays() | {"student_loss": co.loss_curve()}
         summary["cotrain"] = {"student": method.cotrain.student, "steps": len(co.losses),
@@ -100,8 +106,8 @@ def _student_steps(method: MethodConfig, syn: SynthesisConfig) -> int:
 
 
 def _invert(teacher: StagedNet, meta: ModelMeta, teacher_key: str, method_key: str, method: MethodConfig,
-            syn: SynthesisConfig, seed: int, shard: int, co: CoStudent | None, device: torch.device, log
-            ) -> tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]:
+            syn: SynthesisConfig, seed: int, shard: int, co: CoStudent | None, device: torch.device, log,
+            engine: EngineConfig) -> tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]:
     """NI / DI: every batch of the shard optimized on its own; with a co-trained student (ADI), the student takes
     cotrain.steps KD steps on the images so far after every batch, and the competition term plays against it."""
     plan = batch_plan(syn.num_images, syn.batch_size, method_shards(method, syn))[shard]
@@ -110,7 +116,7 @@ def _invert(teacher: StagedNet, meta: ModelMeta, teacher_key: str, method_key: s
     batches = [(batch_labels(size, meta.num_classes, torch.Generator().manual_seed(derive_seed(s, "labels"))), s)
                for (_, size), s in zip(plan, seeds)]
     competitor = Competitor(co.model, method.competition) if co is not None and method.competition > 0 else None
-    objective = InversionObjective(teacher, LossWeights.of(method), competitor)
+    objective = InversionObjective(teacher, LossWeights.of(method), competitor, engine)
     if isinstance(method, NIConfig):
         results = naturalinversion.synthesize(objective, batches, method, meta.num_classes, shape, device)
     else:
