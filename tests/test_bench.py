@@ -40,10 +40,53 @@ def test_channels_last_gives_the_same_losses_and_images(method):
                    "di": (deepinversion, DIConfig(iterations=5))}[method]
     runs = []
     for channels_last in (False, True):
-        teacher = tiny_teacher(width=8)  # width 4 has the 4-channel 1x1 stride-2 convolution that hangs in channels_last
+        teacher = tiny_teacher(width=8)
         objective = InversionObjective(teacher, LossWeights.of(cfg), engine=EngineConfig(channels_last=channels_last))
         (res,) = module.synthesize(objective, [(torch.arange(16) % 10, 3)], cfg, 10, (3, 32, 32), torch.device("cpu"))
         objective.close()
         runs.append(res)
     assert torch.allclose(runs[0].curve, runs[1].curve, rtol=1e-4, atol=1e-5)
     assert torch.allclose(runs[0].images, runs[1].images, rtol=1e-3, atol=1e-4)
+
+
+def test_bf16_autocast_keeps_the_losses_close_and_in_float32():
+    """bf16 changes numerics: the teacher passes run in bfloat16, the loss terms stay float32 and within a few
+    per cent of float32's at the same images (the pipeline-scale quality check is in benchmarks/README.md)."""
+    import torch
+
+    from conftest import tiny_teacher
+    from natinv.config import DIConfig, EngineConfig
+    from natinv.synthesis import deepinversion
+    from natinv.synthesis.objective import InversionObjective, LossWeights
+
+    cfg = DIConfig(iterations=8)
+    runs = {}
+    for autocast in (None, "bf16"):
+        objective = InversionObjective(tiny_teacher(width=8), LossWeights.of(cfg), engine=EngineConfig(autocast=autocast))
+        (runs[autocast],) = deepinversion.synthesize(objective, [(torch.arange(16) % 10, 3)], cfg, 10, (3, 32, 32),
+                                                     torch.device("cpu"))
+        objective.close()
+    fp32, bf16 = runs[None].curve, runs["bf16"].curve
+    assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)
+    torch.testing.assert_close(bf16[0], fp32[0], rtol=3e-2, atol=1e-3)  # iteration 0: the same images
+    assert bf16[-1, 0] < bf16[0, 0]
+
+
+def test_compiled_teacher_passes_give_the_same_losses():
+    """engine.compile: torch.compile of the teacher passes (BN hooks and the custom BN backward included) keeps the
+    loss curve up to float rounding."""
+    import torch
+
+    from conftest import tiny_teacher
+    from natinv.config import DIConfig, EngineConfig
+    from natinv.synthesis import deepinversion
+    from natinv.synthesis.objective import InversionObjective, LossWeights
+
+    cfg = DIConfig(iterations=3)
+    curves = []
+    for compile_ in (False, True):
+        objective = InversionObjective(tiny_teacher(width=8), LossWeights.of(cfg), engine=EngineConfig(compile=compile_))
+        (res,) = deepinversion.synthesize(objective, [(torch.arange(16) % 10, 3)], cfg, 10, (3, 32, 32), torch.device("cpu"))
+        objective.close()
+        curves.append(res.curve)
+    torch.testing.assert_close(curves[1], curves[0], rtol=1e-4, atol=1e-5)

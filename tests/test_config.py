@@ -37,6 +37,8 @@ def test_overlay_overrides_only_what_it_sets(tmp_path):
     ("synthesis: {batch_size: many}", r"profile.yaml: synthesis.batch_size: got 'many' \(str\); expected an integer"),
     ("synthesis: {batch_size: 0}", r"synthesis.batch_size: got 0; must be >= 1"),
     ("kd: {temperature: hot}", r"kd.temperature: got 'hot' \(str\); expected a number"),
+    ("engine: {autocast: fp16}", r"engine.autocast: got 'fp16' \(str\); expected one of 'bf16' or null"),
+    ("engine: {batches_per_step: 0}", r"engine.batches_per_step: got 0; must be >= 1"),
     ("data: {dataset: mnist}", r"data.dataset: got 'mnist' \(str\); expected one of 'fashion-mnist', 'cifar10'"),
     ("models: {x: {arch: resnet9}}", r"models.x.arch: got 'resnet9'; expected one of resnet8, resnet18"),
     ("synthesis: {run: [ni, gan]}", r"synthesis.run\[1\]: got 'gan'; expected one of the keys of synthesis.methods: ni, ni-ftp3, ni-ftp23, ni-o2m, ni-o2o, ni-o2o-ftp, ni-o2o-acs, di"),

@@ -20,8 +20,10 @@ from natinv.runtime import log
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on GPUs. Not on CPU: it was 20-25 % faster there, but a 1x1 stride-2 convolution with 4 input
-    channels hangs in backward on one thread (torch 2.14.1, benchmarks/README.md), and a hang is worse than speed."""
+    """channels_last for training on GPUs. Not on CPU: it was 20-25 % faster there, but a 1x1 stride-2 convolution with
+    4 input channels crashes in the backward to its weights on one thread (torch 2.14.1, benchmarks/README.md), and a
+    crash is worse than speed. Synthesis is not affected (its teacher is frozen: no weight gradients), so its
+    engine uses channels_last on CPU too (EngineConfig)."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 def inference_batch(device: torch.device) -> int:
