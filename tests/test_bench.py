@@ -17,6 +17,7 @@ def test_bench_synth_prints_one_json_line(method, capsys):
     assert result["method"] == method and result["arch"] == "resnet8" and result["batch_size"] == 8
     assert result["iterations"] == 2 and result["settings"]["iterations"] == 3  # warm-up + timed
     assert result["s_per_iter"] > 0 and result["images_per_s"] == pytest.approx(8 / result["s_per_iter"])
+    assert result["hours_50k_images_2k_iterations"] == pytest.approx(50_000 * 2_000 / result["images_per_s"] / 3600)
     assert result["peak_memory_mb"] > 0 and result["device"] == "cpu" and result["threads"] == 1
 
 

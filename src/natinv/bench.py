@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
 METHODS = {"ni": NIConfig, "di": DIConfig}
+PAPER_IMAGE_ITERATIONS = 50_000 * 2_000
 
 
 def _sync(device: torch.device) -> None:
@@ -29,6 +30,16 @@ def _sync(device: torch.device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0]} x{len(names)}" if names else platform.processor() or platform.machine()
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -102,8 +113,10 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         "image_size": image_size, "iterations": iterations, "warmup": warmup, "batches": batches,
         "s_per_iter": s_per_iter, "s_per_iter_mean": statistics.fmean(timed),
         "images_per_s": per_step * batch_size / s_per_iter, "total_s": total,
+        # the paper's CIFAR-10 set (FACTS.md): 50k images x 2k iterations, on one such device at this rate
+        "hours_50k_images_2k_iterations": PAPER_IMAGE_ITERATIONS * s_per_iter / (per_step * batch_size) / 3600,
         "peak_memory_mb": _peak_memory_mb(dev), "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "engine": asdict(engine) | {"reuse_host_memory": host_memory}, "waste": asdict(waste),
         "settings": asdict(cfg),
