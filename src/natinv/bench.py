@@ -79,7 +79,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
     dev = runtime.pick_device(device)
     host_memory = reuse_host_memory and dev.type == "cpu" and runtime.reuse_host_memory()
     torch.manual_seed(seed)
-    teacher = build_model(arch, num_classes, channels, None).to(dev).eval().requires_grad_(False)
+    teacher = build_model(arch, num_classes, channels, None).to(dev)  # the objective freezes it
     cfg = replace(config_cls(), iterations=warmup + iterations)
     objective = InversionObjective(teacher, LossWeights.of(cfg), engine=engine)
     teacher.requires_grad_(waste.teacher_grads)

@@ -26,7 +26,7 @@ def reuse_host_memory() -> bool:
 
     glibc serves every block over 32 MiB with its own mmap and unmaps it on free, so each new activation of
     that size is page-faulted in again: an elementwise op on a (256, 64, 32, 32) float tensor took 27 ms instead
-    of 4 ms, and a CPU synthesis iteration at paper settings spent about a fifth of its time there
+    of 4 ms, and a CPU synthesis iteration at paper settings took 16.3 s instead of 14.0 s
     (benchmarks/README.md). Turning mmap off for malloc keeps those pages mapped for the next allocation; the cost
     is that the process keeps its peak memory. Returns whether the setting was applied.
     """

@@ -62,11 +62,9 @@ class BNStatsLoss:
         if not self.active:
             return
         x = inputs[0].float()
-        if self.sizes is None or len(self.sizes) == 1:
-            self.terms.append(bn_distance(x, module.running_mean, module.running_var))
-        else:
-            self.terms.append(torch.stack([bn_distance(part, module.running_mean, module.running_var)
-                                           for part in torch.split(x, self.sizes)]))
+        sizes = self.sizes or [len(x)]
+        self.terms.append(torch.stack([bn_distance(part, module.running_mean, module.running_var)
+                                       for part in torch.split(x, sizes)]))
 
     @contextmanager
     def capture(self, sizes: list[int] | None = None) -> Iterator[BNStatsLoss]:
@@ -78,8 +76,6 @@ class BNStatsLoss:
 
     def loss(self) -> torch.Tensor:
         """The summed distance over layers, per batch: shape (batches,)."""
-        if self.sizes is None or len(self.sizes) == 1:
-            return torch.stack(self.terms).sum().unsqueeze(0)
         return torch.stack(self.terms).sum(0)
 
     def remove(self) -> None:

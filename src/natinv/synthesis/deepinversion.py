@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from natinv.config import DIConfig
-from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, optimize, split_batches
+from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, concat, optimize, split_batches
 
 
 def synthesize(
@@ -34,8 +34,8 @@ def synthesize(
                     for p in pixels:
                         p.copy_(torch.maximum(torch.minimum(p, hi), lo))
         sizes = [len(labels) for labels, _ in group]
-        y = torch.cat([labels for labels, _ in group]).to(device)
-        best, curve, best_iters = optimize((lambda: pixels[0]) if len(pixels) == 1 else (lambda: torch.cat(pixels)),
-                                           optimizer, objective, y, cfg.iterations, gens, after_step, on_step, sizes)
+        y = concat([labels for labels, _ in group]).to(device)
+        best, curve, best_iters = optimize(lambda: concat(pixels), optimizer, objective, y, cfg.iterations, gens,
+                                           after_step, on_step, sizes)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)

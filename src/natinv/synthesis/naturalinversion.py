@@ -14,7 +14,7 @@ from natinv.config import NIConfig
 from natinv.errors import ConfigError
 from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
-from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, optimize, split_batches
+from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, concat, optimize, split_batches
 
 
 class NaturalInversionImage(nn.Module):
@@ -27,10 +27,6 @@ class NaturalInversionImage(nn.Module):
         self.stages = [s - 1 for s in cfg.ftp_stages] if cfg.ftp_stages else list(range(len(stage_shapes)))
         self.ftp = FeatureTransferPyramid([stage_shapes[i] for i in self.stages], channels, size) if cfg.ftp else None
         self.head = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, z: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, objective: InversionObjective) -> torch.Tensor:
-        x = self.generator(z, y)
-        return self.render(x, objective.stage_features(x) if self.ftp is not None else None, alpha)
 
     def render(self, x: torch.Tensor, feats: list[torch.Tensor] | None, alpha: torch.Tensor) -> torch.Tensor:
         """The image from the generator output x and the teacher's stage features of x (None without FTP)."""
@@ -78,15 +74,14 @@ def synthesize(
                 groups.append({"params": [alpha], "lr": cfg.lr_alpha})
         optimizer = torch.optim.Adam(groups)
         sizes = [len(labels) for labels, _ in group]
-        y = torch.cat([labels for labels, _ in group]).to(device)
+        y = concat([labels for labels, _ in group]).to(device)
+        ys = split_batches(y, sizes)
         if not cfg.o2o:  # one-to-many: a fresh z every iteration, the generator carries over
-            (model,), (alpha,), (gen,) = models, alphas, gens
-
             def make_images():
-                return model(torch.randn(len(y), cfg.latent_dim, generator=gen).to(device), y, alpha, objective)
+                return _images(models, [torch.randn(len(y), cfg.latent_dim, generator=gens[0]).to(device)], ys, alphas, objective)
         else:
             def make_images():
-                return _images(models, zs, split_batches(y, sizes), alphas, objective)
+                return _images(models, zs, ys, alphas, objective)
         best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, gens, on_step=on_step,
                                            sizes=sizes)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
@@ -95,12 +90,9 @@ def synthesize(
 
 def _images(models: list[NaturalInversionImage], zs: list[torch.Tensor], ys: list[torch.Tensor],
             alphas: list[torch.Tensor], objective: InversionObjective) -> torch.Tensor:
-    """The images of a group of one-to-one batches; the FTP's teacher features come from one shared pass."""
-    if len(models) == 1:
-        return models[0](zs[0], ys[0], alphas[0], objective)
+    """The images of a group of batches, I = alpha * tanh(W1(G(z|y) + m_L)); the FTP's teacher features of the whole
+    group come from one shared pass."""
     xs = [m.generator(z, y) for m, z, y in zip(models, zs, ys)]
-    sizes = [len(x) for x in xs]
-    feats = objective.stage_features(torch.cat(xs)) if models[0].ftp is not None else None
-    per_batch = zip(*(split_batches(f, sizes) for f in feats)) if feats is not None else [None] * len(xs)
-    return torch.cat([m.render(x, None if f is None else list(f), alpha)
-                      for m, x, f, alpha in zip(models, xs, per_batch, alphas)])
+    feats = objective.stage_features(concat(xs)) if models[0].ftp is not None else None
+    per_batch = zip(*(split_batches(f, [len(x) for x in xs]) for f in feats)) if feats is not None else [None] * len(xs)
+    return concat([m.render(x, None if f is None else list(f), alpha) for m, x, f, alpha in zip(models, xs, per_batch, alphas)])

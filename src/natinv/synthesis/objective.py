@@ -72,7 +72,7 @@ class InversionObjective:
         sizes = sizes or [len(images)]
         parts = split_batches(images, sizes)
         seen_parts = [jitter_flip(x, gen, w.jitter, w.flip) for x, gen in zip(parts, gens)]
-        seen = seen_parts[0] if len(seen_parts) == 1 else torch.cat(seen_parts)
+        seen = concat(seen_parts)
         with self.bn.capture(sizes), self._autocast(images.device):
             logits = self._forward(seen.contiguous(memory_format=self.layout))
         bn_terms = self.bn.loss()
@@ -106,6 +106,11 @@ def split_batches(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return [x] if len(sizes) == 1 else list(torch.split(x, sizes))
 
 
+def concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The batches of a group as one tensor (one batch: itself, not a copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def chunks(items: list, size: int) -> list[list]:
     """Consecutive groups of `size` items (the last may be shorter)."""
     return [items[i:i + size] for i in range(0, len(items), size)]
@@ -131,7 +136,7 @@ def optimize(
     curve = torch.empty(iterations, len(sizes), len(TERMS), device=device)
     best_loss = torch.full((len(sizes),), float("inf"), device=device)
     best_iter = torch.zeros(len(sizes), dtype=torch.long, device=device)
-    per_image = torch.tensor(sizes, device=device)
+    owner = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)  # each image's batch
     best = None
     for it in range(iterations):
         images = make_images()
@@ -140,12 +145,11 @@ def optimize(
         curve[it] = terms
         better = terms[:, 0] < best_loss
         detached = images.detach()
-        keep = better if len(sizes) == 1 else better.repeat_interleave(per_image).view(-1, 1, 1, 1)
-        best = detached.clone() if best is None else torch.where(keep, detached, best)
+        best = detached.clone() if best is None else torch.where(better[owner].view(-1, 1, 1, 1), detached, best)
         best_loss = torch.where(better, terms[:, 0], best_loss)
         best_iter = torch.where(better, torch.full_like(best_iter, it), best_iter)
         optimizer.zero_grad(set_to_none=True)
-        (totals[0] if len(sizes) == 1 else totals.sum()).backward()
+        totals.sum().backward()  # the batches share no parameters: each gets its own loss's gradient
         optimizer.step()
         if after_step is not None:
             after_step()
