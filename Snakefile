@@ -1,4 +1,4 @@
-# The whole pipeline (DESIGN.md section 3) for Snakemake. Wiring only: the natinv package loads and validates
+# The whole pipeline (the stage table in README.md) for Snakemake. Wiring only: the natinv package loads and validates
 # the parameters, and every rule in workflow/rules/ calls `python -m natinv <stage>`.
 #
 #   snakemake --cores 2                                                        # the embedded default
@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from natinv import tracking
+from natinv import paths, plan, tracking
 from natinv.config import config_from_dict, stage_params, write_resolved
 from natinv.errors import ConfigError
 

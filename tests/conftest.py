@@ -8,6 +8,7 @@ import torch
 
 from natinv.checkpoint import ModelMeta, save_model
 from natinv.models import build_model
+from pipeline import TINY, copy_repo, tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,3 +44,32 @@ def repo_params(tmp_path: Path) -> Path:
     dst = tmp_path / "params"
     shutil.copytree(ROOT / "params", dst)
     return dst
+
+
+# ------------------------------------------------------------------ whole pipeline runs, shared by the workflow tests
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny profile run end to end by Snakemake (--cores 2) in a committed copy of the repository, with MLflow.
+    Tests must not change it: copy it first (the SLURM test compares its outputs)."""
+    repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo", commit=True)
+    proc = tool(repo, "snakemake", "--cores", "2", *TINY)
+    return repo, proc
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """smoke_run(profile): a paper profile with params/smoke.yaml run end to end by Snakemake (--cores 2) in a
+    committed copy of the repository, once per session; MLflow off (the SLURM and tiny runs check tracking)."""
+    runs: dict[str, tuple] = {}
+
+    def run(profile: str):
+        if profile not in runs:
+            repo = copy_repo(tmp_path_factory.mktemp(f"smoke-{profile}") / "repo", commit=True)
+            proc = tool(repo, "snakemake", "--cores", "2", "--configfile", "params/default.yaml", f"params/{profile}.yaml",
+                        "params/smoke.yaml", env={"NATINV_TRACKING": "off"})
+            runs[profile] = (repo, proc)
+        return runs[profile]
+
+    return run

@@ -87,3 +87,32 @@ def test_crop_flip_and_renderings():
     big = torch.randn(4, 3, 8, 8) * 10
     mm = data.render_uint8(big, mean, std, "minmax")
     assert mm.amin(dim=(1, 2, 3)).eq(0).all() and mm.amax(dim=(1, 2, 3)).eq(255).all()
+
+
+@pytest.mark.parametrize("dataset, shape, classes", [("cifar10", (3, 32, 32), 10), ("cifar100", (3, 32, 32), 100),
+                                                     ("fashion-mnist", (1, 32, 32), 10)])
+def test_standin_has_the_datasets_shape_and_classes_and_is_the_same_every_time(tmp_path, dataset, shape, classes):
+    cfg = DataConfig(dataset=dataset, standin=True, train_limit=300, test_limit=120, root=str(tmp_path / "nothing"))
+    m = data.prepare(cfg, tmp_path / "a")
+    ds = data.load(tmp_path / "a")
+    assert ds.train_x.shape == (300, *shape) and ds.test_x.shape == (120, *shape) and ds.num_classes == classes
+    assert m["standin"] and "not real images" in m["source"] and (ds.mean, ds.std) == data.NORMALIZATION[dataset]
+    counts = torch.bincount(ds.train_y, minlength=classes)
+    assert counts.max() - counts.min() <= 1  # balanced
+    data.prepare(cfg, tmp_path / "b")
+    assert (tmp_path / "a/train.npz").read_bytes() == (tmp_path / "b/train.npz").read_bytes()
+    # a class is a pattern: images of one class are closer to each other than to another class's
+    x = ds.train_x.float()
+    same = (x[ds.train_y == 0][0] - x[ds.train_y == 0][1]).abs().mean()
+    other = (x[ds.train_y == 0][0] - x[ds.train_y == 1][0]).abs().mean()
+    assert same < other
+
+
+def test_standin_of_custom_data_is_refused(tmp_path):
+    from natinv.config import load_config
+    from natinv.errors import ConfigError
+
+    p = tmp_path / "p.yaml"
+    p.write_text("data: {dataset: custom, standin: true}\n")
+    with pytest.raises(ConfigError, match="data.standin: a stand-in imitates fashion-mnist, cifar10 or cifar100"):
+        load_config([Path(__file__).resolve().parents[1] / "params/default.yaml", p])

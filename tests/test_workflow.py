@@ -4,101 +4,28 @@ exactly its downstream stages in both tools."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
+import shutil
 import subprocess
 import sys
-import tarfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from natinv.config import load_config, stage_params
+from natinv import plan
+from natinv.config import load_config, read_params_file, stage_params
+from pipeline import (ROOT, TINY, assert_same_graph, copy_repo, dvc_stages, git_commit, job_counts, snakemake_jobs,
+                      stage_wildcards, tool)
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-TINY = ["--configfile", "params/default.yaml", "params/tiny.yaml"]
-
-
-def copy_repo(dst: Path, commit: bool = False) -> Path:
-    """The repository's files as git sees them (tracked + untracked, not ignored): what a fresh clone has;
-    with `commit`, a git repository of its own with one commit."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
-    archive = dst.parent / f"{dst.name}.tar"
-    with tarfile.open(archive, "w") as tar:
-        for f in files:
-            if (ROOT / f).exists():
-                tar.add(ROOT / f, arcname=f)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dst, filter="data")
-    archive.unlink()
-    if commit:
-        git_commit(dst)
-    return dst
+PAPER = ["paper-cifar10", "paper-cifar100"]
 
 
-def git_commit(repo: Path) -> None:
-    subprocess.run("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm copy", shell=True, cwd=repo,
-                   check=True)
-
-
-def tool(cwd: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run snakemake/dvc of this environment with its bin/ first on PATH (so `python` is this interpreter)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env["TORCH_HOME"] = str(cwd / ".torch-home")  # an empty torch hub: no Inception-v3 weights, as offline
-    proc = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """The 'Job stats' table of a Snakemake dry run."""
-    table = dry_run_output.split("Job stats:")[1].split("\n\n")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
-
-
-def snakemake_jobs(repo: Path, *config: str) -> dict[str, dict]:
-    """output file -> {rule, inputs, cmd} of every job a dry run with printed shell commands plans (nothing runs)."""
-    out = tool(repo, "snakemake", "-n", "-p", "--cores", "2", *config).stdout
-    jobs = {}
-    for block in out.split("\n\n"):
-        rule = re.search(r"^(?:local)?rule (\w+):$", block, re.M)
-        if not rule or rule[1] == "all":
-            continue
-        field = {k: v.split(", ") for k, v in re.findall(r"^\s+(input|output): (.*)$", block, re.M)}
-        cmd = re.search(r"^Shell command: (.*)$", block, re.M)[1]
-        for output in field["output"]:
-            jobs[output] = {"rule": rule[1], "inputs": field.get("input", []), "cmd": cmd}
-    return jobs
-
-
-def normalize(cmd: str) -> list[str]:
-    """A stage command without what only the driver decides: the params file, threads, one shard, the log pipe."""
-    words = shlex.split(cmd.split("2>&1")[0])
-    out, skip = [], False
-    for w in words:
-        if skip:
-            skip = False
-        elif w in ("--params", "--threads", "--shard"):
-            skip = True
-        else:
-            out.append(w)
-    return out
-
-
-def covers(path: str, outs: list[str]) -> bool:
-    return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outs)
-
+def paper_stack(profile: str, smoke: bool = False) -> list[str]:
+    return ["params/default.yaml", f"params/{profile}.yaml", *(["params/smoke.yaml"] if smoke else [])]
 
 def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
-    from dvc.repo import Repo
-
     repo = copy_repo(tmp_path / "repo")  # the default runs every stage
     default = repo / "params/default.yaml"
     text = default.read_text()  # plus a co-trained inversion (one shard) and a generator method
@@ -107,34 +34,14 @@ def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
     git_commit(repo)
     jobs = snakemake_jobs(repo)
     cfg = load_config([default])
-    stages = {}
-    for stage in Repo(str(repo)).index.stages:
-        params = [k for d in stage.deps if hasattr(d, "params") for k in d.params]
-        files = [str(d.def_path) for d in stage.deps if not hasattr(d, "params")]
-        stages[stage.name] = {"cmd": stage.cmd, "outs": [str(o.def_path) for o in stage.outs], "deps": files, "params": params}
+    stages = dvc_stages(repo)
     assert {s.split("@")[0] for s in stages} == {j["rule"] for j in jobs.values()} == {
         "data", "teacher", "synthesize", "kd", "kd_real", "evaluator", "metrics", "metrics_real", "tsne", "scratch", "scratch_real",
         "prune", "prune_real", "prune_none", "report"}
-
-    matched = Counter()
-    for output, job in jobs.items():
-        owners = [name for name, s in stages.items() if covers(output, s["outs"])]
-        assert len(owners) == 1, f"{output}: DVC stages {owners}"
-        name = owners[0]
-        stage = stages[name]
-        matched[name] += 1
-        assert name.split("@")[0] == job["rule"], output
-        assert normalize(job["cmd"]) == normalize(stage["cmd"]), (job["cmd"], stage["cmd"])
-        missing = [i for i in job["inputs"] if not covers(i, stage["deps"])]
-        assert not missing, f"{name}: inputs not DVC deps: {missing}"
-    assert set(matched) == set(stages), "a DVC stage no Snakemake job stands for"
-
+    assert_same_graph(jobs, stages)
     for name, stage in stages.items():  # tracked parameters: the same keys Snakemake passes through params:
-        argv = normalize(stage["cmd"])
-        wildcards = {a[2:]: argv[i + 1] for i, a in enumerate(argv) if a.startswith("--")}
-        method = wildcards.get("method")
-        kind = f"{argv[3]}_{method}" if method in ("real", "none") else argv[3]
-        assert stage["params"] == list(stage_params(cfg, kind, **wildcards)), name
+        kind, wildcards = stage_wildcards(stage["cmd"])
+        assert stage["params"] == {"params/default.yaml": list(stage_params(cfg, kind, **wildcards))}, name
 
 
 def test_dry_run_of_a_profile_lists_the_expected_jobs(tmp_path):
@@ -159,24 +66,138 @@ def test_dry_run_of_a_profile_lists_the_expected_jobs(tmp_path):
                       "prune_none": 1, "report": 1, "all": 1}
 
 
-@pytest.mark.parametrize("profile", ["paper-cifar10", "paper-cifar100"])
+# The paper's jobs per profile: two teachers; 100 shards per inversion method, one each for ADI, NI+ADI, DAFL, DFAD;
+# Table 5's six methods to three students from both teachers (CIFAR-100: Table 3's variants too, from ResNet-34);
+# scratch on DAFL, DI and NI images; ResNet-34 pruned at five ratios.
+PAPER_JOBS = {
+    "paper-cifar10": {"data": 1, "teacher": 2, "evaluator": 1, "synthesize": 6 * 100 + 4 + 2 * 100 + 4, "kd": 2 * 6 * 3,
+                      "kd_real": 6, "metrics": 10 + 6, "metrics_real": 2, "tsne": 2, "scratch": 2 * 3 * 3, "scratch_real": 6,
+                      "prune": 15, "prune_real": 5, "prune_none": 5, "report": 1, "all": 1},
+    "paper-cifar100": {"data": 1, "teacher": 2, "evaluator": 1, "synthesize": 6 * 100 + 4 + 2 * 100 + 4, "kd": (10 + 6) * 3,
+                       "kd_real": 6, "metrics": 10 + 6, "metrics_real": 2, "tsne": 2, "scratch": 2 * 3 * 3, "scratch_real": 6,
+                       "prune": 15, "prune_real": 5, "prune_none": 5, "report": 1, "all": 1},
+}
+
+
+@pytest.mark.parametrize("profile", PAPER)
 def test_paper_profiles_plan_the_paper_jobs(tmp_path, profile):
     repo = copy_repo(tmp_path / "repo")
-    counts = job_counts(tool(repo, "snakemake", "-n", "--configfile", "params/default.yaml", f"params/{profile}.yaml").stdout)
-    # ResNet-34 teacher; NI and DI, 256k images each in 100 shards; ResNet-18 students from NI, DI and real images
-    assert counts == {"data": 1, "teacher": 1, "synthesize": 200, "kd": 2, "kd_real": 1, "evaluator": 1, "metrics": 2,
-                      "metrics_real": 1, "tsne": 1, "scratch": 2, "scratch_real": 1, "prune": 10, "prune_real": 5,
-                      "prune_none": 5, "report": 1, "all": 1}
-    cfg = load_config([repo / "params/default.yaml", repo / f"params/{profile}.yaml"])
+    counts = job_counts(tool(repo, "snakemake", "-n", "--configfile", *paper_stack(profile)).stdout)
+    assert counts == PAPER_JOBS[profile]
+    cfg = load_config([repo / f for f in paper_stack(profile)])
+    assert cfg.job_gpus == 1
     ni = cfg.synthesis.methods["ni"]
     assert (ni.lr_generator, ni.lr_ftp, ni.lr_alpha, ni.alpha_mean, ni.generator_width) == (1e-3, 5e-4, 5e-2, 5.0, 128)
     assert cfg.synthesis.batch_size == 256 and cfg.synthesis.num_images == 256_000
     assert (cfg.scratch.epochs, cfg.scratch.train_eval_images, cfg.prune.epochs, cfg.prune.lr) == (200, None, 20, 1e-3)
+    assert [cfg.models[s].arch for s in cfg.kd.students] == ["resnet18", "vgg11", "mobilenetv2"]
     methods = cfg.synthesis.methods  # the ablations and baselines are this profile's ni and di, not the default's
-    for variant, base in (("adi", "di"), ("ni-adi", "ni"), ("ni-o2m", "ni"), ("ni-o2o-acs", "ni")):
+    for variant, base in (("adi", "di"), ("ni-adi", "ni"), ("ni-o2m", "ni"), ("ni-o2o-acs", "ni"), ("ni-ftp34", "ni")):
         differs = {k for k, v in vars(methods[variant]).items() if v != getattr(methods[base], k)}
-        assert differs <= {"competition", "cotrain", "o2o", "ftp", "acs"}, (variant, differs)
+        assert differs <= {"competition", "cotrain", "o2o", "ftp", "acs", "ftp_stages"}, (variant, differs)
     assert (methods["dafl"].iterations, methods["dafl"].batch_size, methods["dfad"].iterations) == (240_000, 1024, 25_000)
+
+
+@pytest.mark.parametrize("profile", PAPER)
+def test_smoke_overlay_keeps_every_job_of_a_paper_profile_and_cuts_only_sizes(profile):
+    paper = load_config([ROOT / f for f in paper_stack(profile)])
+    smoke = load_config([ROOT / f for f in paper_stack(profile, smoke=True)])
+    # every method and model the profile defines is listed by the overlay (merge keys copy ni and di as written there)
+    own = read_params_file(ROOT / f"params/{profile}.yaml")
+    overlay = read_params_file(ROOT / "params/smoke.yaml")
+    assert set(own["synthesis"]["methods"]) <= set(overlay["synthesis"]["methods"])
+    assert set(own["models"]) <= set(overlay["models"])
+    # the same jobs: teachers, evaluators, (teacher, method) pairs, one-shard methods, students, ratios, class count
+    assert (smoke.teacher.models, smoke.metrics.evaluators, smoke.data.dataset) == (paper.teacher.models, paper.metrics.evaluators,
+                                                                                    paper.data.dataset)
+    assert {(t, m, paper.shards_of(m) == 1) for t, m, _ in plan.synthesis_jobs(paper)} == {
+        (t, m, smoke.shards_of(m) == 1) for t, m, _ in plan.synthesis_jobs(smoke)}
+    assert {m: smoke.shards_of(m) for m in smoke.synthesis.run} == {m: 1 if paper.cotrained(m) else 2 for m in paper.synthesis.run}
+    for jobs in (plan.kd_jobs, plan.metrics_jobs, plan.scratch_jobs, plan.prune_jobs):
+        assert jobs(smoke) == jobs(paper), jobs.__name__
+    assert {k: m.arch for k, m in smoke.models.items()} == {k: m.arch for k, m in paper.models.items()}
+    # and only sizes change: a few iterations, two batches per method, one epoch, small image counts
+    assert all(smoke.synthesis.methods[m].iterations <= 3 for m in smoke.synthesis.run)
+    assert -(-smoke.synthesis.num_images // smoke.synthesis.batch_size) == 2
+    assert smoke.teacher.epochs == smoke.kd.epochs == smoke.scratch.epochs == smoke.prune.epochs == 1
+    assert smoke.data.standin and smoke.job_gpus == 0 and smoke.results == "results/smoke"
+
+
+REPORT_SECTIONS = {  # what each paper profile's report must have (by heading)
+    "paper-cifar10": ["## Teacher", "## Knowledge distillation (paper Table 5)", "### In the shape of the paper's Table 5",
+                      "## How real are the images (paper Tables 1 and 8)", "### Inception metrics (paper Table 1)",
+                      "### Which teacher stages the FTP uses (paper Table 4)", "### t-SNE of the teacher's features",
+                      "## Training from scratch (paper Tables 2 and 9)", "## Pruning (paper Fig. 6)",
+                      "### DI, one-to-many and NI (paper Fig. 5)", "## Synthesis", "## Images"],
+    "paper-cifar100": ["## Teacher", "## Knowledge distillation (paper Table 5)", "### In the shape of the paper's Table 5",
+                       "## How real are the images (paper Tables 1 and 8)", "### Inception metrics (paper Table 1)",
+                       "### Components of NaturalInversion (paper Table 3)", "### t-SNE of the teacher's features",
+                       "## Training from scratch (paper Tables 2 and 9)", "## Pruning (paper Fig. 6)",
+                       "### DI, one-to-many and NI (paper Fig. 5)", "## Synthesis", "## Images"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PAPER)
+def test_paper_profile_runs_end_to_end_at_smoke_scale(smoke_run, profile):
+    repo, proc = smoke_run(profile)
+    cfg = load_config([repo / f for f in paper_stack(profile, smoke=True)])
+    exp = repo / "results/smoke" / profile
+    summary = json.loads((exp / "report/summary.json").read_text())
+    assert summary["experiment"] == profile and set(summary["teachers"]) == set(cfg.teacher.models)
+    assert set(summary["synthesis"]) == {f"{t}/{m}" for t, m, _ in plan.synthesis_jobs(cfg)}
+    assert set(summary["kd"]) == {"/".join(job) for job in plan.kd_jobs(cfg)}
+    table5 = ["ni", "di", "adi", "ni-adi", "dafl", "dfad"]  # every teacher x method x student of the paper's Table 5
+    assert {f"{t}/{m}/{s}" for t in cfg.teacher.models for m in table5 for s in cfg.kd.students} <= set(summary["kd"])
+    assert set(summary["metrics"]) == {"/".join(job) for job in plan.metrics_jobs(cfg)}
+    assert set(summary["scratch"]) == {"/".join(job) for job in plan.scratch_jobs(cfg)}
+    assert set(summary["prune"]) == {f"{t}/{m}/{r:g}" for t, m, r in plan.prune_jobs(cfg)}
+    assert set(summary["evaluators"]) == set(cfg.metrics.evaluators) and set(summary["tsne"]) == set(cfg.teacher.models)
+    report = (exp / "report/report.md").read_text()
+    for heading in REPORT_SECTIONS[profile]:
+        assert f"\n{heading}" in report, heading
+    assert "**Stand-in data.**" in report
+    for fig in re.findall(r"\]\((figures/[^)]+)\)", report):
+        assert (exp / "report" / fig).stat().st_size > 0, fig
+    manifest = json.loads((exp / "data/manifest.json").read_text())
+    assert (manifest["num_classes"], manifest["in_channels"], manifest["image_size"]) == (
+        {"paper-cifar10": 10, "paper-cifar100": 100}[profile], 3, 32)
+
+
+@pytest.mark.parametrize("profile", PAPER)
+def test_dvc_yaml_of_a_paper_profile_agrees_with_snakemake(tmp_path, profile):
+    """`natinv dvc-yaml` writes the DVC pipeline of a params stack; DVC reads it beside the committed default one."""
+    repo = copy_repo(tmp_path / "repo")
+    stack = paper_stack(profile, smoke=True)
+    out = subprocess.run([sys.executable, "-m", "natinv", "dvc-yaml", *(a for f in stack for a in ("--params", f))], cwd=repo,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    dvcfile = f"workflow/dvc/{profile}/dvc.yaml"
+    assert dvcfile in out.stdout and (repo / dvcfile).is_file()
+    git_commit(repo)
+    jobs = snakemake_jobs(repo, "--configfile", *stack)
+    stages = dvc_stages(repo, dvcfile)
+    assert_same_graph(jobs, stages)
+    trees = {f: read_params_file(repo / f) for f in stack}
+    cfg = load_config([repo / f for f in stack])
+    for name, stage in stages.items():  # each parameter is tracked in every file that sets it (itself or its section)
+        kind, wildcards = stage_wildcards(stage["cmd"])
+        for key in stage_params(cfg, kind, **wildcards):
+            for f, tree in trees.items():
+                node = tree
+                for part in key.split("."):
+                    node = node.get(part) if isinstance(node, dict) else None
+                if node is not None:
+                    tracked = stage["params"].get(f, [])
+                    assert any(key == k or key.startswith(k + ".") for k in tracked), (name, f, key, tracked)
+    if profile == "paper-cifar10":  # DVC runs it: a teacher stage, then an edit of the overlay invalidates it
+        teacher = f"{dvcfile}:teacher--resnet34"
+        tool(repo, "dvc", "repro", teacher)
+        assert (repo / "results/smoke/paper-cifar10/teachers/resnet34.safetensors").is_file()
+        assert "up to date" in tool(repo, "dvc", "status", teacher).stdout
+        smoke = repo / "params/smoke.yaml"
+        smoke.write_text(smoke.read_text().replace("  lr: 0.01 ", "  lr: 0.02 "))
+        assert "teacher--resnet34" in tool(repo, "dvc", "status", teacher).stdout
 
 
 def test_bad_params_stop_snakemake_with_one_clear_line(tmp_path):
@@ -190,13 +211,7 @@ def test_bad_params_stop_snakemake_with_one_clear_line(tmp_path):
 # ------------------------------------------------------------------------------------- end to end (tiny)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo", commit=True)
-    proc = tool(repo, "snakemake", "--cores", "2", *TINY)
-    return repo, proc
-
-
+@pytest.mark.slow
 def test_snakemake_runs_the_tiny_profile_end_to_end(tiny_run):
     repo, _ = tiny_run
     exp = repo / "results" / "tiny"
@@ -228,6 +243,7 @@ def test_snakemake_runs_the_tiny_profile_end_to_end(tiny_run):
     assert "Nothing to be done" in again
 
 
+@pytest.mark.slow
 def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_run):
     from mlflow import MlflowClient
 
@@ -252,8 +268,10 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
     assert any(n.endswith(".png") for n in names) and any(n.endswith(".json") for n in names)
 
 
-def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run):
-    repo, _ = tiny_run
+@pytest.mark.slow
+def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run, tmp_path):
+    repo = tmp_path / "repo"  # a copy: the run itself is compared with a SLURM run of the same profile
+    shutil.copytree(tiny_run[0], repo, symlinks=True)
     # Snakemake: the params: of exactly the NI jobs differ
     (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.02}}}\n")
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "lr.yaml").stdout)

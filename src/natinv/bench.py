@@ -113,7 +113,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         "image_size": image_size, "iterations": iterations, "warmup": warmup, "batches": batches,
         "s_per_iter": s_per_iter, "s_per_iter_mean": statistics.fmean(timed),
         "images_per_s": per_step * batch_size / s_per_iter, "total_s": total,
-        # the paper's CIFAR-10 set (FACTS.md): 50k images x 2k iterations, on one such device at this rate
+        # the paper's CIFAR-10 set: 50k images x 2k iterations, on one such device at this rate
         "hours_50k_images_2k_iterations": PAPER_IMAGE_ITERATIONS * s_per_iter / (per_step * batch_size) / 3600,
         "peak_memory_mb": _peak_memory_mb(dev), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),

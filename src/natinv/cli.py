@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--ratio", type=float, required=True, help="fraction of filters removed in every layer, 0 < r < 1")
     stage("tsne", "t-SNE of the teacher's features for real and every method's images (paper Figs. 4, 7)", "teacher")
     stage("report", "write report.md, figures and summary.json from the stage outputs")
+    dv = sub.add_parser("dvc-yaml", help="write the DVC pipeline of a params stack (e.g. a paper profile on the default)")
+    dv.add_argument("--params", action="append", required=True, metavar="YAML",
+                    help="params file; repeat to overlay a profile on the default")
+    dv.add_argument("--out", type=Path, help="where to write it (default: workflow/dvc/{experiment}/dvc.yaml)")
     imp = stage("import-checkpoint", "convert a PyTorch state_dict into a teacher checkpoint (weights_only)", "teacher")
     imp.add_argument("--checkpoint", required=True, type=Path)
     from natinv.bench import add_parser as add_bench
@@ -98,6 +102,11 @@ def _runners() -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.stage == "dvc-yaml":  # no torch: it only reads params files
+        from natinv.dvc_yaml import write
+
+        print(f"natinv dvc-yaml: wrote {write(args.params, args.out)}; run it with `dvc repro` on that file")
+        return
     import torch
 
     from natinv import stages, tracking

@@ -32,6 +32,9 @@ class DataConfig:
     test_limit: int | None = field(default=None, metadata=_min(1))
     test_fraction: float = field(default=0.1, metadata=_min(0, exclusive=True))  # custom data without a test split
     image_size: int | None = field(default=None, metadata=_min(8))  # custom data: resize to this (square)
+    # Offline smoke runs: instead of reading the dataset, make a stand-in with its shape and class count (random class
+    # patterns, not real images; train_limit / test_limit images, default 5,000 / 1,000). fashion-mnist, cifar10, cifar100.
+    standin: bool = False
 
 
 @dataclass
@@ -153,6 +156,7 @@ class SynthesisConfig:
     shards: int = field(default=1, metadata=_min(1))
     save_scaling: Literal["clamp", "minmax"] = "clamp"  # uint8 rendering: clamp to [0,1] or per-image min-max
     methods: dict[str, MethodConfig] = field(default_factory=dict)
+    teachers: dict[str, list[str]] = field(default_factory=dict)  # method -> the only teachers it inverts (default: all)
 
 
 @dataclass
@@ -171,6 +175,7 @@ class TSNEConfig:
 
     images: int = field(default=500, metadata=_min(2))  # per set: real training images and each method's (paper: 10k)
     layers: list[str] = field(default_factory=lambda: ["stage1", "embedding"])  # 'stageK' (1-based) or 'embedding'
+    methods: list[str] | None = None  # the methods whose images are embedded beside real ones (null = every method run)
     perplexity: float = field(default=30.0, metadata=_min(1))
 
 
@@ -188,6 +193,7 @@ class MetricsConfig:
 @dataclass
 class KDConfig:
     students: list[str] = field(default_factory=list)  # every synthesis method in synthesis.run, plus real data, per student
+    methods: list[str] | None = None  # the methods whose images the students learn from (null = every method run)
     epochs: int = field(default=30, metadata=_min(1))
     batch_size: int = field(default=128, metadata=_min(1))
     lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
@@ -202,6 +208,7 @@ class ScratchConfig:
     """Training from scratch (paper Tables 2, 9): a random student on synthesized images and their synthesis labels."""
 
     students: list[str] = field(default_factory=list)  # each trained on every method in synthesis.run and on real data
+    methods: list[str] | None = None  # the methods whose images the students train on (null = every method run)
     epochs: int = field(default=200, metadata=_min(1))  # paper: 200
     batch_size: int = field(default=128, metadata=_min(1))
     lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
@@ -216,6 +223,8 @@ class PruneConfig:
     """L1 filter pruning of the teacher, fine-tuned on synthesized images (paper Fig. 6)."""
 
     ratios: list[float] = field(default_factory=list)  # fraction of filters removed in every layer (paper: 0.5 .. 0.9)
+    teachers: list[str] | None = None  # the teachers pruned (null = every teacher)
+    methods: list[str] | None = None  # the methods whose images fine-tune them (null = every method run)
     epochs: int = field(default=20, metadata=_min(1))  # paper: 20
     batch_size: int = field(default=128, metadata=_min(1))
     lr: float = field(default=1e-3, metadata=_min(0, exclusive=True))  # paper: 1e-3
@@ -261,6 +270,10 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = field(default=None, metadata=_min(1))  # torch CPU threads (None = torch's default)
     job_threads: JobThreads = field(default_factory=lambda: JobThreads())
+    # Snakemake: GPUs each job of a GPU stage (teacher, evaluator, synthesize, kd, metrics, scratch, fine-tuned prune)
+    # asks for, as its `gpu` resource (the SLURM plugin passes it on as --gpus). 0 = CPU jobs; data, tsne, prune
+    # without fine-tuning and report never ask for one.
+    job_gpus: int = field(default=0, metadata=_min(0))
     engine: EngineConfig = field(default_factory=EngineConfig)
     results: str = "results"
     data: DataConfig = field(default_factory=DataConfig)
@@ -314,7 +327,7 @@ def _merge(base: dict, over: dict, origin: dict, source: str, prefix: str = "") 
             origin[path] = source
 
 
-def _read_yaml(path: Path) -> dict:
+def read_params_file(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
@@ -335,7 +348,7 @@ def load_config(paths: list[str | Path], overrides: list[dict[str, Any]] = ()) -
     merged: dict = {}
     origin: dict[str, str] = {}
     for p in paths:
-        _merge(merged, _read_yaml(Path(p)), origin, str(p))
+        _merge(merged, read_params_file(Path(p)), origin, str(p))
     for over in overrides:
         _merge(merged, over, origin, "command line")
     return config_from_dict(merged, origin)
@@ -500,11 +513,24 @@ def _check_references(cfg: Config, conv: _Converter) -> None:
     known(cfg.kd.students, cfg.models, "kd.students", "keys of `models`")
     known(cfg.metrics.evaluators, cfg.models, "metrics.evaluators", "keys of `models`")
     known(cfg.scratch.students, cfg.models, "scratch.students", "keys of `models`")
+    for method, teachers in cfg.synthesis.teachers.items():
+        if method not in cfg.synthesis.methods:
+            conv.fail(f"synthesis.teachers.{method}", f"unknown method; expected keys of synthesis.methods: "
+                      f"{', '.join(cfg.synthesis.methods) or '(none defined)'}")
+        known(teachers, cfg.teacher.models, f"synthesis.teachers.{method}", "teachers (teacher.models)")
+    for section, chosen in (("kd", cfg.kd.methods), ("scratch", cfg.scratch.methods), ("prune", cfg.prune.methods),
+                            ("metrics.tsne", cfg.metrics.tsne.methods)):
+        if chosen is not None:
+            known(chosen, cfg.synthesis.run, f"{section}.methods", "methods run (synthesis.run)")
+    if cfg.prune.teachers is not None:
+        known(cfg.prune.teachers, cfg.teacher.models, "prune.teachers", "teachers (teacher.models)")
     for i, r in enumerate(cfg.prune.ratios):
         if not 0 < r < 1:
             conv.fail(f"prune.ratios[{i}]", f"got {r!r}; expected a fraction of filters, 0 < ratio < 1")
-    if cfg.data.dataset == "custom" and not cfg.data.path:
+    if cfg.data.dataset == "custom" and not cfg.data.path and not cfg.data.standin:
         conv.fail("data.path", "missing: dataset 'custom' needs an image folder or an .npz file")
+    if cfg.data.standin and cfg.data.dataset == "custom":
+        conv.fail("data.standin", "a stand-in imitates fashion-mnist, cifar10 or cifar100; dataset 'custom' has no fixed shape")
     for reserved, why in (("real", "the real-data reference rows"), ("none", "pruning without fine-tuning"),
                          ("tsne", "the t-SNE outputs beside the metrics")):
         if reserved in cfg.synthesis.methods:
@@ -538,15 +564,17 @@ def _settings(cls: type, section: str, skip: tuple[str, ...] = ()) -> list[str]:
 
 _DATA = ["data"]
 _TEACHER = [*_DATA, "seed", "models.{teacher}", *_settings(TeacherConfig, "teacher", skip=("models",))]
-_SYNTH = [*_TEACHER, *_settings(SynthesisConfig, "synthesis", skip=("run", "methods")), "synthesis.methods.{method}"]
-_KD = ["models.{student}", *_settings(KDConfig, "kd", skip=("students", "real_images"))]
-_SCRATCH = ["models.{student}", *_settings(ScratchConfig, "scratch", skip=("students", "real_images"))]
-_PRUNE = _settings(PruneConfig, "prune", skip=("ratios", "real_images"))  # the ratio is in the job's name
+_SYNTH = [*_TEACHER, *_settings(SynthesisConfig, "synthesis", skip=("run", "methods", "teachers")),
+          "synthesis.methods.{method}"]
+_KD = ["models.{student}", *_settings(KDConfig, "kd", skip=("students", "methods", "real_images"))]
+_SCRATCH = ["models.{student}", *_settings(ScratchConfig, "scratch", skip=("students", "methods", "real_images"))]
+_PRUNE = _settings(PruneConfig, "prune", skip=("ratios", "teachers", "methods", "real_images"))  # the ratio is in the job's name
 
 # The parameters each stage's outputs depend on, directly or through its inputs, as dotted keys ({wildcards} filled
 # per job). Snakemake passes their values through `params:`, dvc.yaml tracks the same keys and MLflow logs them, so
 # editing one re-runs (and `dvc status` lists) exactly the jobs downstream of it. Lists that only say which jobs
-# exist (teacher.models, synthesis.run, kd.students) are not settings of a job.
+# exist (teacher.models, synthesis.run, synthesis.teachers, kd.students, the sections' `methods`) are not settings of
+# a job (natinv.plan lists the jobs).
 STAGE_PARAMS: dict[str, list[str]] = {
     "data": _DATA,
     "teacher": _TEACHER,

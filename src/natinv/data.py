@@ -2,6 +2,7 @@
 
 fashion-mnist: the configured root, then Debian's dataset-fashion-mnist package, then a download; 28x28 is
 padded to 32x32. cifar10/cifar100: torchvision (downloaded when online). custom: an image folder or an .npz.
+`standin`: no dataset is read; an offline stand-in with the dataset's shape and class count is made (smoke runs).
 """
 from __future__ import annotations
 
@@ -95,6 +96,35 @@ def crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None =
 
 
 # ------------------------------------------------------------------------------------------ sources
+
+# (channels, image size, classes) of the datasets a stand-in can imitate.
+STANDIN_SHAPES = {"fashion-mnist": (1, 32, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+STANDIN_DEFAULT_SIZES = (5000, 1000)  # train, test images when data.train_limit / test_limit are not set
+
+
+def _make_standin(cfg: DataConfig) -> tuple:
+    """Images with the dataset's shape and class count, made here from a fixed seed: each class is a smooth random
+    pattern (a 4x4 random image upsampled), each image that pattern shifted by up to 2 pixels, its brightness scaled
+    by up to 15 % and noised. The nearest class mean labels all of it, so every stage has something to learn; it is
+    not the dataset."""
+    channels, size, classes = STANDIN_SHAPES[cfg.dataset]
+    n_train = cfg.train_limit or STANDIN_DEFAULT_SIZES[0]
+    n_test = cfg.test_limit or STANDIN_DEFAULT_SIZES[1]
+    rng = np.random.default_rng(20220222)
+    coarse = torch.from_numpy(rng.random((classes, channels, 4, 4), dtype=np.float32))
+    patterns = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False).numpy()
+
+    def images(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.permutation(np.arange(n) % classes)
+        shifts = rng.integers(-2, 3, (n, 2))
+        x = np.stack([np.roll(patterns[c], tuple(s), axis=(1, 2)) for c, s in zip(labels, shifts)])
+        x = x * rng.uniform(0.85, 1.15, (n, 1, 1, 1)) + rng.normal(0, 0.05, x.shape)
+        return (x.clip(0, 1) * 255).round().astype(np.uint8), labels.astype(np.int64)
+
+    x, y = images(n_train)
+    xt, yt = images(n_test)
+    return x, y, xt, yt, classes, f"stand-in with {cfg.dataset}'s shape (random class patterns, not real images)"
+
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -242,7 +272,9 @@ def _load_custom(cfg: DataConfig) -> tuple:
 
 def prepare(cfg: DataConfig, out_dir: Path) -> dict:
     """The `data` stage: fetch the dataset, write canonical uint8 arrays and a manifest with checksums."""
-    if cfg.dataset == "fashion-mnist":
+    if cfg.standin:
+        x, y, xt, yt, n, source = _make_standin(cfg)
+    elif cfg.dataset == "fashion-mnist":
         x, y, xt, yt, n, source = _load_fashion(cfg)
     elif cfg.dataset in ("cifar10", "cifar100"):
         x, y, xt, yt, n, source = _load_cifar(cfg)
@@ -263,7 +295,7 @@ def prepare(cfg: DataConfig, out_dir: Path) -> dict:
         write_npz(path, {"images": np.ascontiguousarray(xs), "labels": ys.astype(np.int64)})
         files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest = {
-        "dataset": cfg.dataset, "source": source, "num_classes": n, "in_channels": int(x.shape[1]),
+        "dataset": cfg.dataset, "standin": cfg.standin, "source": source, "num_classes": n, "in_channels": int(x.shape[1]),
         "image_size": int(x.shape[-1]), "train_images": len(x), "test_images": len(xt),
         "mean": list(mean), "std": list(std), "sha256": files,
     }

@@ -1,4 +1,4 @@
-"""The file contract of every stage (DESIGN.md section 3), in one place."""
+"""The file contract of every stage (the README's stage table), in one place."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from natinv import figures, paths
+from natinv import figures, paths, plan
 from natinv.config import GENERATIVE_KINDS, Config, NIConfig
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json, read_json, read_npz
-from natinv.paper import (FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE3_CIFAR100, TABLE4, TABLE9_CIFAR100, table5_row, table8_dataset,
-                          table8_fd)
+from natinv.paper import (FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE3_CIFAR100, TABLE4, table5_row, table8_dataset, table8_fd,
+                          table9_row, teacher_acc)
 from natinv.train import EPOCH_EVAL_IMAGES
 from natinv.synthesis.objective import TERMS
 from natinv.synthesis.shard import read_shards
@@ -57,7 +57,7 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
 
 
 def collect(cfg: Config) -> dict:
-    """summary.json: the keys of DESIGN.md section 3 (accuracies in %), for whatever stages have run."""
+    """summary.json: the keys the README lists (accuracies in %), for whatever stages have run."""
     out: dict = {"experiment": cfg.experiment, "teachers": {}, "evaluators": {}, "synthesis": {}, "kd": {}, "metrics": {},
                  "inception": {}, "inception_unavailable": None, "tsne": {}, "scratch": {}, "prune": {}}
     for e in cfg.metrics.evaluators:
@@ -68,32 +68,31 @@ def collect(cfg: Config) -> dict:
             out["teachers"][t] = {"test_acc": tj["test_acc"], "seconds": tj["seconds"], "epochs": len(tj["epochs"])}
         if (tj := _read(paths.tsne_files(cfg.exp_dir, t)["json"])) is not None:
             out["tsne"][t] = {"images": tj["images"], "layers": tj["layers"], "seconds": tj["seconds"]}
-        for m in cfg.synthesis.run:
+        for m in plan.methods_of(cfg, t):
             if (totals := synthesis_totals(cfg, t, m)) is not None:
                 out["synthesis"][f"{t}/{m}"] = totals
-        for m in cfg.methods_and_real():  # the synthesized methods, then real (the reference row)
-            if (mj := _read(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
-                out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
-                out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
-                inc = mj.get("inception") or {"available": False, "reason": "this metrics file predates the Inception metrics"}
-                if inc["available"]:
-                    out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}
-                else:
-                    out["inception_unavailable"] = inc["reason"]
-            for s in cfg.scratch.students:
-                if (sj := _read(paths.scratch_json(cfg.exp_dir, t, m, s))) is not None:
-                    out["scratch"][f"{t}/{m}/{s}"] = {k: sj[k] for k in ("train_acc", "train_loss", "test_acc", "test_loss",
-                                                                          "own_acc", "images", "seconds")}
-            for s in cfg.kd.students:
-                if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
-                    out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
-                                                 "epochs": len(kj["epochs"]),
-                                                 "cotrained": kj["cotrained"]["steps"] if "cotrained" in kj else None}
-        for m in [*cfg.methods_and_real(), "none"]:
-            for r in cfg.prune.ratios:
-                if (pj := _read(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
-                    out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "params_before", "params_after",
-                                                                         "macs_before", "macs_after", "seconds")}
+    for t, m in plan.metrics_jobs(cfg):  # the synthesized methods, then real (the reference row)
+        if (mj := _read(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
+            out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
+            out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
+            inc = mj.get("inception") or {"available": False, "reason": "this metrics file predates the Inception metrics"}
+            if inc["available"]:
+                out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}
+            else:
+                out["inception_unavailable"] = inc["reason"]
+    for t, m, s in plan.scratch_jobs(cfg):
+        if (sj := _read(paths.scratch_json(cfg.exp_dir, t, m, s))) is not None:
+            out["scratch"][f"{t}/{m}/{s}"] = {k: sj[k] for k in ("train_acc", "train_loss", "test_acc", "test_loss",
+                                                                  "own_acc", "images", "seconds")}
+    for t, m, s in plan.kd_jobs(cfg):
+        if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
+            out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
+                                         "epochs": len(kj["epochs"]),
+                                         "cotrained": kj["cotrained"]["steps"] if "cotrained" in kj else None}
+    for t, m, r in plan.prune_jobs(cfg):
+        if (pj := _read(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
+            out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "params_before", "params_after",
+                                                                 "macs_before", "macs_after", "seconds")}
     return out
 
 
@@ -157,7 +156,7 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
     made["grid/real"] = "figures/grid-real.png"
     for t in cfg.teacher.models:
         loss_panels: dict[str, dict[str, np.ndarray]] = {"cross-entropy (CE) per batch": {}, "BN-statistics term per batch": {}}
-        for m in cfg.synthesis.run:
+        for m in plan.methods_of(cfg, t):
             if f"{t}/{m}" not in summary["synthesis"]:
                 continue
             first = read_npz(paths.shard_npz(cfg.exp_dir, t, m, 0), ("images_uint8", "labels"))
@@ -242,36 +241,56 @@ def _settings_rows(cfg: Config, summary: dict) -> list[list]:
     return [[k, KD_SETTINGS[k], v] for k, v in ours.items()]
 
 
+def _model_words(cfg: Config, key: str) -> str:
+    spec = cfg.models[key]
+    return spec.arch if spec.width is None else f"{spec.arch} width {spec.width}"
+
+
+def _pair_row(cfg: Config, teacher: str, student: str):
+    """The paper's Table 5 row for this teacher -> student (by architecture), else its headline row."""
+    return table5_row(cfg.data.dataset, cfg.models[teacher].arch, cfg.models[student].arch)
+
+
+def _paper_pair(row) -> str:
+    return f"{row.dataset} {row.teacher} → {row.student}"
+
+
 def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> str:
     row = table5_row(cfg.data.dataset)
     lines = [f"# Report: experiment `{cfg.experiment}`", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M')} from the stage outputs under `{cfg.exp_dir}`. "
              f"Dataset **{manifest['dataset']}** ({manifest['train_images']:,} train / {manifest['test_images']:,} test images, "
              f"{manifest['in_channels']}×{manifest['image_size']}×{manifest['image_size']}, {manifest['num_classes']} classes).", ""]
+    if manifest.get("standin"):
+        lines += [f"**Stand-in data.** This run's images are an offline stand-in with {manifest['dataset']}'s shape and "
+                  "class count (random class patterns, `data.standin`), not the dataset: it shows that every job runs, "
+                  "and none of its numbers says anything about the method.", ""]
 
     lines += ["## Teacher", ""]
-    lines += _table(["teacher", "model", "epochs", "test acc %", f"paper: {row.teacher} on {row.dataset}"],
-                    [[t, f"{cfg.models[t].arch} width {cfg.models[t].width}", v["epochs"], f"**{v['test_acc']:.2f}**", row.teacher_acc]
+    lines += _table(["teacher", "model", "epochs", "test acc %", "paper (the same architecture, else its headline teacher)"],
+                    [[t, _model_words(cfg, t), v["epochs"], f"**{v['test_acc']:.2f}**",
+                      "{}: {}".format(*(teacher_acc(cfg.data.dataset, cfg.models[t].arch)
+                                        or (f"{row.teacher} on {row.dataset}", row.teacher_acc)))]
                      for t, v in summary["teachers"].items()])
 
     if summary["evaluators"]:
         lines += ["Evaluators (trained on real data with the teacher's recipe and their own seed; never inverted): " + ", ".join(
             f"{e} {v['test_acc']:.2f} %" for e, v in summary["evaluators"].items()) + ".", ""]
     lines += ["## Knowledge distillation (paper Table 5)", "",
-              f"Student test accuracy after distilling the teacher on each method's images. The paper's cell is "
-              f"{row.dataset}, {row.teacher} → {row.student}, 256k images; its real-data reference (S.) is the student "
-              f"trained on the whole real training set, while ours is KD on the *same number* of real images as the "
-              f"synthesized sets.", ""]
+              f"Student test accuracy after distilling the teacher on each method's images. The paper's cell is its "
+              f"Table 5 row of the same teacher → student architectures when it has one (else {_paper_pair(row)}), 256k "
+              f"images; its real-data reference (S.) is the student trained on the whole real training set, while ours "
+              f"is KD on the *same number* of real images as the synthesized sets.", ""]
     kd_rows = []
     for key, v in summary["kd"].items():
         t, m, s = key.split("/")
-        kind = _paper_key(cfg, m)
-        paper = row.student_real_acc if kind == "real" else row.kd.get(kind)
+        kind, pair = _paper_key(cfg, m), _pair_row(cfg, t, s)
+        paper = pair.student_real_acc if kind == "real" else pair.kd.get(kind)
         paper = "-" if paper is None else f"{paper:.2f}"
         how = f"trained while synthesizing, {v['cotrained']:,} steps" if v.get("cotrained") else f"KD, {v['epochs']} epochs"
-        kd_rows.append([t, s, m, f"{v['images']:,}", how, f"**{v['test_acc']:.2f}**", paper])
-    lines += _table(["teacher", "student", "images from", "images", "how", "test acc %", f"paper ({row.dataset})"], kd_rows)
-    lines += _table5_shape(cfg, summary, row)
+        kd_rows.append([t, s, m, f"{v['images']:,}", how, f"**{v['test_acc']:.2f}**", paper, _paper_pair(pair)])
+    lines += _table(["teacher", "student", "images from", "images", "how", "test acc %", "paper", "paper's row"], kd_rows)
+    lines += _table5_shape(cfg, summary)
     for t in cfg.teacher.models:
         for s in cfg.kd.students:
             real = summary["kd"].get(f"{t}/real/{s}")
@@ -284,8 +303,8 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     lines += _table(["setting", "paper", "this run"],
                     [["dataset", row.dataset, manifest["dataset"]],
                      ["teacher → student", f"{row.teacher} → {row.student}",
-                      ", ".join(f"{cfg.models[t].arch}-w{cfg.models[t].width}" for t in cfg.teacher.models) + " → "
-                      + ", ".join(f"{cfg.models[s].arch}-w{cfg.models[s].width}" for s in cfg.kd.students)],
+                      ", ".join(_model_words(cfg, t) for t in cfg.teacher.models) + " → "
+                      + ", ".join(_model_words(cfg, s) for s in cfg.kd.students)],
                      *_settings_rows(cfg, summary)])
 
     lines += ["## How real are the images (paper Tables 1 and 8)", "",
@@ -353,18 +372,18 @@ def _scratch_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
              f"A randomly initialised student trained only on each method's images and their synthesis labels "
              f"({cfg.scratch.epochs} epochs, SGD lr {cfg.scratch.lr}, batch {cfg.scratch.batch_size}), then evaluated on "
              + _train_eval_words(cfg, manifest) + " and the test set; `real` = trained on as many real training images. The "
-             "paper's cells are CIFAR-100, ResNet-34 inverted, 256k images, 200 epochs (Table 9), for the same student "
-             "architecture when it has one, else ResNet-18.", ""]
+             "paper's cells (Table 9: 256k images, 200 epochs) are from its row of the same dataset, inverted teacher and "
+             "student architectures when it has one, else CIFAR-100 ResNet-34 → ResNet-18.", ""]
     rows = []
     for key, v in summary["scratch"].items():
         t, m, s = key.split("/")
-        arch = cfg.models[s].arch
-        paper = TABLE9_CIFAR100.get(arch, TABLE9_CIFAR100["resnet18"]).get(_paper_key(cfg, m))
+        where, cells = table9_row(cfg.data.dataset, cfg.models[t].arch, cfg.models[s].arch)
+        paper = cells.get(_paper_key(cfg, m))
         rows.append([t, s, m, f"{v['images']:,}", f"{v['own_acc']:.2f}", f"**{v['train_acc']:.2f}** ({v['train_loss']:.3f})",
                      f"**{v['test_acc']:.2f}** ({v['test_loss']:.3f})",
-                     f"{paper[0]} ({paper[1]}) / {paper[2]} ({paper[3]})" if paper else "-"])
+                     f"{paper[0]} ({paper[1]}) / {paper[2]} ({paper[3]})" if paper else "-", where])
     lines += _table(["teacher", "student", "images from", "images", "acc on its own images %", "real train acc % (loss)",
-                     "test acc % (loss)", "paper train / test acc % (loss)"], rows)
+                     "test acc % (loss)", "paper train / test acc % (loss)", "paper's row"], rows)
     return lines + ["The paper's losses are as printed in its Table 9 (their scale is not stated); ours are mean "
                     "cross-entropy per image.", ""]
 
@@ -422,7 +441,7 @@ def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
         spec = cfg.models[t]
         stages = len(build_model(spec.arch, manifest["num_classes"], manifest["in_channels"], spec.width).stages)
         methods = cfg.synthesis.methods
-        used = {m: list(methods[m].ftp_stages or range(1, stages + 1)) for m in cfg.synthesis.run
+        used = {m: list(methods[m].ftp_stages or range(1, stages + 1)) for m in plan.methods_of(cfg, t)
                 if isinstance(methods[m], NIConfig) and methods[m].ftp}  # NI method -> the stages its FTP uses
         if len({tuple(u) for u in used.values()}) < 2:
             continue
@@ -450,7 +469,7 @@ TABLE5_COLUMNS = {"dafl": "DAFL", "dfad": "DFAD", "deepinversion": "DI", "adi": 
                   "ni-adi": "NI+ADI (A-ours)"}
 
 
-def _table5_shape(cfg: Config, summary: dict, row) -> list[str]:
+def _table5_shape(cfg: Config, summary: dict) -> list[str]:
     """The paper's Table 5 layout: one row per teacher -> student, one column per method, ours (paper's)."""
     columns = {key: next((m for m in cfg.synthesis.run if _paper_key(cfg, m) == key), None) for key in TABLE5_COLUMNS}
     columns = {k: m for k, m in columns.items() if m is not None}
@@ -459,18 +478,22 @@ def _table5_shape(cfg: Config, summary: dict, row) -> list[str]:
     rows = []
     for t in cfg.teacher.models:
         for s in cfg.kd.students:
+            row = _pair_row(cfg, t, s)
+
             def cell(method: str, paper: float | None) -> str:
                 got = summary["kd"].get(f"{t}/{method}/{s}")
                 ours = "-" if got is None else f"**{got['test_acc']:.2f}**" + ("†" if got.get("cotrained") else "")
                 return f"{ours} ({paper:.2f})" if paper is not None else ours
             teacher_acc = summary["teachers"].get(t, {}).get("test_acc")
-            rows.append([f"{t} → {s}", "-" if teacher_acc is None else f"{teacher_acc:.2f} ({row.teacher_acc:.2f})",
+            rows.append([f"{t} → {s}", _paper_pair(row), "-" if teacher_acc is None else f"{teacher_acc:.2f} ({row.teacher_acc:.2f})",
                          cell("real", row.student_real_acc), *(cell(m, row.kd.get(k)) for k, m in columns.items())])
     return ["### In the shape of the paper's Table 5", "",
-            f"Ours in bold, the paper's {row.dataset} {row.teacher} → {row.student} cell in brackets. T. = the teacher; "
+            "Ours in bold, the paper's cell in brackets, from its row of the same teacher → student architectures when "
+            "it has one, else its headline row (the column \"paper's row\" says which). T. = the teacher; "
             "S. = ours: KD on as many real images, the paper's: the student trained on all real data. † = the student "
             "trained while the method synthesized (ADI, DAFL, DFAD), not distilled afterwards.", "",
-            *_table(["teacher → student", "T.", "S.", *(f"{TABLE5_COLUMNS[k]}: {m}" for k, m in columns.items())], rows)]
+            *_table(["teacher → student", "paper's row", "T.", "S.", *(f"{TABLE5_COLUMNS[k]}: {m}" for k, m in columns.items())],
+                    rows)]
 
 
 def _components_section(cfg: Config, summary: dict) -> list[str]:

@@ -1,12 +1,17 @@
-"""Device, threads and seeding shared by every stage."""
+"""Device, threads and seeding shared by every stage. torch is imported where it is used, so that tracking (and the
+Snakefile, which imports it) starts without it."""
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -17,6 +22,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def set_threads(n: int | None) -> None:
+    import torch
+
     if n:
         torch.set_num_threads(n)
 

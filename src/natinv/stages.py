@@ -1,4 +1,4 @@
-"""Stage entry points: read params, call the library, write the declared outputs (DESIGN.md section 3)."""
+"""Stage entry points: read params, call the library, write the declared outputs (natinv.paths)."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from natinv import data, figures, paths
+from natinv import data, figures, paths, plan
 from natinv.checkpoint import ModelMeta, import_torch_checkpoint, load_model, save_model
 from natinv.config import Config
 from natinv.distill import kd_loss
@@ -333,7 +333,7 @@ def run_tsne(cfg: Config, teacher: str, device: torch.device) -> Outcome:
         if layer != "embedding" and int(layer[5:]) > len(model.stages):
             raise ConfigError(f"metrics.tsne.layers: {layer!r}, but teacher {teacher} has {len(model.stages)} stages "
                               f"(stage1..stage{len(model.stages)})")
-    synthesized = {m: load_synthesized(cfg, teacher, m)[0] for m in cfg.synthesis.run}
+    synthesized = {m: load_synthesized(cfg, teacher, m)[0] for m in plan.tsne_methods(cfg, teacher)}
     n = min([tc.images, *(len(x) for x in synthesized.values())])  # equal sets: no group dominates the picture
     sets = {"real": real_subset(ds, n, derive_seed(cfg.seed, "tsne-real"))[0]}
     for m, x in synthesized.items():

@@ -1,4 +1,4 @@
-"""MLflow tracking: one run per stage invocation, nested under one parent run per pipeline run (DESIGN.md section 6).
+"""MLflow tracking: one run per stage invocation, nested under one parent run per pipeline run.
 
 The files under results/ are the truth; tracking only mirrors them. Every tracking call is wrapped so that a
 failure (no MLflow, a locked database, a server that is down) is one warning line, never a failed stage.

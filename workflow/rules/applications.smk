@@ -14,7 +14,7 @@ rule scratch:
         tracked=tracked("scratch"),
     threads: CFG.job_threads.scratch
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/scratch/{{teacher}}-{{method}}-{{student}}.log",
     shell:
@@ -32,7 +32,7 @@ rule scratch_real:
         tracked=tracked("scratch_real"),
     threads: CFG.job_threads.scratch
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/scratch/{{teacher}}-real-{{student}}.log",
     shell:
@@ -54,7 +54,7 @@ rule prune:
         tracked=tracked("prune"),
     threads: CFG.job_threads.prune
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/prune/{{teacher}}-{{method}}-{{ratio}}.log",
     shell:
@@ -73,7 +73,7 @@ rule prune_real:
         tracked=tracked("prune_real"),
     threads: CFG.job_threads.prune
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/prune/{{teacher}}-real-{{ratio}}.log",
     shell:
@@ -91,8 +91,6 @@ rule prune_none:
         file=PARAMS,
         tracked=tracked("prune_none"),
     threads: CFG.job_threads.prune
-    resources:
-        gpu=1,
     log:
         f"{EXP}/logs/prune/{{teacher}}-none-{{ratio}}.log",
     shell:

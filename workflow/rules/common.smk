@@ -1,4 +1,4 @@
-# Helpers shared by the rules. Paths follow the file contract of DESIGN.md section 3 (natinv.paths).
+# Helpers shared by the rules. Paths follow the file contract of natinv.paths.
 
 
 def tracked(stage):

@@ -15,7 +15,7 @@ rule kd:
     threads: CFG.job_threads.kd
     priority: 1
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/kd/{{teacher}}-{{method}}-{{student}}.log",
     shell:
@@ -35,7 +35,7 @@ rule kd_real:
         tracked=tracked("kd_real"),
     threads: CFG.job_threads.kd
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/kd/{{teacher}}-real-{{student}}.log",
     shell:

@@ -12,7 +12,7 @@ rule evaluator:
         tracked=tracked("evaluator"),
     threads: CFG.job_threads.evaluator
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/evaluator/{{evaluator}}.log",
     shell:
@@ -34,7 +34,7 @@ rule metrics:
         tracked=tracked("metrics"),
     threads: CFG.job_threads.metrics
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/metrics/{{teacher}}-{{method}}.log",
     shell:
@@ -54,7 +54,7 @@ rule metrics_real:
         tracked=tracked("metrics_real"),
     threads: CFG.job_threads.metrics
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/metrics/{{teacher}}-real.log",
     shell:
@@ -66,7 +66,7 @@ rule tsne:
     input:
         data=rules.data.output,
         teacher=f"{EXP}/teachers/{{teacher}}.safetensors",
-        shards=lambda w: [f for m in CFG.synthesis.run for f in shard_files(w.teacher, m)],
+        shards=lambda w: [f for m in plan.tsne_methods(CFG, w.teacher) for f in shard_files(w.teacher, m)],
     output:
         json=f"{EXP}/metrics/{{teacher}}/tsne.json",
         npz=f"{EXP}/metrics/{{teacher}}/tsne.npz",
@@ -75,8 +75,6 @@ rule tsne:
         file=PARAMS,
         tracked=tracked("tsne"),
     threads: CFG.job_threads.metrics
-    resources:
-        gpu=1,
     log:
         f"{EXP}/logs/metrics/{{teacher}}-tsne.log",
     shell:

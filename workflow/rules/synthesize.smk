@@ -12,7 +12,7 @@ rule synthesize:
     threads: CFG.job_threads.synthesize
     priority: 2  # the longest chain is shards -> their KD: start it before the jobs that only need the teacher
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/synthesize/{{teacher}}-{{method}}-{{shard}}.log",
     shell:

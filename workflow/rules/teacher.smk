@@ -9,7 +9,7 @@ rule teacher:
         tracked=tracked("teacher"),
     threads: CFG.job_threads.teacher
     resources:
-        gpu=1,
+        gpu=CFG.job_gpus,
     log:
         f"{EXP}/logs/teacher/{{teacher}}.log",
     shell:

@@ -1,20 +1,24 @@
-"""Model registry: build any classifier by name; every model is a StagedNet with BatchNorm layers."""
+"""Model registry: build any classifier by name; every model is a StagedNet with BatchNorm layers.
+
+The registry names each architecture's module and builder, so that the names (ARCHS) are known without importing
+torch (the params check in the Snakefile needs them); a builder's module is imported when a model is built.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import TYPE_CHECKING
 
-from natinv.models.base import StagedNet
-from natinv.models.mobilenetv2 import mobilenetv2
-from natinv.models.resnet import resnet8, resnet18, resnet34
-from natinv.models.vgg import vgg11, vgg16
+if TYPE_CHECKING:
+    from natinv.models.base import StagedNet
 
-ARCHS: dict[str, Callable[..., StagedNet]] = {
-    "resnet8": resnet8,
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "vgg11": vgg11,
-    "vgg16": vgg16,
-    "mobilenetv2": mobilenetv2,
+# arch name -> (module under natinv.models, builder function)
+ARCHS: dict[str, tuple[str, str]] = {
+    "resnet8": ("resnet", "resnet8"),
+    "resnet18": ("resnet", "resnet18"),
+    "resnet34": ("resnet", "resnet34"),
+    "vgg11": ("vgg", "vgg11"),
+    "vgg16": ("vgg", "vgg16"),
+    "mobilenetv2": ("mobilenetv2", "mobilenetv2"),
 }
 
 
@@ -23,7 +27,17 @@ def build_model(arch: str, num_classes: int, in_channels: int, width: int | None
         from natinv.errors import ConfigError
 
         raise ConfigError(f"unknown model arch {arch!r}; expected one of {', '.join(ARCHS)}")
-    return ARCHS[arch](num_classes=num_classes, in_channels=in_channels, width=width)
+    module, builder = ARCHS[arch]
+    return getattr(importlib.import_module(f"natinv.models.{module}"), builder)(
+        num_classes=num_classes, in_channels=in_channels, width=width)
+
+
+def __getattr__(name: str):
+    if name == "StagedNet":  # imported on first use: it needs torch
+        from natinv.models.base import StagedNet
+
+        return StagedNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ARCHS", "StagedNet", "build_model"]

@@ -1,0 +1,53 @@
+"""Which jobs a params stack asks for: every (teacher, method, student, ratio) combination each stage runs.
+
+Snakemake's final targets, the generated dvc.yaml and the report all read these lists, so the three agree on what a
+run contains. The selectors: `synthesis.teachers` (a method inverts only those teachers), `kd.methods`,
+`scratch.methods`, `prune.methods`, `prune.teachers` and `metrics.tsne.methods` (null = all); `real` (and `none` for pruning) are the
+reference rows every teacher gets.
+"""
+from __future__ import annotations
+
+from natinv.config import Config
+
+
+def methods_of(cfg: Config, teacher: str) -> list[str]:
+    """The synthesis methods run from `teacher`, in synthesis.run order."""
+    return [m for m in cfg.synthesis.run if teacher in cfg.synthesis.teachers.get(m, cfg.teacher.models)]
+
+
+def tsne_methods(cfg: Config, teacher: str) -> list[str]:
+    """The methods whose images the t-SNE of `teacher` embeds beside real images."""
+    return _chosen(cfg.metrics.tsne.methods, methods_of(cfg, teacher))
+
+
+def _chosen(selected: list[str] | None, ran: list[str]) -> list[str]:
+    return ran if selected is None else [m for m in ran if m in selected]
+
+
+def synthesis_jobs(cfg: Config) -> list[tuple[str, str, int]]:
+    """(teacher, method, shard) of every synthesize job."""
+    return [(t, m, s) for t in cfg.teacher.models for m in methods_of(cfg, t) for s in range(cfg.shards_of(m))]
+
+
+def kd_jobs(cfg: Config) -> list[tuple[str, str, str]]:
+    """(teacher, method or real, student) of every kd job."""
+    return [(t, m, s) for t in cfg.teacher.models for m in [*_chosen(cfg.kd.methods, methods_of(cfg, t)), "real"]
+            for s in cfg.kd.students]
+
+
+def metrics_jobs(cfg: Config) -> list[tuple[str, str]]:
+    """(teacher, method or real) of every metrics job: every method run, and held-out real images."""
+    return [(t, m) for t in cfg.teacher.models for m in [*methods_of(cfg, t), "real"]]
+
+
+def scratch_jobs(cfg: Config) -> list[tuple[str, str, str]]:
+    """(teacher, method or real, student) of every scratch job (none without scratch.students)."""
+    return [(t, m, s) for t in cfg.teacher.models for m in [*_chosen(cfg.scratch.methods, methods_of(cfg, t)), "real"]
+            for s in cfg.scratch.students]
+
+
+def prune_jobs(cfg: Config) -> list[tuple[str, str, float]]:
+    """(teacher, method or real or none, ratio) of every prune job (none without prune.ratios)."""
+    teachers = cfg.teacher.models if cfg.prune.teachers is None else cfg.prune.teachers
+    return [(t, m, r) for t in teachers for m in [*_chosen(cfg.prune.methods, methods_of(cfg, t)), "real", "none"]
+            for r in cfg.prune.ratios]
