@@ -108,6 +108,27 @@ def test_bad_input_exits_with_one_line(chain, capsys, tmp_path):
     corrupt.unlink()
 
 
+def test_a_diverged_shard_is_refused_and_nothing_is_written(chain, capsys, monkeypatch):
+    """A shard whose images hold NaN (an optimization that diverged everywhere, e.g. DAFL against a diverged teacher)
+    is not stored: every later stage would read NaN (agreement 'argmax of NaN', FD failing)."""
+    from natinv import stages
+
+    exp, params = chain
+    real = stages.synthesize_shard
+
+    def diverged(*args, **kwargs):
+        arrays, summary = real(*args, **kwargs)
+        arrays["images"][:5] = np.nan
+        return arrays, summary
+
+    monkeypatch.setattr(stages, "synthesize_shard", diverged)
+    argv = ["synthesize", *params, "--teacher", "resnet8-w16", "--method", "dafl"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("natinv synthesize: error: resnet8-w16/dafl shard 0: 5 of 48 images hold NaN or infinite values")
+    assert not (exp / "synth/resnet8-w16/dafl").exists()
+
+
 def test_cli_process_exit_code_for_missing_data(tmp_path):
     overlay = tmp_path / "o.yaml"
     overlay.write_text(f"results: {tmp_path}\ndata: {{dataset: custom, path: {tmp_path / 'missing.npz'}}}\n")

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import ROOT, TINY, compare_runs, copy_repo, tool
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.paper]
 SMOKE_CIFAR10 = ["--configfile", "params/default.yaml", "params/paper-cifar10.yaml", "params/smoke.yaml"]
 
 

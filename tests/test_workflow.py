@@ -138,6 +138,7 @@ REPORT_SECTIONS = {  # what each paper profile's report must have (by heading)
 
 
 @pytest.mark.slow
+@pytest.mark.paper
 @pytest.mark.parametrize("profile", PAPER)
 def test_paper_profile_runs_end_to_end_at_smoke_scale(smoke_run, profile):
     repo, proc = smoke_run(profile)

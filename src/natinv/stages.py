@@ -84,6 +84,11 @@ def run_synthesize(cfg: Config, teacher: str, method: str, shard: int, device: t
     student = None if co is None else _new_model(meta, cfg.models[co.student], _student_seed(cfg, teacher, method, co.student))
     arrays, summary = synthesize_shard(model, meta, teacher, method, cfg.synthesis.methods[method], cfg.synthesis,
                                        cfg.seed, shard, device, student, log=log, engine=cfg.engine)
+    if bad := int((~np.isfinite(arrays["images"]).reshape(len(arrays["images"]), -1).all(1)).sum()):
+        raise NatinvError(f"{teacher}/{method} shard {shard}: {bad} of {len(arrays['images'])} images hold NaN or infinite "
+                          f"values (the optimization diverged; losses at the end: "
+                          + ", ".join(f"{k} {v:.3g}" for k, v in summary["final"].items())
+                          + "); nothing was written. Lower the method's learning rates, or check the teacher")
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
     write_npz(npz, arrays)
     atomic_write_json(paths.shard_json(cfg.exp_dir, teacher, method, shard), summary)

@@ -6,8 +6,8 @@
 #   bash workflow/cluster/local-slurm.sh status   # the node and the queue
 #   bash workflow/cluster/local-slurm.sh stop
 #
-# Needs root and apt-get (Debian or Ubuntu). NATINV_SLURM_CPUS sets the CPUs the node offers (default: nproc);
-# its memory is the machine's. The configuration is /etc/slurm/slurm.conf, the daemons' logs /var/log/slurm/.
+# Needs root and apt-get (Debian or Ubuntu). NATINV_SLURM_CPUS sets the CPUs the node offers (default: nproc; more
+# than the machine has oversubscribes it, for short jobs that mostly wait); its memory is the machine's. The configuration is /etc/slurm/slurm.conf, the daemons' logs /var/log/slurm/.
 set -euo pipefail
 
 action=${1:-start}
@@ -53,7 +53,7 @@ SlurmdPidFile=/run/slurmd.pid
 SlurmctldLogFile=$logdir/slurmctld.log
 SlurmdLogFile=$logdir/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
@@ -62,10 +62,10 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
 MinJobAge=300
+SlurmdParameters=config_overrides
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
-  printf '' > /etc/slurm/cgroup.conf
 }
 
 start() {
@@ -87,7 +87,7 @@ start() {
       echo "local-slurm: node $(hostname -s) idle with ${NATINV_SLURM_CPUS:-$(nproc)} CPUs (partition main)"
       return
     fi
-    [[ $state == down* || $state == drain* ]] && scontrol update nodename="$(hostname -s)" state=resume 2>/dev/null || true
+    [[ $state == down* || $state == drain* || $state == inval* ]] && scontrol update nodename="$(hostname -s)" state=resume 2>/dev/null || true
     sleep 1
   done
   echo "local-slurm: the node did not become idle; see $logdir/slurmctld.log and $logdir/slurmd.log" >&2

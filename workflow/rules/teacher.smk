@@ -8,6 +8,7 @@ rule teacher:
         file=PARAMS,
         tracked=tracked("teacher"),
     threads: CFG.job_threads.teacher
+    priority: 3  # every other job waits for a teacher
     resources:
         gpu=CFG.job_gpus,
     log:
