@@ -59,21 +59,29 @@ class _Writer:
                 out.append({f: keys})
         return out
 
-    def add(self, name: str, argv: list[str], deps: list[Path], tracked: str, wildcards: dict[str, str],
-            outs: list[Path] = (), metrics: list[Path] = (), plots: list = (), uncached: list[Path] = ()) -> None:
-        cmd = " ".join(["python -m natinv", argv[0], *(f"--params {f}" for f in self.files), *argv[1:]])
-        stage: dict[str, Any] = {"cmd": cmd, "wdir": self.wdir}
+    def add(self, stage: str, wildcards: dict[str, str], deps: list[Path], outs: list[Path] = (), metrics: list[Path] = (),
+            plots: list = (), uncached: list[Path] = ()) -> None:
+        """One job of `stage` (`--key value` for each wildcard), named `{tracked stage}--{wildcard values}`."""
+        tracked = _tracked_stage(stage, wildcards.get("method", ""))
+        cmd = " ".join(["python -m natinv", stage, *(f"--params {f}" for f in self.files),
+                        *(f"--{k} {v}" for k, v in wildcards.items())])
+        entry: dict[str, Any] = {"cmd": cmd, "wdir": self.wdir}
         if deps:
-            stage["deps"] = [str(d) for d in deps]
+            entry["deps"] = [str(d) for d in deps]
         if params := self.params(tracked, **wildcards):
-            stage["params"] = params
+            entry["params"] = params
         if outs or uncached:
-            stage["outs"] = [str(o) for o in outs] + [{str(o): {"cache": False}} for o in uncached]
+            entry["outs"] = [str(o) for o in outs] + [{str(o): {"cache": False}} for o in uncached]
         if metrics:
-            stage["metrics"] = [{str(m): {"cache": False}} for m in metrics]
+            entry["metrics"] = [{str(m): {"cache": False}} for m in metrics]
         if plots:
-            stage["plots"] = plots
-        self.stages["--".join([name, *wildcards.values()])] = stage
+            entry["plots"] = plots
+        self.stages["--".join([tracked, *wildcards.values()])] = entry
+
+
+def _tracked_stage(stage: str, method: str) -> str:
+    """The STAGE_PARAMS entry of a job: its own for a reference row (kd_real, prune_none, ...), else the stage's."""
+    return f"{stage}_{method}" if f"{stage}_{method}" in STAGE_PARAMS else stage
 
 
 def _data_files(exp: Path) -> list[Path]:
@@ -87,49 +95,38 @@ def build(files: list[str], wdir: str = ".") -> dict:
     w = _Writer(cfg, files, wdir)
     exp, data = cfg.exp_dir, _data_files(cfg.exp_dir)
     synth_dir = lambda t, m: exp / "synth" / t / m  # noqa: E731 - a method's shards: one folder
-    w.add("data", ["data"], [], "data", {}, outs=data[:2], metrics=data[2:])
+    w.add("data", {}, [], outs=data[:2], metrics=data[2:])
     for t in cfg.teacher.models:
-        w.add("teacher", ["teacher", "--teacher", t], data, "teacher", {"teacher": t},
-              outs=[paths.teacher_weights(exp, t)], metrics=[paths.teacher_json(exp, t)])
+        w.add("teacher", {"teacher": t}, data, outs=[paths.teacher_weights(exp, t)], metrics=[paths.teacher_json(exp, t)])
     for e in cfg.metrics.evaluators:
-        w.add("evaluator", ["evaluator", "--evaluator", e], data, "evaluator", {"evaluator": e},
-              outs=[paths.evaluator_weights(exp, e)], metrics=[paths.evaluator_json(exp, e)])
+        w.add("evaluator", {"evaluator": e}, data, outs=[paths.evaluator_weights(exp, e)], metrics=[paths.evaluator_json(exp, e)])
     evaluators = [paths.evaluator_weights(exp, e) for e in cfg.metrics.evaluators]
     for t in cfg.teacher.models:
         for m in plan.methods_of(cfg, t):
-            w.add("synthesize", ["synthesize", "--teacher", t, "--method", m], [paths.teacher_weights(exp, t)], "synthesize",
-                  {"teacher": t, "method": m}, uncached=[synth_dir(t, m)])
+            w.add("synthesize", {"teacher": t, "method": m}, [paths.teacher_weights(exp, t)], uncached=[synth_dir(t, m)])
+
+    def images(t: str, m: str) -> list[Path]:  # what a job reads of a method: its shards (nothing for a reference row)
+        return [] if m in ("real", "none") else [synth_dir(t, m)]
+
     for t, m, s in plan.kd_jobs(cfg):
-        reference = m == "real"
-        w.add("kd_real" if reference else "kd", ["kd", "--teacher", t, "--method", m, "--student", s],
-              [*data, paths.teacher_weights(exp, t), *([] if reference else [synth_dir(t, m)])], "kd_real" if reference else "kd",
-              {"teacher": t, **({} if reference else {"method": m}), "student": s},
+        w.add("kd", {"teacher": t, "method": m, "student": s}, [*data, paths.teacher_weights(exp, t), *images(t, m)],
               outs=[paths.kd_weights(exp, t, m, s)], metrics=[paths.kd_json(exp, t, m, s)])
     for t, m in plan.metrics_jobs(cfg):
-        reference = m == "real"
-        w.add("metrics_real" if reference else "metrics", ["metrics", "--teacher", t, "--method", m],
-              [*data, paths.teacher_weights(exp, t), *evaluators, *([] if reference else [synth_dir(t, m)])],
-              "metrics_real" if reference else "metrics", {"teacher": t, **({} if reference else {"method": m})},
+        w.add("metrics", {"teacher": t, "method": m}, [*data, paths.teacher_weights(exp, t), *evaluators, *images(t, m)],
               metrics=[paths.metrics_json(exp, t, m)])
     for t in cfg.teacher.models:
         tsne = paths.tsne_files(exp, t)
-        w.add("tsne", ["tsne", "--teacher", t], [*data, paths.teacher_weights(exp, t),
-                                                 *(synth_dir(t, m) for m in plan.tsne_methods(cfg, t))],
-              "tsne", {"teacher": t}, outs=[tsne["npz"]], metrics=[tsne["json"]], plots=[{str(tsne["png"]): {"cache": False}}])
+        w.add("tsne", {"teacher": t}, [*data, paths.teacher_weights(exp, t), *(synth_dir(t, m) for m in plan.tsne_methods(cfg, t))],
+              outs=[tsne["npz"]], metrics=[tsne["json"]], plots=[{str(tsne["png"]): {"cache": False}}])
     for t, m, s in plan.scratch_jobs(cfg):
-        reference = m == "real"
-        w.add("scratch_real" if reference else "scratch", ["scratch", "--teacher", t, "--method", m, "--student", s],
-              [*data, *([] if reference else [synth_dir(t, m)])], "scratch_real" if reference else "scratch",
-              {"teacher": t, **({} if reference else {"method": m}), "student": s}, metrics=[paths.scratch_json(exp, t, m, s)])
+        w.add("scratch", {"teacher": t, "method": m, "student": s}, [*data, *images(t, m)],
+              metrics=[paths.scratch_json(exp, t, m, s)])
     for t, m, r in plan.prune_jobs(cfg):
-        stage = f"prune_{m}" if m in ("real", "none") else "prune"
-        w.add(stage, ["prune", "--teacher", t, "--method", m, "--ratio", f"{r:g}"],
-              [*data, paths.teacher_weights(exp, t), *([] if stage != "prune" else [synth_dir(t, m)])], stage,
-              {"teacher": t, **({"method": m} if stage == "prune" else {}), "ratio": f"{r:g}"},
+        w.add("prune", {"teacher": t, "method": m, "ratio": f"{r:g}"}, [*data, paths.teacher_weights(exp, t), *images(t, m)],
               metrics=[paths.prune_json(exp, t, m, r)])
     report = exp / "report"
-    w.add("report", ["report"], [data[1], data[2], *(exp / d for d in ("teachers", "synth", "kd", "metrics", "scratch", "prune")
-                                                   if _used(cfg, d))], "report", {},
+    w.add("report", {}, [data[1], data[2], *(exp / d for d in ("teachers", "synth", "kd", "metrics", "scratch", "prune")
+                                             if _used(cfg, d))],
           uncached=[report / "report.md", report / "figures"], metrics=[report / "summary.json"],
           plots=[{str(report / "plots" / name): {"cache": False, "x": x, "y": y}}
                  for name, x, y in (("synthesis-loss", "iteration", "ce"), ("synthesis-bn", "iteration", "bn"),
