@@ -143,19 +143,23 @@ def stage_wildcards(cmd: str) -> tuple[str, dict[str, str]]:
 TIMING_KEYS = {"seconds", "s_per_iter", "shard_seconds", "report_seconds"}
 
 
-def _without_timing(value):
+def _comparable(value, root: str):
+    """A JSON value without its wall-clock fields, with the run's own checkout path written as <repo>."""
     if isinstance(value, dict):
-        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
+        return {k: _comparable(v, root) for k, v in value.items() if k not in TIMING_KEYS}
     if isinstance(value, list):
-        return [_without_timing(v) for v in value]
-    return value
+        return [_comparable(v, root) for v in value]
+    return value.replace(root, "<repo>") if isinstance(value, str) else value
 
 
-def compare_runs(a: Path, b: Path) -> int:
-    """Assert that two runs' output folders (results/{experiment}) hold the same files with the same content: every
-    array, checkpoint, figure, CSV and params file byte for byte, every JSON equal once the wall-clock fields (seconds,
-    s/iteration) are left out. Job logs and report.md (which print wall-clock times) are not compared; summary.json
-    holds report.md's numbers. Returns how many files were compared."""
+def compare_runs(repo_a: Path, repo_b: Path, exp: str) -> int:
+    """Assert that two runs' output folders (`exp` = results/{experiment} in each checkout) hold the same files with
+    the same content: every array, checkpoint, figure, CSV and params file byte for byte, every JSON equal once the
+    wall-clock fields (seconds, s/iteration) are left out and the checkout's own path is read as <repo>. Job logs and
+    report.md (which print wall-clock times) are not compared; summary.json holds report.md's numbers. Returns how
+    many files were compared."""
+    a, b = repo_a / exp, repo_b / exp
+
     def listing(root: Path) -> set[str]:
         return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.parts[len(root.parts)] != "logs"
                 and p.name != "report.md" and not p.name.startswith(".")}
@@ -165,7 +169,7 @@ def compare_runs(a: Path, b: Path) -> int:
     for rel in sorted(files_a):
         pa, pb = a / rel, b / rel
         if rel.endswith(".json"):
-            assert _without_timing(json.loads(pa.read_text())) == _without_timing(json.loads(pb.read_text())), rel
+            assert _comparable(json.loads(pa.read_text()), str(repo_a)) == _comparable(json.loads(pb.read_text()), str(repo_b)), rel
         else:
             assert pa.read_bytes() == pb.read_bytes(), rel
     return len(files_a)

@@ -76,7 +76,7 @@ def by_stage(rules: Counter) -> Counter:
 def test_tiny_profile_runs_on_slurm_like_it_runs_locally(slurm, tmp_path, tiny_run):
     repo, rules = run_on_slurm(tmp_path, TINY)
     assert sum(rules.values()) == 28 and rules["synthesize"] == 6 and rules["report"] == 1  # every job, none run locally
-    assert compare_runs(tiny_run[0] / "results/tiny", repo / "results/tiny") > 50
+    assert compare_runs(tiny_run[0], repo, "results/tiny") > 50
     assert mlflow_children(repo, "tiny") == by_stage(rules)
 
 
@@ -84,5 +84,5 @@ def test_a_paper_profile_at_smoke_scale_runs_on_slurm_like_it_runs_locally(slurm
     repo, rules = run_on_slurm(tmp_path, SMOKE_CIFAR10)
     assert sum(rules.values()) == 140 and rules["synthesize"] == 24 and rules["kd"] == 36
     local, _ = smoke_run("paper-cifar10")
-    assert compare_runs(local / "results/smoke/paper-cifar10", repo / "results/smoke/paper-cifar10") > 300
+    assert compare_runs(local, repo, "results/smoke/paper-cifar10") > 300
     assert mlflow_children(repo, "paper-cifar10", "results/smoke") == by_stage(rules)
