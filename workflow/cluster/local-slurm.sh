@@ -41,7 +41,9 @@ write_conf() {
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 ))
   mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$logdir"
   cat > "$conf" <<CONF
-# Written by workflow/cluster/local-slurm.sh: one node, no accounting database, no cgroups.
+# Written by workflow/cluster/local-slurm.sh: one node, no accounting database, no cgroups, no CPU binding (a job
+# sees every core, as a local run does: with binding, an oversubscribed node hands a 2-thread job a single core and
+# the job step scales its threads down, which changes float results; srun then notes that it cannot bind).
 ClusterName=natinv-local
 SlurmctldHost=$host
 SlurmUser=root
@@ -53,7 +55,7 @@ SlurmdPidFile=/run/slurmd.pid
 SlurmctldLogFile=$logdir/slurmctld.log
 SlurmdLogFile=$logdir/slurmd.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
+TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
