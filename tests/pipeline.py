@@ -134,10 +134,11 @@ def assert_same_graph(jobs: dict[str, dict], stages: dict[str, dict]) -> None:
 
 def stage_wildcards(cmd: str) -> tuple[str, dict[str, str]]:
     """(the tracked stage name, wildcards) of a stage command, as natinv.config.STAGE_PARAMS names it."""
+    from natinv.config import tracked_stage
+
     argv = normalize(cmd)
     wildcards = {a[2:]: argv[i + 1] for i, a in enumerate(argv) if a.startswith("--")}
-    method = wildcards.get("method")
-    return (f"{argv[3]}_{method}" if method in ("real", "none") else argv[3]), wildcards
+    return tracked_stage(argv[3], wildcards.get("method")), wildcards
 
 
 TIMING_KEYS = {"seconds", "s_per_iter", "shard_seconds", "report_seconds"}

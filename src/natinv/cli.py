@@ -73,14 +73,13 @@ WILDCARDS = ("teacher", "method", "student", "evaluator", "ratio")
 def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
     """(tracked stage name, wildcards) of each unit of work the command stands for. A reference row (method real,
     or none for prune) is its own tracked stage when STAGE_PARAMS has one (kd_real, prune_none, ...)."""
-    from natinv.config import STAGE_PARAMS
+    from natinv.config import tracked_stage
 
     keys = {k: getattr(args, k) for k in WILDCARDS if getattr(args, k, None) is not None}
     if args.stage == "synthesize":
         shards = range(cfg.shards_of(args.method)) if args.shard is None else [args.shard]
         return [("synthesize", keys | {"shard": s}) for s in shards]
-    reference = f"{args.stage}_{keys.get('method')}"
-    return [(reference if reference in STAGE_PARAMS else args.stage, keys)]
+    return [(tracked_stage(args.stage, keys.get("method")), keys)]
 
 
 def _runners() -> dict:

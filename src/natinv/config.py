@@ -594,6 +594,12 @@ STAGE_PARAMS: dict[str, list[str]] = {
 }
 
 
+def tracked_stage(stage: str, method: str | None) -> str:
+    """The STAGE_PARAMS entry of a job: a reference row's own (kd_real, prune_none, ...) when it has one, else the
+    stage's."""
+    return f"{stage}_{method}" if f"{stage}_{method}" in STAGE_PARAMS else stage
+
+
 def stage_params(cfg: Config, stage: str, **wildcards: str) -> dict[str, Any]:
     """{dotted key: value} of the parameters one job of `stage` depends on."""
     tree = dataclasses.asdict(cfg)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from natinv import paths, plan
-from natinv.config import STAGE_PARAMS, Config, load_config, read_params_file
+from natinv.config import STAGE_PARAMS, Config, load_config, read_params_file, tracked_stage
 
 
 def default_out(cfg: Config) -> Path:
@@ -62,7 +62,7 @@ class _Writer:
     def add(self, stage: str, wildcards: dict[str, str], deps: list[Path], outs: list[Path] = (), metrics: list[Path] = (),
             plots: list = (), uncached: list[Path] = ()) -> None:
         """One job of `stage` (`--key value` for each wildcard), named `{tracked stage}--{wildcard values}`."""
-        tracked = _tracked_stage(stage, wildcards.get("method", ""))
+        tracked = tracked_stage(stage, wildcards.get("method"))
         cmd = " ".join(["python -m natinv", stage, *(f"--params {f}" for f in self.files),
                         *(f"--{k} {v}" for k, v in wildcards.items())])
         entry: dict[str, Any] = {"cmd": cmd, "wdir": self.wdir}
@@ -77,11 +77,6 @@ class _Writer:
         if plots:
             entry["plots"] = plots
         self.stages["--".join([tracked, *wildcards.values()])] = entry
-
-
-def _tracked_stage(stage: str, method: str) -> str:
-    """The STAGE_PARAMS entry of a job: its own for a reference row (kd_real, prune_none, ...), else the stage's."""
-    return f"{stage}_{method}" if f"{stage}_{method}" in STAGE_PARAMS else stage
 
 
 def _data_files(exp: Path) -> list[Path]:
