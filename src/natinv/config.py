@@ -289,10 +289,6 @@ class Config:
     def exp_dir(self) -> Path:
         return Path(self.results) / self.experiment
 
-    def methods_and_real(self) -> list[str]:
-        """Every synthesized method, then `real` (the reference row KD and metrics compute on real images)."""
-        return [*self.synthesis.run, "real"]
-
     def kind_of(self, method: str) -> str:
         """`real`, or the kind of a synthesis method (naturalinversion, deepinversion, dafl, dfad)."""
         return "real" if method == "real" else self.synthesis.methods[method].kind

@@ -126,7 +126,6 @@ def _make_standin(cfg: DataConfig) -> tuple:
     return x, y, xt, yt, classes, f"stand-in with {cfg.dataset}'s shape (random class patterns, not real images)"
 
 
-
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:

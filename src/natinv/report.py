@@ -185,14 +185,14 @@ def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
             atomic_write_bytes(fig_dir / f"tsne-{t}.png", tsne_png.read_bytes())
             made[f"tsne/{t}"] = f"figures/tsne-{t}.png"
         curves = {m: [(float(k.split("/")[2]), v["test_acc"]) for k, v in summary["prune"].items() if k.startswith(f"{t}/{m}/")]
-                  for m in [*cfg.methods_and_real(), "none"]}
+                  for m in dict.fromkeys(m for pt, m, _ in plan.prune_jobs(cfg) if pt == t)}
         if any(curves.values()):
             figures.xy_plot({m: c for m, c in curves.items() if c}, fig_dir / f"prune-{t}.png", "pruning ratio (filters removed)",
                             "test accuracy (%)", f"{t}: L1 filter pruning, fine-tuned on each method's images")
             made[f"prune/{t}"] = f"figures/prune-{t}.png"
         acc: dict[str, np.ndarray] = {}
         for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
-                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for m in cfg.methods_and_real() for s in cfg.kd.students]:
+                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for kt, m, s in plan.kd_jobs(cfg) if kt == t]:
             if (j := _read(path)) is None or not j["epochs"]:  # a co-trained student has no KD epochs
                 continue
             acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])
@@ -407,7 +407,7 @@ def _prune_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str
                 else "their synthesis labels") + "; `real` = fine-tuned on as many real training images, `none` = "
              "not fine-tuned. Test accuracy %:", ""]
     teachers = sorted({k.split("/")[0] for k in summary["prune"]})
-    methods = [m for m in [*cfg.methods_and_real(), "none"] if any(k.split("/")[1] == m for k in summary["prune"])]
+    methods = [m for m in dict.fromkeys(m for _, m, _ in plan.prune_jobs(cfg)) if any(k.split("/")[1] == m for k in summary["prune"])]
     rows = []
     for t in teachers:
         for r in pc.ratios:
