@@ -1,5 +1,5 @@
-# The whole pipeline (the stage table in README.md) for Snakemake. Wiring only: the natinv package loads and validates
-# the parameters, and every rule in workflow/rules/ calls `python -m natinv <stage>`.
+# The whole pipeline for Snakemake: one rule per stage of natinv.pipeline.STAGES (the stage table: its paths,
+# inputs, tracked parameters, threads and GPUs), each running `python -m natinv <stage>`. Wiring only.
 #
 #   snakemake --cores 2                                                        # the embedded default
 #   snakemake --cores 2 --configfile params/default.yaml params/<profile>.yaml # a profile on top of it
@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from natinv import paths, plan, tracking
-from natinv.config import config_from_dict, stage_params, write_resolved
+from natinv import pipeline, tracking
+from natinv.config import config_from_dict, write_resolved
 from natinv.errors import ConfigError
 
 configfile: "params/default.yaml"
@@ -22,7 +22,7 @@ except ConfigError as exc:
 # Stage commands run the `python` of the environment Snakemake itself runs in.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-EXP = str(CFG.exp_dir)
+EXP = CFG.exp_dir
 # The resolved parameters (defaults included) every stage command reads: written when a run starts (not by a
 # dry run), and only when they changed.
 PARAMS = f"{EXP}/params.yaml"
@@ -35,14 +35,30 @@ wildcard_constraints:
     ratio=r"0\.\d+",
     shard=r"\d+",
 
-include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/teacher.smk"
-include: "workflow/rules/synthesize.smk"
-include: "workflow/rules/kd.smk"
-include: "workflow/rules/metrics.smk"
-include: "workflow/rules/applications.smk"
-include: "workflow/rules/report.smk"
+
+def job(w):
+    return dict(w.items())
+
+
+for stage in pipeline.STAGES.values():
+    rule:
+        name: stage.name
+        input:
+            lambda w, stage=stage: [str(p) for p in stage.inputs(CFG, job(w), False)],
+        output:
+            **{k: directory(str(EXP / o.template)) if o.directory else str(EXP / o.template) for k, o in stage.outputs.items()},
+        params:
+            command=f"python -m natinv {stage.name}" + "".join(f" --{k} {{{k}}}" for k in stage.wildcards),
+            file=PARAMS,
+            tracked=lambda w, stage=stage: stage.params(CFG, job(w)),  # a changed value re-runs the job
+        threads: getattr(CFG.job_threads, stage.name)
+        priority: stage.priority
+        resources:
+            gpu=lambda w, stage=stage: CFG.job_gpus if stage.uses_gpu(job(w)) else 0,
+        log:
+            str(EXP / "logs" / stage.name / ("-".join(f"{{{k}}}" for k in stage.wildcards) or stage.name)) + ".log",
+        shell:
+            "{params.command} --params {params.file} --threads {threads} 2>&1 | tee {log}"
 
 
 rule all:

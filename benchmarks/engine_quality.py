@@ -45,7 +45,7 @@ def main() -> None:
     reference = None
     for name, engine in engines:
         model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
-        arrays, summary = synthesize_shard(model, meta, teacher, args.method, cfg.synthesis.methods[args.method],
+        arrays, summary, _ = synthesize_shard(model, meta, teacher, args.method, cfg.synthesis.methods[args.method],
                                            cfg.synthesis, cfg.seed, args.shard, device, log=lambda _: None, engine=engine)
         images = arrays["images"].astype(np.float32)
         reference = images if reference is None else reference

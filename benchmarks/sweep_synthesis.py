@@ -47,7 +47,7 @@ def main() -> None:
         setting = dict(zip([k for k, _ in axes], values))
         method = replace(base, **setting)
         teacher, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher_key), device)
-        _, s = synthesize_shard(teacher, meta, teacher_key, args.method, method, syn, cfg.seed, 0, device, log=lambda _: None)
+        _, s, _ = synthesize_shard(teacher, meta, teacher_key, args.method, method, syn, cfg.seed, 0, device, log=lambda _: None)
         row = {"method": args.method, **setting, "iterations": method.iterations, "images": s["images"],
                "ce": round(s["final"]["ce"], 4), "bn": round(s["final"]["bn"], 4),
                "agree_f16": s["agreement_float16"], "agree_u8": s["agreement_uint8"], "s_per_iter": round(s["s_per_iter"], 4)}

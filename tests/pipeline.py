@@ -111,8 +111,8 @@ def dvc_stages(repo: Path, dvcfile: str | None = None) -> dict[str, dict]:
 
 
 def rule_of(stage_name: str) -> str:
-    """The Snakemake rule a DVC stage stands for: `kd@...` (templated) or `kd--...` (generated)."""
-    return stage_name.split("@")[0].split("--")[0]
+    """The Snakemake rule a DVC stage stands for: `kd--...` stands for rule kd."""
+    return stage_name.split("--")[0]
 
 
 def assert_same_graph(jobs: dict[str, dict], stages: dict[str, dict]) -> None:
@@ -133,12 +133,10 @@ def assert_same_graph(jobs: dict[str, dict], stages: dict[str, dict]) -> None:
 
 
 def stage_wildcards(cmd: str) -> tuple[str, dict[str, str]]:
-    """(the tracked stage name, wildcards) of a stage command, as natinv.config.STAGE_PARAMS names it."""
-    from natinv.config import tracked_stage
-
+    """(the stage, its wildcards) of a stage command."""
     argv = normalize(cmd)
     wildcards = {a[2:]: argv[i + 1] for i, a in enumerate(argv) if a.startswith("--")}
-    return tracked_stage(argv[3], wildcards.get("method")), wildcards
+    return argv[3], wildcards
 
 
 TIMING_KEYS = {"seconds", "s_per_iter", "shard_seconds", "report_seconds"}

@@ -29,7 +29,7 @@ def _shard(teacher_file, method):
     student = build_model("resnet8", 10, 3, 2)
     initial = {k: v.clone() for k, v in student.state_dict().items()}
     syn = SynthesisConfig(num_images=40, batch_size=16, shards=2, methods={"m": method}, run=["m"])
-    arrays, summary = synthesize_shard(model, meta, "t", "m", method, syn, 0, 0, torch.device("cpu"), student, log=lambda _: None)
+    arrays, summary, _ = synthesize_shard(model, meta, "t", "m", method, syn, 0, 0, torch.device("cpu"), student, log=lambda _: None)
     return arrays, summary, initial
 
 
@@ -59,7 +59,7 @@ def test_adi_inverts_every_batch_in_one_shard_against_its_student(teacher_file, 
 
 def test_dafl_lowers_its_generator_loss_and_distils_the_student(teacher_file):
     arrays, summary, initial = _shard(teacher_file, DAFL)
-    curve, terms = arrays["loss_curves"][0], list(arrays["loss_terms"])
+    curve, terms = arrays["generator_curve"], list(arrays["loss_terms"])  # (steps, terms): one training run
     assert curve.shape == (40, 5) and terms == ["total", "onehot", "activation", "entropy", "student_kd"]
     assert _lower(curve, 0) and _lower(curve, terms.index("student_kd"))
     assert arrays["images"].shape == (40, 3, 32, 32) and np.isfinite(arrays["images"].astype(np.float32)).all()
@@ -70,7 +70,7 @@ def test_dafl_lowers_its_generator_loss_and_distils_the_student(teacher_file):
 
 def test_dfad_student_closes_the_gap_the_generator_opens(teacher_file):
     arrays, summary, initial = _shard(teacher_file, DFAD)
-    curve, terms = arrays["loss_curves"][0], list(arrays["loss_terms"])
+    curve, terms = arrays["generator_curve"], list(arrays["loss_terms"])  # (steps, terms): one training run
     assert terms == ["total", "generator_l1", "student_l1"]
     assert np.allclose(curve[:, 0], -curve[:, 1])  # the generator maximizes the L1 gap
     assert _lower(curve, terms.index("student_l1"))  # the student minimizes it
@@ -78,25 +78,21 @@ def test_dfad_student_closes_the_gap_the_generator_opens(teacher_file):
     _stored_student_trained(arrays, initial)
 
 
-def test_dfad_generator_step_widens_the_gap():
-    """One generator step (student fixed) raises the student-teacher L1 on the same z."""
-    import torch.nn.functional as F
-    from conftest import tiny_teacher
-    from natinv.synthesis.generator import Generator
+def test_dfad_generator_widens_the_gap_a_fixed_student_leaves(teacher_file):
+    """DFAD's own training loop with a student that barely moves (lr 1e-9): its generator steps raise the
+    student-teacher L1 they maximize."""
+    from natinv.synthesis import dfad
+    from natinv.synthesis.cotrain import CoStudent
 
+    model, meta = load_model(teacher_file[0])
+    model.eval().requires_grad_(False)
     torch.manual_seed(0)
-    teacher, student = tiny_teacher(), build_model("resnet8", 10, 3, 2).eval()
-    g = Generator(0, 3, 32, 32, 16, normalize_output=True).train()
-    z = torch.randn(32, 32)
-    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
-    before = F.l1_loss(student(g(z)), teacher(g(z))).item()
-    for _ in range(5):
-        x = g(z)
-        loss = -F.l1_loss(student(x), teacher(x))
-        opt.zero_grad()
-        torch.autograd.backward(loss, inputs=list(g.parameters()))
-        opt.step()
-    assert F.l1_loss(student(g(z)), teacher(g(z))).item() > before
+    frozen = replace(CO, steps=1, lr=1e-9)
+    cfg = replace(DFAD, iterations=30, lr_generator=1e-2, cotrain=frozen)
+    student = CoStudent(build_model("resnet8", 10, 3, 2), frozen, cfg.iterations, torch.device("cpu"))
+    _, curve = dfad.train(model, student, cfg, (3, 32, 32), torch.device("cpu"), torch.Generator().manual_seed(0))
+    gap = curve[:, dfad.TERMS.index("generator_l1")].numpy()
+    assert gap[-5:].mean() > 1.1 * gap[:5].mean()  # 0.34 -> 0.40 here; a generator that minimized it would lower it
 
 
 @pytest.mark.parametrize("text,message", [

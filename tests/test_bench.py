@@ -73,6 +73,7 @@ def test_bf16_autocast_keeps_the_losses_close_and_in_float32():
     assert bf16[-1, 0] < bf16[0, 0]
 
 
+@pytest.mark.slow  # torch.compile: a one-off compile of several seconds
 def test_compiled_teacher_passes_give_the_same_losses():
     """engine.compile: torch.compile of the teacher passes (BN hooks and the custom BN backward included) keeps the
     loss curve up to float rounding."""

@@ -95,7 +95,7 @@ def test_ablation_variants_are_ni_with_only_their_switches_changed(key, changed)
 
 @pytest.mark.parametrize("text, expected", [
     ("metrics: {tsne: {layers: [stage0]}}", r"metrics.tsne.layers: got 'stage0'; expected 'stageK' \(K >= 1\) or 'embedding'"),
-    ("synthesis: {methods: {tsne: {kind: deepinversion}}}", r"synthesis.methods.tsne: 'tsne' is reserved"),
+    ("synthesis: {methods: {real: {kind: deepinversion}}}", r"synthesis.methods.real: 'real' is reserved for the real-data reference rows"),
 ])
 def test_bad_metrics_values_give_one_clear_line(tmp_path, text, expected):
     (tmp_path / "profile.yaml").write_text(text)

@@ -100,7 +100,7 @@ def test_shard_is_deterministic_and_batches_differ(teacher_file, method):
     digests, arrays = [], None
     for _ in range(2):
         model, meta = load_model(path)
-        arrays, summary = synthesize_shard(model, meta, "t", "m", method, syn, 7, 1, torch.device("cpu"), log=lambda _: None)
+        arrays, summary, _ = synthesize_shard(model, meta, "t", "m", method, syn, 7, 1, torch.device("cpu"), log=lambda _: None)
         digests.append(hashlib.sha256(npz_bytes(arrays)).hexdigest())
     assert digests[0] == digests[1]
     assert arrays["images"].dtype == np.float16 and arrays["images_uint8"].dtype == np.uint8
@@ -108,10 +108,14 @@ def test_shard_is_deterministic_and_batches_differ(teacher_file, method):
     assert list(arrays["batch_index"]) == [1, 2] and len(set(arrays["seeds"].tolist())) == 2
     assert arrays["loss_curves"].shape == (2, 4, 6)
     assert not np.array_equal(arrays["images"][:8], arrays["images"][16:24])  # no duplicate batches
-    assert 0 <= summary["agreement_float16"] <= 100 and 0 <= summary["agreement_uint8"] <= 100
+    # the agreement is the teacher's top-1 on the stored tensors against the stored labels
+    model, _ = load_model(path)
+    with torch.no_grad():
+        pred = model.eval()(torch.from_numpy(arrays["images"]).float()).argmax(1).numpy()
+    assert summary["agreement_float16"] == pytest.approx(100 * (pred == arrays["labels"]).mean())
     # a different shard of the same run gives other seeds
     model, meta = load_model(path)
-    other, _ = synthesize_shard(model, meta, "t", "m", method, syn, 7, 0, torch.device("cpu"), log=lambda _: None)
+    other, _, _ = synthesize_shard(model, meta, "t", "m", method, syn, 7, 0, torch.device("cpu"), log=lambda _: None)
     assert not set(other["seeds"].tolist()) & set(arrays["seeds"].tolist())
 
 
@@ -120,7 +124,7 @@ def test_di_clamp_keeps_pixels_in_range(teacher_file):
     model, meta = load_model(path)
     method = replace(DI, iterations=5, clamp=True)
     syn = SynthesisConfig(num_images=8, batch_size=8, shards=1, methods={"m": method}, run=["m"])
-    arrays, _ = synthesize_shard(model, meta, "t", "m", method, syn, 0, 0, torch.device("cpu"), log=lambda _: None)
+    arrays, _, _ = synthesize_shard(model, meta, "t", "m", method, syn, 0, 0, torch.device("cpu"), log=lambda _: None)
     pix = arrays["images"].astype(np.float32) * 0.25 + 0.5
     assert pix.min() >= -1e-2 and pix.max() <= 1 + 1e-2
 

@@ -12,12 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
-from natinv import plan
-from natinv.config import load_config, read_params_file, stage_params
-from pipeline import (ROOT, TINY, assert_same_graph, copy_repo, dvc_stages, git_commit, job_counts, snakemake_jobs,
-                      stage_wildcards, tool)
+from natinv import dvc_yaml, plan
+from natinv.config import load_config, read_params_file
+from natinv.pipeline import STAGES
+from pipeline import (ROOT, TINY, assert_same_graph, copy_repo, dvc_stages, git_commit, job_counts, normalize,
+                      snakemake_jobs, stage_wildcards, tool)
 
 PAPER = ["paper-cifar10", "paper-cifar100"]
 
@@ -25,66 +25,114 @@ PAPER = ["paper-cifar10", "paper-cifar100"]
 def paper_stack(profile: str, smoke: bool = False) -> list[str]:
     return ["params/default.yaml", f"params/{profile}.yaml", *(["params/smoke.yaml"] if smoke else [])]
 
+def generate_dvc_yaml(repo: Path, stack: list[str], out: str | None = None) -> str:
+    """Run `natinv dvc-yaml` in `repo`; returns the file it wrote (relative to the repository)."""
+    proc = subprocess.run([sys.executable, "-m", "natinv", "dvc-yaml", *(a for f in stack for a in ("--params", f)),
+                           *(["--out", out] if out else [])], cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return re.search(r"wrote (\S+);", proc.stdout)[1]
+
+
+def assert_tracked(stages: dict[str, dict], trees: dict[str, dict], cfg) -> None:
+    """Each DVC stage tracks every parameter its job depends on (the stage table's keys) in every params file that sets
+    it: the key itself, or a section of it; and nothing the job does not depend on."""
+    for name, stage in stages.items():
+        kind, wildcards = stage_wildcards(stage["cmd"])
+        keys = STAGES[kind].tracked_keys(wildcards)
+        for f, tree in trees.items():
+            tracked = stage["params"].get(f, [])
+            assert all(any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for key in keys) for k in tracked), (
+                name, f, tracked)
+            for key in keys:
+                node = tree
+                for part in key.split("."):
+                    node = node.get(part) if isinstance(node, dict) else None
+                if node is not None:
+                    assert any(key == k or key.startswith(k + ".") for k in tracked), (name, f, key, tracked)
+
+
+def test_committed_dvc_yaml_is_the_generated_one_of_the_default(monkeypatch):
+    """dvc.yaml is `natinv dvc-yaml --params params/default.yaml --out dvc.yaml`, byte for byte: edit the stage table
+    or the default, then regenerate it."""
+    monkeypatch.chdir(ROOT)
+    assert (ROOT / "dvc.yaml").read_text() == dvc_yaml.render(["params/default.yaml"], Path("dvc.yaml")), (
+        "dvc.yaml is stale: run `python -m natinv dvc-yaml --params params/default.yaml --out dvc.yaml`")
+
+
+def test_each_dvc_stage_depends_on_the_source_files_its_runner_imports(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    stages = dvc_yaml.build(["params/default.yaml"])["stages"]
+    deps = {name: {d for d in stage["deps"] if d.startswith("src/")} for name, stage in stages.items()}
+    assert "src/natinv/stages/kd.py" in deps["kd--resnet8-w16--ni--resnet8-w8"]
+    assert "src/natinv/distill.py" in deps["kd--resnet8-w16--ni--resnet8-w8"]  # imported by the runner
+    assert "src/natinv/models/resnet.py" in deps["kd--resnet8-w16--ni--resnet8-w8"]  # loaded by name: the student's arch
+    assert "src/natinv/models/vgg.py" in deps["evaluator--vgg11-w8"] and "src/natinv/models/vgg.py" not in deps["teacher--resnet8-w16"]
+    ni, di = deps["synthesize--resnet8-w16--ni"], deps["synthesize--resnet8-w16--di"]  # each method its own module
+    assert "src/natinv/synthesis/naturalinversion.py" in ni - di and "src/natinv/synthesis/deepinversion.py" in di - ni
+    assert not any("stages/" in d and not d.endswith(("__init__.py", "common.py", "data.py")) for d in deps["data"])
+    assert all("src/natinv/report/markdown.py" not in d for n, d in deps.items() if n != "report")
+    for name, files in deps.items():  # every listed file exists; none is the CLI (it only parses arguments)
+        assert all((ROOT / f).is_file() for f in files), name
+        assert "src/natinv/cli.py" not in files
+
+
 def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
     repo = copy_repo(tmp_path / "repo")  # the default runs every stage
     default = repo / "params/default.yaml"
     text = default.read_text()  # plus a co-trained inversion (one shard) and a generator method
     assert "  run: [ni, di]\n" in text
     default.write_text(text.replace("  run: [ni, di]\n", "  run: [ni, di, adi, dafl]\n"))
+    generate_dvc_yaml(repo, ["params/default.yaml"], "dvc.yaml")
     git_commit(repo)
     jobs = snakemake_jobs(repo)
-    cfg = load_config([default])
     stages = dvc_stages(repo)
-    assert {s.split("@")[0] for s in stages} == {j["rule"] for j in jobs.values()} == {
-        "data", "teacher", "synthesize", "kd", "kd_real", "evaluator", "metrics", "metrics_real", "tsne", "scratch", "scratch_real",
-        "prune", "prune_real", "prune_none", "report"}
+    assert {s.split("--")[0] for s in stages} == {j["rule"] for j in jobs.values()} == set(STAGES)
+    commands = {j["cmd"] for j in jobs.values()}  # one per job (its outputs share it)
+    assert Counter(normalize(c)[3] for c in commands) == {name: len(stage.jobs(load_config([default])))
+                                                          for name, stage in STAGES.items()}
     assert_same_graph(jobs, stages)
-    for name, stage in stages.items():  # tracked parameters: the same keys Snakemake passes through params:
-        kind, wildcards = stage_wildcards(stage["cmd"])
-        assert stage["params"] == {"params/default.yaml": list(stage_params(cfg, kind, **wildcards))}, name
+    assert_tracked(stages, {"params/default.yaml": read_params_file(default)}, load_config([default]))
 
 
-def test_dry_run_of_a_profile_lists_the_expected_jobs(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
-    counts = job_counts(tool(repo, "snakemake", "-n", *TINY).stdout)
-    # tiny: 1 teacher, 3 methods (ni, di, ni-o2m) x 2 shards, 1 student x (3 methods + real)
-    assert counts == {"data": 1, "teacher": 1, "synthesize": 6, "kd": 3, "kd_real": 1, "evaluator": 1, "metrics": 3,
-                      "metrics_real": 1, "tsne": 1, "scratch": 3, "scratch_real": 1, "prune": 3, "prune_real": 1,
-                      "prune_none": 1, "report": 1, "all": 1}
+def planned(*files: str) -> dict[str, int]:
+    """Jobs per stage the stage table plans for a params stack (what Snakemake runs: the graph test checks it)."""
+    cfg = load_config([ROOT / f for f in files])
+    return {name: n for name, stage in STAGES.items() if (n := len(stage.jobs(cfg)))}
+
+
+def test_profiles_plan_the_expected_jobs():
+    tiny = ["params/default.yaml", "params/tiny.yaml"]
+    # tiny: 1 teacher, 3 methods (ni, di, ni-o2m) x 2 shards, 1 student x (3 methods + real); pruning also `none`
+    assert planned(*tiny) == {"data": 1, "teacher": 1, "evaluator": 1, "synthesize": 6, "kd": 3 + 1, "metrics": 3 + 1,
+                              "tsne": 1, "scratch": 3 + 1, "prune": 3 + 1 + 1, "report": 1}
     # the Table 4 overlay: two NI variants (defined in default.yaml with a YAML merge key) beside ni and di, through KD
     # and the metrics; scratch and pruning off
-    counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "params/ablation-ftp.yaml").stdout)
-    assert counts == {"data": 1, "teacher": 1, "synthesize": 8, "kd": 4, "kd_real": 1, "evaluator": 1, "metrics": 4,
-                      "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
-    counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "params/ablation-components.yaml").stdout)
-    assert counts == {"data": 1, "teacher": 1, "synthesize": 12, "kd": 6, "kd_real": 1, "evaluator": 1, "metrics": 6,
-                      "metrics_real": 1, "tsne": 1, "report": 1, "all": 1}
+    assert planned(*tiny, "params/ablation-ftp.yaml") == {"data": 1, "teacher": 1, "evaluator": 1, "synthesize": 8,
+                                                          "kd": 4 + 1, "metrics": 4 + 1, "tsne": 1, "report": 1}
+    assert planned(*tiny, "params/ablation-components.yaml") == {"data": 1, "teacher": 1, "evaluator": 1, "synthesize": 12,
+                                                                 "kd": 6 + 1, "metrics": 6 + 1, "tsne": 1, "report": 1}
     # Table 5: ni and di in 2 shards each, adi, ni-adi, dafl and dfad in one each (they train a student as they go)
-    counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "params/baselines.yaml").stdout)
-    assert counts == {"data": 1, "teacher": 1, "synthesize": 8, "kd": 6, "kd_real": 1, "evaluator": 1, "metrics": 6,
-                      "metrics_real": 1, "tsne": 1, "scratch": 6, "scratch_real": 1, "prune": 6, "prune_real": 1,
-                      "prune_none": 1, "report": 1, "all": 1}
+    assert planned(*tiny, "params/baselines.yaml") == {"data": 1, "teacher": 1, "evaluator": 1, "synthesize": 8, "kd": 6 + 1,
+                                                       "metrics": 6 + 1, "tsne": 1, "scratch": 6 + 1, "prune": 6 + 1 + 1,
+                                                       "report": 1}
 
 
 # The paper's jobs per profile: two teachers; 100 shards per inversion method, one each for ADI, NI+ADI, DAFL, DFAD;
 # Table 5's six methods to three students from both teachers (CIFAR-100: Table 3's variants too, from ResNet-34);
 # scratch on DAFL, DI and NI images; ResNet-34 pruned at five ratios.
 PAPER_JOBS = {
-    "paper-cifar10": {"data": 1, "teacher": 2, "evaluator": 1, "synthesize": 6 * 100 + 4 + 2 * 100 + 4, "kd": 2 * 6 * 3,
-                      "kd_real": 6, "metrics": 10 + 6, "metrics_real": 2, "tsne": 2, "scratch": 2 * 3 * 3, "scratch_real": 6,
-                      "prune": 15, "prune_real": 5, "prune_none": 5, "report": 1, "all": 1},
-    "paper-cifar100": {"data": 1, "teacher": 2, "evaluator": 1, "synthesize": 6 * 100 + 4 + 2 * 100 + 4, "kd": (10 + 6) * 3,
-                       "kd_real": 6, "metrics": 10 + 6, "metrics_real": 2, "tsne": 2, "scratch": 2 * 3 * 3, "scratch_real": 6,
-                       "prune": 15, "prune_real": 5, "prune_none": 5, "report": 1, "all": 1},
+    "paper-cifar10": {"data": 1, "teacher": 2, "evaluator": 1, "synthesize": 6 * 100 + 4 + 2 * 100 + 4, "kd": 2 * 6 * 3 + 6,
+                      "metrics": 10 + 6 + 2, "tsne": 2, "scratch": 2 * 3 * 3 + 6, "prune": 15 + 5 + 5, "report": 1},
+    "paper-cifar100": {"data": 1, "teacher": 2, "evaluator": 1, "synthesize": 6 * 100 + 4 + 2 * 100 + 4,
+                       "kd": (10 + 6) * 3 + 6, "metrics": 10 + 6 + 2, "tsne": 2, "scratch": 2 * 3 * 3 + 6, "prune": 15 + 5 + 5,
+                       "report": 1},
 }
 
 
 @pytest.mark.parametrize("profile", PAPER)
-def test_paper_profiles_plan_the_paper_jobs(tmp_path, profile):
-    repo = copy_repo(tmp_path / "repo")
-    counts = job_counts(tool(repo, "snakemake", "-n", "--configfile", *paper_stack(profile)).stdout)
-    assert counts == PAPER_JOBS[profile]
-    cfg = load_config([repo / f for f in paper_stack(profile)])
+def test_paper_profiles_plan_the_paper_jobs(profile):
+    assert planned(*paper_stack(profile)) == PAPER_JOBS[profile]
+    cfg = load_config([ROOT / f for f in paper_stack(profile)])
     assert cfg.job_gpus == 1
     ni = cfg.synthesis.methods["ni"]
     assert (ni.lr_generator, ni.lr_ftp, ni.lr_alpha, ni.alpha_mean, ni.generator_width) == (1e-3, 5e-4, 5e-2, 5.0, 128)
@@ -165,32 +213,19 @@ def test_paper_profile_runs_end_to_end_at_smoke_scale(smoke_run, profile):
         {"paper-cifar10": 10, "paper-cifar100": 100}[profile], 3, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", PAPER)
 def test_dvc_yaml_of_a_paper_profile_agrees_with_snakemake(tmp_path, profile):
     """`natinv dvc-yaml` writes the DVC pipeline of a params stack; DVC reads it beside the committed default one."""
     repo = copy_repo(tmp_path / "repo")
     stack = paper_stack(profile, smoke=True)
-    out = subprocess.run([sys.executable, "-m", "natinv", "dvc-yaml", *(a for f in stack for a in ("--params", f))], cwd=repo,
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    dvcfile = f"workflow/dvc/{profile}/dvc.yaml"
-    assert dvcfile in out.stdout and (repo / dvcfile).is_file()
+    dvcfile = generate_dvc_yaml(repo, stack)
+    assert dvcfile == f"workflow/dvc/{profile}/dvc.yaml" and (repo / dvcfile).is_file()
     git_commit(repo)
     jobs = snakemake_jobs(repo, "--configfile", *stack)
     stages = dvc_stages(repo, dvcfile)
     assert_same_graph(jobs, stages)
-    trees = {f: read_params_file(repo / f) for f in stack}
-    cfg = load_config([repo / f for f in stack])
-    for name, stage in stages.items():  # each parameter is tracked in every file that sets it (itself or its section)
-        kind, wildcards = stage_wildcards(stage["cmd"])
-        for key in stage_params(cfg, kind, **wildcards):
-            for f, tree in trees.items():
-                node = tree
-                for part in key.split("."):
-                    node = node.get(part) if isinstance(node, dict) else None
-                if node is not None:
-                    tracked = stage["params"].get(f, [])
-                    assert any(key == k or key.startswith(k + ".") for k in tracked), (name, f, key, tracked)
+    assert_tracked(stages, {f: read_params_file(repo / f) for f in stack}, load_config([repo / f for f in stack]))
     if profile == "paper-cifar10":  # DVC runs it: a teacher stage, then an edit of the overlay invalidates it
         teacher = f"{dvcfile}:teacher--resnet34"
         tool(repo, "dvc", "repro", teacher)
@@ -201,6 +236,7 @@ def test_dvc_yaml_of_a_paper_profile_agrees_with_snakemake(tmp_path, profile):
         assert "teacher--resnet34" in tool(repo, "dvc", "status", teacher).stdout
 
 
+@pytest.mark.slow
 def test_bad_params_stop_snakemake_with_one_clear_line(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     (repo / "bad.yaml").write_text("synthesis: {batch_size: 0}\n")
@@ -277,19 +313,24 @@ def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run, tmp
     (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.02}}}\n")
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "lr.yaml").stdout)
     assert counts == {"synthesize": 2, "kd": 1, "metrics": 1, "tsne": 1, "scratch": 1, "prune": 1, "report": 1, "all": 1}
-    # DVC on the same outputs: adopt them (dvc commit), change the parameter, then status and repro
-    (repo / "params/default.yaml").write_text((repo / "results/tiny/params.yaml").read_text())
-    tool(repo, "dvc", "commit", "-f")
-    assert "up to date" in tool(repo, "dvc", "status").stdout
-    params = yaml.safe_load((repo / "params/default.yaml").read_text())
-    params["synthesis"]["methods"]["ni"]["lr_generator"] = 0.02
-    (repo / "params/default.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = set(json.loads(tool(repo, "dvc", "status", "--json").stdout))
-    assert changed == {"synthesize@resnet8-w16-ni", "kd@resnet8-w16-ni-resnet8-w8", "metrics@resnet8-w16-ni", "tsne@resnet8-w16",
-                       "scratch@resnet8-w16-ni-resnet8-w8", "prune@resnet8-w16-ni-0.5", "report"}
+    # DVC on the same outputs, with the same value in a third params file: adopt them (dvc commit), then change it
+    (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.001}}}\n")  # the value the run had
+    assert load_config([repo / f for f in (*TINY[1:], "lr.yaml")]) == load_config([repo / f for f in TINY[1:]])
+    dvcfile = generate_dvc_yaml(repo, [*TINY[1:], "lr.yaml"])
+    tool(repo, "dvc", "commit", "-f", dvcfile)
+    assert "up to date" in tool(repo, "dvc", "status", dvcfile).stdout
+    (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.02}}}\n")
+    changed = {k.split(":")[-1] for k in json.loads(tool(repo, "dvc", "status", "--json", dvcfile).stdout)}
+    assert changed == {"synthesize--resnet8-w16--ni", "kd--resnet8-w16--ni--resnet8-w8", "metrics--resnet8-w16--ni",
+                       "tsne--resnet8-w16", "scratch--resnet8-w16--ni--resnet8-w8", "prune--resnet8-w16--ni--0.5", "report"}
     teacher = repo / "results/tiny/teachers/resnet8-w16.safetensors"
     before = teacher.stat().st_mtime_ns
-    out = tool(repo, "dvc", "repro").stdout
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == changed
+    out = tool(repo, "dvc", "repro", dvcfile).stdout
+    assert {name.split(":")[-1] for name in re.findall(r"Running stage '([^']+)'", out)} == changed
     assert teacher.stat().st_mtime_ns == before
-    assert "up to date" in tool(repo, "dvc", "status").stdout
+    assert "up to date" in tool(repo, "dvc", "status", dvcfile).stdout
+    # a code edit: exactly the stages whose runner imports the file
+    prune = repo / "src/natinv/stages/prune.py"
+    prune.write_text(prune.read_text() + "\n# an edit\n")
+    changed = {k.split(":")[-1] for k in json.loads(tool(repo, "dvc", "status", "--json", dvcfile).stdout)}
+    assert changed == {f"prune--resnet8-w16--{m}--0.5" for m in ("ni", "di", "ni-o2m", "real", "none")}

@@ -1,4 +1,4 @@
-"""`python -m natinv bench synth`: seconds per synthesis iteration at given settings (issue: synthesis speed).
+"""`python -m natinv bench synth`: seconds per synthesis iteration at given settings.
 
 Builds a teacher of the requested architecture with random weights (timing does not depend on them), runs one
 batch of NI or DI through the pipeline's own synthesis code for warm-up + timed iterations, and prints one JSON

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from natinv.errors import ConfigError, NatinvError
+from natinv.pipeline import STAGES, WILDCARD_TYPES
 
 
 def _override(text: str) -> dict:
@@ -39,22 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{a}", required=True)
         return p
 
-    stage("data", "fetch the dataset and write canonical uint8 arrays + manifest")
-    stage("teacher", "train a teacher on real data", "teacher")
-    syn = stage("synthesize", "synthesize images from a teacher: one shard, or all shards in turn", "teacher", "method")
-    syn.add_argument("--shard", type=int, help="0..synthesis.shards-1 (default: every shard, one after another)")
-    stage("kd", "distill a student from synthesized images (--method real: from real images)", "teacher", "method", "student")
-    stage("evaluator", "train an independent network on real data whose embedding judges the images (metrics)",
-          "evaluator")
-    stage("metrics", "how real the images are: FD and precision/recall against real data (--method real: the floor)",
-          "teacher", "method")
-    stage("scratch", "train a random student on a method's images and labels only (--method real: on real images)",
-          "teacher", "method", "student")
-    pr = stage("prune", "L1 filter pruning of the teacher, fine-tuned on a method's images (real: real images; none: not)",
-               "teacher", "method")
-    pr.add_argument("--ratio", type=float, required=True, help="fraction of filters removed in every layer, 0 < r < 1")
-    stage("tsne", "t-SNE of the teacher's features for real and every method's images (paper Figs. 4, 7)", "teacher")
-    stage("report", "write report.md, figures and summary.json from the stage outputs")
+    for st in STAGES.values():
+        p = stage(st.name, st.help, *(w for w in st.wildcards if w not in WILDCARD_TYPES))
+        if "shard" in st.wildcards:
+            p.add_argument("--shard", type=int, help="0..synthesis.shards-1 (default: every shard, one after another)")
+        if "ratio" in st.wildcards:
+            p.add_argument("--ratio", type=float, required=True, help="fraction of filters removed in every layer, 0 < r < 1")
     dv = sub.add_parser("dvc-yaml", help="write the DVC pipeline of a params stack (e.g. a paper profile on the default)")
     dv.add_argument("--params", action="append", required=True, metavar="YAML",
                     help="params file; repeat to overlay a profile on the default")
@@ -67,37 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-WILDCARDS = ("teacher", "method", "student", "evaluator", "ratio")
+def _jobs(cfg, args: argparse.Namespace) -> list[dict]:
+    """The wildcards of each job the command stands for: one, or for `synthesize` without --shard every shard."""
+    stage = STAGES[args.stage]
+    keys = {k: getattr(args, k) for k in stage.wildcards if getattr(args, k, None) is not None}
+    if "shard" in stage.wildcards and args.shard is None:
+        return [keys | {"shard": s} for s in range(cfg.shards_of(args.method))]
+    return [keys]
 
 
-def _jobs(cfg, args: argparse.Namespace) -> list[tuple[str, dict]]:
-    """(tracked stage name, wildcards) of each unit of work the command stands for. A reference row (method real,
-    or none for prune) is its own tracked stage when STAGE_PARAMS has one (kd_real, prune_none, ...)."""
-    from natinv.config import tracked_stage
+def _runner(stage: str):
+    import importlib
 
-    keys = {k: getattr(args, k) for k in WILDCARDS if getattr(args, k, None) is not None}
-    if args.stage == "synthesize":
-        shards = range(cfg.shards_of(args.method)) if args.shard is None else [args.shard]
-        return [("synthesize", keys | {"shard": s}) for s in shards]
-    return [(tracked_stage(args.stage, keys.get("method")), keys)]
-
-
-def _runners() -> dict:
-    from natinv import stages
-    from natinv.report import run_report
-
-    return {
-        "data": lambda cfg, a, keys, device: stages.run_data(cfg, device),
-        "teacher": lambda cfg, a, keys, device: stages.run_teacher(cfg, a.teacher, device),
-        "synthesize": lambda cfg, a, keys, device: stages.run_synthesize(cfg, a.teacher, a.method, keys["shard"], device),
-        "kd": lambda cfg, a, keys, device: stages.run_kd(cfg, a.teacher, a.method, a.student, device),
-        "evaluator": lambda cfg, a, keys, device: stages.run_teacher(cfg, a.evaluator, device, role="evaluator"),
-        "metrics": lambda cfg, a, keys, device: stages.run_metrics(cfg, a.teacher, a.method, device),
-        "scratch": lambda cfg, a, keys, device: stages.run_scratch(cfg, a.teacher, a.method, a.student, device),
-        "prune": lambda cfg, a, keys, device: stages.run_prune(cfg, a.teacher, a.method, a.ratio, device),
-        "tsne": lambda cfg, a, keys, device: stages.run_tsne(cfg, a.teacher, device),
-        "report": lambda cfg, a, keys, device: run_report(cfg),
-    }
+    module, _, function = STAGES[stage].runner.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -108,8 +82,8 @@ def run(args: argparse.Namespace) -> None:
         return
     import torch
 
-    from natinv import stages, tracking
-    from natinv.config import load_config, stage_params
+    from natinv import tracking
+    from natinv.config import load_config
     from natinv.runtime import pick_device, reuse_host_memory, set_threads
 
     if args.stage == "bench":  # no params: a benchmark of the synthesis engine alone
@@ -119,7 +93,9 @@ def run(args: argparse.Namespace) -> None:
         return
     cfg = load_config(args.params, [_override(text) for text in args.set])
     if args.stage == "import-checkpoint":
-        stages.run_import(cfg, args.teacher, args.checkpoint)
+        from natinv.stages.teacher import run_import
+
+        run_import(cfg, args.teacher, args.checkpoint)
         return
     set_threads(args.threads or cfg.threads)
     device = pick_device(args.device or cfg.device)
@@ -127,11 +103,15 @@ def run(args: argparse.Namespace) -> None:
     if device.type == "cpu":
         reuse_host_memory()
     if args.stage == "synthesize":  # the method (and the shard, when given) before the shards are listed
-        stages.check_shard(cfg, args.method, 0 if args.shard is None else args.shard)
-    for name, keys in _jobs(cfg, args):
-        run = tracking.StageRun(cfg, args.stage, keys, stage_params(cfg, name, **{k: str(v) for k, v in keys.items()}))
+        from natinv.stages.synthesize import check_shard
+
+        check_shard(cfg, args.method, 0 if args.shard is None else args.shard)
+    runner = _runner(args.stage)
+    for keys in _jobs(cfg, args):
+        names = {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in keys.items()}
+        run = tracking.StageRun(cfg, args.stage, keys, STAGES[args.stage].params(cfg, names))
         try:
-            outcome = _runners()[args.stage](cfg, args, keys, device)
+            outcome = runner(cfg, device, **keys)
         except BaseException as exc:
             run.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise

@@ -317,3 +317,19 @@ def load(out_dir: Path) -> Dataset:
     return Dataset(m["dataset"], t(tr["images"]), t(tr["labels"]), t(te["images"]), t(te["labels"]),
                    m["num_classes"], tuple(m["mean"]), tuple(m["std"]))
 
+
+
+def real_indices(ds: Dataset, count: int, seed: int) -> torch.Tensor:
+    """`count` training images drawn without replacement by `seed`."""
+    return torch.randperm(len(ds.train_x), generator=torch.Generator().manual_seed(seed))[:count]
+
+
+def real_subset(ds: Dataset, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` normalized training images (real_indices) and their labels."""
+    idx = real_indices(ds, count, seed)
+    return normalize(ds.train_x[idx], ds.mean, ds.std), ds.train_y[idx]
+
+
+def test_set(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalized test images and their labels."""
+    return normalize(ds.test_x, ds.mean, ds.std), ds.test_y

@@ -58,7 +58,7 @@ def curve_plot(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, xlabe
 
 
 # The paper's Fig. 4 colours: real data green, NaturalInversion orange, DeepInversion purple.
-SET_COLORS = {"real": "tab:green", "naturalinversion": "tab:orange", "deepinversion": "tab:purple"}
+REAL_COLOR = "tab:green"  # real images in every plot (a method's colour: natinv.synthesis.registry)
 
 
 def scatter_panels(panels: Mapping[str, Mapping[str, np.ndarray]], colors: list[str], path: Path) -> None:
@@ -99,7 +99,7 @@ def xy_plot(lines: Mapping[str, list[tuple[float, float]]], path: Path, xlabel: 
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     for k, (label, pts) in enumerate(lines.items()):
         xs, ys = zip(*sorted(pts))
-        ax.plot(xs, ys, marker="o", color=SET_COLORS.get(label, f"C{k}"), label=label)
+        ax.plot(xs, ys, marker="o", color=REAL_COLOR if label == "real" else f"C{k}", label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

@@ -1,7 +1,30 @@
-"""The file contract of every stage (the README's stage table), in one place."""
+"""The file contract: where every stage writes, as templates under the experiment folder (results/{experiment}).
+
+The stage table (natinv.pipeline) declares each stage's outputs with these templates, Snakemake and the generated
+dvc.yaml take them from there, and the stages write through the functions below; nothing else spells a path.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
+
+DATA = {"train": "data/train.npz", "test": "data/test.npz", "manifest": "data/manifest.json"}
+TEACHER = {"weights": "teachers/{teacher}.safetensors", "json": "teachers/{teacher}.json"}
+EVALUATOR = {"weights": "evaluators/{evaluator}.safetensors", "json": "evaluators/{evaluator}.json"}
+SHARD = {ext: "synth/{teacher}/{method}/shard-{shard}." + ext for ext in ("npz", "json", "png")}
+SYNTH_DIR = "synth/{teacher}/{method}"  # a method's shards
+KD = {"json": "kd/{teacher}/{method}/{student}.json", "weights": "kd/{teacher}/{method}/{student}.safetensors"}
+METRICS = {"json": "metrics/{teacher}/{method}.json"}
+TSNE = {ext: "tsne/{teacher}." + ext for ext in ("json", "npz", "png")}
+SCRATCH = {"json": "scratch/{teacher}/{method}/{student}.json"}
+PRUNE = {"json": "prune/{teacher}/{method}/ratio-{ratio}.json"}
+REPORT = {"report": "report/report.md", "summary": "report/summary.json", "figures": "report/figures",
+          "plots": "report/plots"}
+
+
+def at(exp: Path, template: str, **wildcards) -> Path:
+    return exp / template.format(**wildcards)
 
 
 def data_dir(exp: Path) -> Path:
@@ -9,54 +32,65 @@ def data_dir(exp: Path) -> Path:
 
 
 def teacher_weights(exp: Path, teacher: str) -> Path:
-    return exp / "teachers" / f"{teacher}.safetensors"
+    return at(exp, TEACHER["weights"], teacher=teacher)
 
 
 def teacher_json(exp: Path, teacher: str) -> Path:
-    return exp / "teachers" / f"{teacher}.json"
-
-
-def shard_npz(exp: Path, teacher: str, method: str, shard: int) -> Path:
-    return exp / "synth" / teacher / method / f"shard-{shard}.npz"
-
-
-def shard_json(exp: Path, teacher: str, method: str, shard: int) -> Path:
-    return exp / "synth" / teacher / method / f"shard-{shard}.json"
-
-
-def kd_json(exp: Path, teacher: str, method: str, student: str) -> Path:
-    return exp / "kd" / teacher / method / f"{student}.json"
-
-
-def kd_weights(exp: Path, teacher: str, method: str, student: str) -> Path:
-    return exp / "kd" / teacher / method / f"{student}.safetensors"
-
-
-def metrics_json(exp: Path, teacher: str, method: str) -> Path:
-    return exp / "metrics" / teacher / f"{method}.json"
+    return at(exp, TEACHER["json"], teacher=teacher)
 
 
 def evaluator_weights(exp: Path, evaluator: str) -> Path:
-    return exp / "evaluators" / f"{evaluator}.safetensors"
+    return at(exp, EVALUATOR["weights"], evaluator=evaluator)
 
 
 def evaluator_json(exp: Path, evaluator: str) -> Path:
-    return exp / "evaluators" / f"{evaluator}.json"
+    return at(exp, EVALUATOR["json"], evaluator=evaluator)
+
+
+def shard_npz(exp: Path, teacher: str, method: str, shard: int) -> Path:
+    return at(exp, SHARD["npz"], teacher=teacher, method=method, shard=shard)
+
+
+def shard_json(exp: Path, teacher: str, method: str, shard: int) -> Path:
+    return at(exp, SHARD["json"], teacher=teacher, method=method, shard=shard)
+
+
+def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays `keys` of every shard of (teacher, method), concatenated in shard order (other members unread)."""
+    from natinv.io import read_npz
+
+    parts = [read_npz(shard_npz(exp, teacher, method, shard), keys) for shard in range(shards)]
+    return {k: np.concatenate([part[k] for part in parts]) for k in keys}
+
+
+def kd_json(exp: Path, teacher: str, method: str, student: str) -> Path:
+    return at(exp, KD["json"], teacher=teacher, method=method, student=student)
+
+
+def kd_weights(exp: Path, teacher: str, method: str, student: str) -> Path:
+    return at(exp, KD["weights"], teacher=teacher, method=method, student=student)
+
+
+def metrics_json(exp: Path, teacher: str, method: str) -> Path:
+    return at(exp, METRICS["json"], teacher=teacher, method=method)
+
+
+def tsne_files(exp: Path, teacher: str) -> dict[str, Path]:
+    return {ext: at(exp, template, teacher=teacher) for ext, template in TSNE.items()}
+
+
+def scratch_json(exp: Path, teacher: str, method: str, student: str) -> Path:
+    return at(exp, SCRATCH["json"], teacher=teacher, method=method, student=student)
+
+
+def prune_json(exp: Path, teacher: str, method: str, ratio: float) -> Path:
+    return at(exp, PRUNE["json"], teacher=teacher, method=method, ratio=f"{ratio:g}")
+
+
+def report_dir(exp: Path) -> Path:
+    return exp / "report"
 
 
 def feature_cache(results: Path) -> Path:
     """Real images' features for torch-fidelity metrics, shared by experiments (named by the images' content)."""
     return results / "feature-cache"
-
-
-def tsne_files(exp: Path, teacher: str) -> dict[str, Path]:
-    base = exp / "metrics" / teacher
-    return {"json": base / "tsne.json", "npz": base / "tsne.npz", "png": base / "tsne.png"}
-
-
-def scratch_json(exp: Path, teacher: str, method: str, student: str) -> Path:
-    return exp / "scratch" / teacher / method / f"{student}.json"
-
-
-def prune_json(exp: Path, teacher: str, method: str, ratio: float) -> Path:
-    return exp / "prune" / teacher / method / f"ratio-{ratio:g}.json"

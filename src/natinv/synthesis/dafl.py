@@ -49,3 +49,10 @@ def train(teacher: StagedNet, student: CoStudent, cfg: DAFLConfig, shape: tuple[
         student.update(kd)
         curve[it] = torch.cat([total.detach()[None], terms.detach(), kd.detach()[None]])
     return generator, curve.cpu()
+
+
+def run_shard(job):
+    """One shard (the method's only one) of DAFL (natinv.synthesis.shard.ShardJob -> ShardImages)."""
+    from natinv.synthesis.generative import run_generator
+
+    return run_generator(job, train, TERMS)

@@ -39,3 +39,15 @@ def synthesize(
                                            after_step, on_step, sizes)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)
+
+
+def run_shard(job):
+    """One shard of DeepInversion (natinv.synthesis.shard.ShardJob -> ShardImages); pixels may be clamped to the valid
+    [0, 1] range, in normalized space."""
+    from natinv.data import normalizer
+    from natinv.synthesis.inversion import run_batches
+
+    lo, hi = normalizer(job.meta.mean, job.meta.std, job.device)
+    pixel_range = ((0 - lo) / hi, (1 - lo) / hi)
+    return run_batches(job, lambda objective, batches: synthesize(
+        objective, batches, job.method, job.meta.num_classes, job.shape, job.device, pixel_range))

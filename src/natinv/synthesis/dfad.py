@@ -40,3 +40,10 @@ def train(teacher: StagedNet, student: CoStudent, cfg: DFADConfig, shape: tuple[
         optimizer.step()
         curve[it] = torch.stack([-generator_l1.detach(), generator_l1.detach(), student_l1.detach()])
     return generator, curve.cpu()
+
+
+def run_shard(job):
+    """One shard (the method's only one) of DFAD (natinv.synthesis.shard.ShardJob -> ShardImages)."""
+    from natinv.synthesis.generative import run_generator
+
+    return run_generator(job, train, TERMS)

@@ -96,3 +96,11 @@ def _images(models: list[NaturalInversionImage], zs: list[torch.Tensor], ys: lis
     feats = objective.stage_features(concat(xs)) if models[0].ftp is not None else None
     per_batch = zip(*(split_batches(f, [len(x) for x in xs]) for f in feats)) if feats is not None else [None] * len(xs)
     return concat([m.render(x, None if f is None else list(f), alpha) for m, x, f, alpha in zip(models, xs, per_batch, alphas)])
+
+
+def run_shard(job):
+    """One shard of NaturalInversion (natinv.synthesis.shard.ShardJob -> ShardImages)."""
+    from natinv.synthesis.inversion import run_batches
+
+    return run_batches(job, lambda objective, batches: synthesize(
+        objective, batches, job.method, job.meta.num_classes, job.shape, job.device))

@@ -1,212 +1,17 @@
-"""The `report` stage: gather the stage JSONs into summary.json, draw the figures, write report.md.
-
-Every number comes from the files the other stages wrote in this experiment; paper values sit beside ours
-with the settings that differ named.
-"""
+"""report.md: every table beside the paper's values, with the settings that differ, from summary.json."""
 from __future__ import annotations
 
-import csv
-import io
 import time
-from pathlib import Path
 
-import numpy as np
-
-from natinv import figures, paths, plan
-from natinv.config import GENERATIVE_KINDS, Config, NIConfig
-from natinv.data import read_manifest
-from natinv.io import atomic_write_bytes, atomic_write_json, read_json, read_npz
+from natinv import plan
+from natinv.config import Config
 from natinv.paper import (FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE3_CIFAR100, TABLE4, table5_row, table8_dataset, table8_fd,
                           table9_row, teacher_acc)
-from natinv.train import EPOCH_EVAL_IMAGES
-from natinv.synthesis.objective import TERMS
-from natinv.synthesis.shard import read_shards
-from natinv.tracking import Outcome
+from natinv.report.identity import kd_accs, ni_switches, paper_key
+from natinv.synthesis import registry
 
-
-def report_dir(cfg: Config) -> Path:
-    return cfg.exp_dir / "report"
-
-
-# ------------------------------------------------------------------------------------------------ gather
-
-
-def _read(path: Path) -> dict | None:
-    """A stage JSON, or None while the stage has not run."""
-    return read_json(path) if path.is_file() else None
-
-
-def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
-    """Totals over the shards of (teacher, method); None while any shard is missing."""
-    shards = [_read(paths.shard_json(cfg.exp_dir, teacher, method, s)) for s in range(cfg.shards_of(method))]
-    if any(s is None for s in shards):
-        return None
-    n = sum(s["images"] for s in shards)
-
-    def mean(get) -> float:  # image-weighted over shards
-        return sum(get(s) * s["images"] for s in shards) / n
-
-    return {
-        "images": n, "iterations": shards[0]["iterations"], "batch_size": shards[0]["batch_size"],
-        "seconds": sum(s["seconds"] for s in shards), "shard_seconds": [s["seconds"] for s in shards],
-        "s_per_iter": sum(s["seconds"] for s in shards) / sum(s["batches"] * s["iterations"] for s in shards),
-        "final_ce": mean(lambda s: s["final"]["ce"]) if "ce" in shards[0]["final"] else None,  # DAFL, DFAD: no CE / BN
-        "final_bn": mean(lambda s: s["final"]["bn"]) if "bn" in shards[0]["final"] else None,
-        "agreement_float16": mean(lambda s: s["agreement_float16"]), "agreement_uint8": mean(lambda s: s["agreement_uint8"]),
-    }
-
-
-def collect(cfg: Config) -> dict:
-    """summary.json: the keys the README lists (accuracies in %), for whatever stages have run."""
-    out: dict = {"experiment": cfg.experiment, "teachers": {}, "evaluators": {}, "synthesis": {}, "kd": {}, "metrics": {},
-                 "inception": {}, "inception_unavailable": None, "tsne": {}, "scratch": {}, "prune": {}}
-    for e in cfg.metrics.evaluators:
-        if (ej := _read(paths.evaluator_json(cfg.exp_dir, e))) is not None:
-            out["evaluators"][e] = {"test_acc": ej["test_acc"], "seconds": ej["seconds"], "epochs": len(ej["epochs"])}
-    for t in cfg.teacher.models:
-        if (tj := _read(paths.teacher_json(cfg.exp_dir, t))) is not None:
-            out["teachers"][t] = {"test_acc": tj["test_acc"], "seconds": tj["seconds"], "epochs": len(tj["epochs"])}
-        if (tj := _read(paths.tsne_files(cfg.exp_dir, t)["json"])) is not None:
-            out["tsne"][t] = {"images": tj["images"], "layers": tj["layers"], "seconds": tj["seconds"]}
-        for m in plan.methods_of(cfg, t):
-            if (totals := synthesis_totals(cfg, t, m)) is not None:
-                out["synthesis"][f"{t}/{m}"] = totals
-    for t, m in plan.metrics_jobs(cfg):  # the synthesized methods, then real (the reference row)
-        if (mj := _read(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
-            out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
-            out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
-            inc = mj.get("inception") or {"available": False, "reason": "this metrics file predates the Inception metrics"}
-            if inc["available"]:
-                out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}
-            else:
-                out["inception_unavailable"] = inc["reason"]
-    for t, m, s in plan.scratch_jobs(cfg):
-        if (sj := _read(paths.scratch_json(cfg.exp_dir, t, m, s))) is not None:
-            out["scratch"][f"{t}/{m}/{s}"] = {k: sj[k] for k in ("train_acc", "train_loss", "test_acc", "test_loss",
-                                                                  "own_acc", "images", "seconds")}
-    for t, m, s in plan.kd_jobs(cfg):
-        if (kj := _read(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
-            out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
-                                         "epochs": len(kj["epochs"]),
-                                         "cotrained": kj["cotrained"]["steps"] if "cotrained" in kj else None}
-    for t, m, r in plan.prune_jobs(cfg):
-        if (pj := _read(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
-            out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "params_before", "params_after",
-                                                                 "macs_before", "macs_after", "seconds")}
-    return out
-
-
-# ----------------------------------------------------------------------------------------------- figures
-
-
-def _ni_switches(cfg: Config, method: str) -> tuple[bool, bool, bool] | None:
-    """(o2o, ftp, acs) of an NI method whose FTP uses every stage, without ADI's competition (the Table 3 / Fig. 5
-    variants); None otherwise."""
-    c = cfg.synthesis.methods[method]
-    return (c.o2o, c.ftp, c.acs) if isinstance(c, NIConfig) and not c.ftp_stages and not c.competition else None
-
-
-def _paper_key(cfg: Config, method: str) -> str | None:
-    """Which of the paper's methods `method` is, for its published numbers: real, dafl, dfad, deepinversion, adi,
-    naturalinversion (all components, every FTP stage) or ni-adi; None for an ablation variant."""
-    if method == "real":
-        return "real"
-    c = cfg.synthesis.methods[method]
-    if c.kind == "deepinversion":
-        return "adi" if c.competition else "deepinversion"
-    if c.kind == "naturalinversion":
-        if c.ftp_stages or not (c.o2o and c.ftp and c.acs):
-            return None
-        return "ni-adi" if c.competition else "naturalinversion"
-    return c.kind
-
-
-def _kd_accs(summary: dict, teacher: str, method: str) -> list[float]:
-    """KD test accuracies of every student distilled from (teacher, method)'s images."""
-    return [v["test_acc"] for k, v in summary["kd"].items() if k.startswith(f"{teacher}/{method}/")]
-
-
-def _fig5_methods(cfg: Config, ran: list[str]) -> dict[str, str]:
-    """Paper Fig. 5's three curves when this run has them: DI, NI's generator without one-to-one (and without FTP and
-    ACS), and NI with everything; label -> method key. Empty when one is missing."""
-    def first(test) -> str | None:
-        return next((m for m in ran if test(m)), None)
-
-    picks = {"DI": first(lambda m: _paper_key(cfg, m) == "deepinversion"),
-             "one-to-many": first(lambda m: _ni_switches(cfg, m) == (False, False, False)),
-             "NI (ours)": first(lambda m: _ni_switches(cfg, m) == (True, True, True))}
-    return {f"{label}: {m}": m for label, m in picks.items()} if all(picks.values()) else {}
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
-def _figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
-    """Image grids, loss curves, accuracy curves (PNG under figures/) and the same curves as CSV under plots/ (DVC plots)."""
-    fig_dir, plot_dir = report_dir(cfg) / "figures", report_dir(cfg) / "plots"
-    made: dict[str, str] = {}
-    n_classes = manifest["num_classes"]
-    with np.load(paths.data_dir(cfg.exp_dir) / "test.npz") as z:
-        figures.save_png(figures.class_grid(z["images"], z["labels"], n_classes), fig_dir / "grid-real.png")
-    made["grid/real"] = "figures/grid-real.png"
-    for t in cfg.teacher.models:
-        loss_panels: dict[str, dict[str, np.ndarray]] = {"cross-entropy (CE) per batch": {}, "BN-statistics term per batch": {}}
-        for m in plan.methods_of(cfg, t):
-            if f"{t}/{m}" not in summary["synthesis"]:
-                continue
-            first = read_npz(paths.shard_npz(cfg.exp_dir, t, m, 0), ("images_uint8", "labels"))
-            grid = figures.class_grid(first["images_uint8"], first["labels"], n_classes)
-            figures.save_png(grid, fig_dir / f"grid-{t}-{m}.png")
-            made[f"grid/{t}/{m}"] = f"figures/grid-{t}-{m}.png"
-            if cfg.kind_of(m) in GENERATIVE_KINDS:  # a generator's training curve, not an inversion's (in MLflow)
-                continue
-            curves = read_shards(cfg.exp_dir, t, m, cfg.shards_of(m), ("loss_curves",))["loss_curves"]  # (batches, iterations, terms)
-            loss_panels["cross-entropy (CE) per batch"][m] = curves[:, :, TERMS.index("ce")]
-            loss_panels["BN-statistics term per batch"][m] = curves[:, :, TERMS.index("bn")]
-            mean = curves.mean(0)
-            _write_csv(plot_dir / "synthesis-loss" / f"{t}-{m}.csv", ["iteration", *TERMS],
-                       [[i + 1, *(f"{v:.6g}" for v in row)] for i, row in enumerate(mean)])
-            _write_csv(plot_dir / "synthesis-bn" / f"{t}-{m}.csv", ["iteration", "bn"],  # DVC draws one column per file
-                       [[i + 1, f"{row[TERMS.index('bn')]:.6g}"] for i, row in enumerate(mean)])
-        if loss_panels["cross-entropy (CE) per batch"]:
-            figures.curve_plot(loss_panels, fig_dir / f"loss-{t}.png", "iteration", log_y=True)
-            made[f"loss/{t}"] = f"figures/loss-{t}.png"
-        if fig5 := _fig5_methods(cfg, list(loss_panels["cross-entropy (CE) per batch"])):
-            figures.curve_plot({title: {label: lines[m] for label, m in fig5.items()} for title, lines in loss_panels.items()},
-                               fig_dir / f"fig5-{t}.png", "iteration", log_y=True)
-            made[f"fig5/{t}"] = f"figures/fig5-{t}.png"
-        tsne_png = paths.tsne_files(cfg.exp_dir, t)["png"]
-        if t in summary["tsne"] and tsne_png.is_file():
-            atomic_write_bytes(fig_dir / f"tsne-{t}.png", tsne_png.read_bytes())
-            made[f"tsne/{t}"] = f"figures/tsne-{t}.png"
-        curves = {m: [(float(k.split("/")[2]), v["test_acc"]) for k, v in summary["prune"].items() if k.startswith(f"{t}/{m}/")]
-                  for m in dict.fromkeys(m for pt, m, _ in plan.prune_jobs(cfg) if pt == t)}
-        if any(curves.values()):
-            figures.xy_plot({m: c for m, c in curves.items() if c}, fig_dir / f"prune-{t}.png", "pruning ratio (filters removed)",
-                            "test accuracy (%)", f"{t}: L1 filter pruning, fine-tuned on each method's images")
-            made[f"prune/{t}"] = f"figures/prune-{t}.png"
-        acc: dict[str, np.ndarray] = {}
-        for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
-                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for kt, m, s in plan.kd_jobs(cfg) if kt == t]:
-            if (j := _read(path)) is None or not j["epochs"]:  # a co-trained student has no KD epochs
-                continue
-            acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])
-            _write_csv(plot_dir / "accuracy" / f"{name.replace(' -> ', '-').replace(' ', '-')}.csv", ["epoch", "train_loss", "test_acc"],
-                       [[e["epoch"], f"{e['train_loss']:.6g}", f"{e['test_acc_subset']:.4g}"] for e in j["epochs"]])
-        kd_only = {k: v for k, v in acc.items() if k.startswith("KD")}
-        if kd_only:
-            figures.curve_plot({f"student accuracy (%) on the first {EPOCH_EVAL_IMAGES:,} test images": kd_only},
-                               fig_dir / f"kd-{t}.png", "epoch")
-            made[f"kd/{t}"] = f"figures/kd-{t}.png"
-    return made
-
-
-# ---------------------------------------------------------------------------------------------- markdown
+TABLE5_COLUMNS = {"dafl": "DAFL", "dfad": "DFAD", "deepinversion": "DI", "adi": "ADI", "naturalinversion": "NI (ours)",
+                  "ni-adi": "NI+ADI (A-ours)"}
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -215,14 +20,15 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def _settings_rows(cfg: Config, summary: dict) -> list[list]:
     syn = cfg.synthesis
-    ni = [syn.methods[k] for k in syn.run if isinstance(syn.methods[k], NIConfig)]
-    iters = ", ".join(f"{k}: {syn.methods[k].iterations}" for k in syn.run if cfg.kind_of(k) not in GENERATIVE_KINDS)
+    ran = {k: syn.methods[k] for k in syn.run}
+    ni = list(registry.of_kind(ran, "naturalinversion").values())  # the paper's settings table lists NI's own settings
+    iters = ", ".join(f"{k}: {c.iterations}" for k, c in ran.items() if not registry.of(c).generative)
 
     def each(fmt) -> str:  # one entry per distinct value over the NI methods run
         return ", ".join(dict.fromkeys(fmt(m) for m in ni)) or "-"
 
-    adi = {k: syn.methods[k] for k in syn.run if getattr(syn.methods[k], "competition", 0)}
-    gens = {k: syn.methods[k] for k in syn.run if cfg.kind_of(k) in GENERATIVE_KINDS}
+    adi = {k: c for k, c in ran.items() if registry.of(c).competition(c)}
+    gens = {k: c for k, c in ran.items() if registry.of(c).generative}
     kd_images = sorted({v["images"] for v in summary["kd"].values()})
     ours = {
         "synthesis iterations": iters,
@@ -284,7 +90,7 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     kd_rows = []
     for key, v in summary["kd"].items():
         t, m, s = key.split("/")
-        kind, pair = _paper_key(cfg, m), _pair_row(cfg, t, s)
+        kind, pair = paper_key(cfg, m), _pair_row(cfg, t, s)
         paper = pair.student_real_acc if kind == "real" else pair.kd.get(kind)
         paper = "-" if paper is None else f"{paper:.2f}"
         how = f"trained while synthesizing, {v['cotrained']:,} steps" if v.get("cotrained") else f"KD, {v['epochs']} epochs"
@@ -378,7 +184,7 @@ def _scratch_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
     for key, v in summary["scratch"].items():
         t, m, s = key.split("/")
         where, cells = table9_row(cfg.data.dataset, cfg.models[t].arch, cfg.models[s].arch)
-        paper = cells.get(_paper_key(cfg, m))
+        paper = cells.get(paper_key(cfg, m))
         rows.append([t, s, m, f"{v['images']:,}", f"{v['own_acc']:.2f}", f"**{v['train_acc']:.2f}** ({v['train_loss']:.3f})",
                      f"**{v['test_acc']:.2f}** ({v['test_loss']:.3f})",
                      f"{paper[0]} ({paper[1]}) / {paper[2]} ({paper[3]})" if paper else "-", where])
@@ -427,7 +233,7 @@ def _table8_cell(cfg: Config, method: str, nets: list[str]) -> str:
     cells = []
     for n in nets:
         role = "teacher" if n == "teacher" else cfg.models[n.removeprefix("evaluator:")].arch
-        if (hit := table8_fd(cfg.data.dataset, role, _paper_key(cfg, method))) is not None:
+        if (hit := table8_fd(cfg.data.dataset, role, paper_key(cfg, method))) is not None:
             cells.append(f"{hit[0]} {hit[1]}")
     return ", ".join(cells) or "-"
 
@@ -441,15 +247,15 @@ def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
         spec = cfg.models[t]
         stages = len(build_model(spec.arch, manifest["num_classes"], manifest["in_channels"], spec.width).stages)
         methods = cfg.synthesis.methods
-        used = {m: list(methods[m].ftp_stages or range(1, stages + 1)) for m in plan.methods_of(cfg, t)
-                if isinstance(methods[m], NIConfig) and methods[m].ftp}  # NI method -> the stages its FTP uses
+        used = {m: s for m in plan.methods_of(cfg, t)
+                if (s := registry.of(methods[m]).ftp_stages(methods[m], stages)) is not None}  # method -> its FTP's stages
         if len({tuple(u) for u in used.values()}) < 2:
             continue
         for m in sorted(used, key=lambda m: len(used[m])):
             top = used[m] == list(range(stages - len(used[m]) + 1, stages + 1))  # the top k stages, as in the paper
             paper = TABLE4["all" if len(used[m]) == stages else len(used[m])] if top else None
             mt = summary["metrics"].get(f"{t}/{m}", {})
-            kd = _kd_accs(summary, t, m)
+            kd = kd_accs(summary, t, m)
             rows.append([f"{t}/{m}", ",".join(map(str, used[m])) + (" (all)" if len(used[m]) == stages else ""),
                          *(f"{mt[k]:.3f}" if k in mt else "-" for k in [f"{n}/fd" for n in _nets(summary)]),
                          f"{summary['inception'][f'{t}/{m}']['fid']:.2f}" if f"{t}/{m}" in summary["inception"] else "-",
@@ -465,13 +271,9 @@ def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
     return lines + [""]
 
 
-TABLE5_COLUMNS = {"dafl": "DAFL", "dfad": "DFAD", "deepinversion": "DI", "adi": "ADI", "naturalinversion": "NI (ours)",
-                  "ni-adi": "NI+ADI (A-ours)"}
-
-
 def _table5_shape(cfg: Config, summary: dict) -> list[str]:
     """The paper's Table 5 layout: one row per teacher -> student, one column per method, ours (paper's)."""
-    columns = {key: next((m for m in cfg.synthesis.run if _paper_key(cfg, m) == key), None) for key in TABLE5_COLUMNS}
+    columns = {key: next((m for m in cfg.synthesis.run if paper_key(cfg, m) == key), None) for key in TABLE5_COLUMNS}
     columns = {k: m for k, m in columns.items() if m is not None}
     if len(columns) < 2:
         return []
@@ -498,11 +300,11 @@ def _table5_shape(cfg: Config, summary: dict) -> list[str]:
 
 def _components_section(cfg: Config, summary: dict) -> list[str]:
     """Paper Table 3: DI and NI with its components (one-to-one, FTP, ACS) switched on one at a time."""
-    switches = {m: s for m in cfg.synthesis.run if (s := _ni_switches(cfg, m)) is not None}
+    switches = {m: s for m in cfg.synthesis.run if (s := ni_switches(cfg, m)) is not None}
     if len(set(switches.values())) < 2:
         return []
     paper_rows = list(TABLE3_CIFAR100)  # the paper's row order; a switch set it does not have goes last
-    order = [m for m in cfg.synthesis.run if _paper_key(cfg, m) == "deepinversion"] + sorted(
+    order = [m for m in cfg.synthesis.run if paper_key(cfg, m) == "deepinversion"] + sorted(
         switches, key=lambda m: paper_rows.index(switches[m]) if switches[m] in paper_rows else len(paper_rows))
     nets = _nets(summary)
     rows = []
@@ -513,7 +315,7 @@ def _components_section(cfg: Config, summary: dict) -> list[str]:
             flags = switches.get(m)
             paper = TABLE3_CIFAR100.get(flags if flags else "deepinversion")
             mt = summary["metrics"].get(f"{t}/{m}", {})
-            kd = _kd_accs(summary, t, m)
+            kd = kd_accs(summary, t, m)
             inc = summary["inception"].get(f"{t}/{m}")
             marks = ["✓" if f else "" for f in flags] if flags else ["DI", "", ""]
             rows.append([f"{t}/{m}", *marks,
@@ -550,7 +352,7 @@ def _inception_section(cfg: Config, summary: dict) -> list[str]:
                         f"{paper['deepinversion']['FID']}.", ""]
     rows = []
     for key, v in summary["inception"].items():
-        p = paper.get(_paper_key(cfg, key.split("/")[1]), {})
+        p = paper.get(paper_key(cfg, key.split("/")[1]), {})
         rows.append([key, f"**{v['is']:.2f}** ± {v['is_std']:.2f}", f"**{v['fid']:.2f}**", f"{v['precision']:.3f}",
                      f"{v['recall']:.3f}", " / ".join(str(p.get(k, "-")) for k in ("IS", "FID", "precision", "recall"))])
     lines += [f"IS of the images, FID and k-NN precision / recall against the same {cfg.metrics.reference_images:,} real "
@@ -574,19 +376,3 @@ def _tsne_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str]
 
 def _sum_max(values: list[float]) -> list[str]:
     return [f"{sum(values):.0f}", f"{max(values, default=0):.0f}"]
-
-
-def run_report(cfg: Config) -> Outcome:
-    start = time.perf_counter()
-    manifest = read_manifest(paths.data_dir(cfg.exp_dir))
-    summary = collect(cfg)
-    made = _figures(cfg, summary, manifest)
-    out = report_dir(cfg)
-    text = render(cfg, summary, manifest, made)
-    atomic_write_bytes(out / "report.md", text.encode())
-    summary["report_seconds"] = time.perf_counter() - start
-    atomic_write_json(out / "summary.json", summary)
-    from natinv.runtime import log
-
-    log(f"report: {out / 'report.md'} ({len(made)} figures, {summary['report_seconds']:.1f} s)")
-    return Outcome(summary, artifacts=[out / "report.md", out / "summary.json", *(out / p for p in made.values())])

@@ -1,0 +1,66 @@
+"""Checks across keys, after the schema's types and bounds: names that must refer to defined models, methods and
+teachers, reserved names, and method settings that need one another. `fail(key, message)` raises the one-line error
+naming the file that set the key."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from natinv.config.schema import Config
+from natinv.synthesis import registry
+
+
+def check_references(cfg: Config, fail: Callable[[str, str], None]) -> None:
+    from natinv.models import ARCHS  # late import: models import torch
+
+    for key, spec in cfg.models.items():
+        if spec.arch not in ARCHS:
+            fail(f"models.{key}.arch", f"got {spec.arch!r}; expected one of {', '.join(ARCHS)}")
+
+    def known(keys: list[str], pool: dict | list, path: str, what: str) -> None:
+        for i, k in enumerate(keys):
+            if k not in pool:
+                allowed = ", ".join(pool) or "(none defined)"
+                fail(f"{path}[{i}]", f"got {k!r}; expected one of the {what}: {allowed}")
+
+    known(cfg.teacher.models, cfg.models, "teacher.models", "keys of `models`")
+    known(cfg.synthesis.run, cfg.synthesis.methods, "synthesis.run", "keys of synthesis.methods")
+    known(cfg.kd.students, cfg.models, "kd.students", "keys of `models`")
+    known(cfg.metrics.evaluators, cfg.models, "metrics.evaluators", "keys of `models`")
+    known(cfg.scratch.students, cfg.models, "scratch.students", "keys of `models`")
+    for method, teachers in cfg.synthesis.teachers.items():
+        if method not in cfg.synthesis.methods:
+            fail(f"synthesis.teachers.{method}", f"unknown method; expected keys of synthesis.methods: "
+                      f"{', '.join(cfg.synthesis.methods) or '(none defined)'}")
+        known(teachers, cfg.teacher.models, f"synthesis.teachers.{method}", "teachers (teacher.models)")
+    for section, chosen in (("kd", cfg.kd.methods), ("scratch", cfg.scratch.methods), ("prune", cfg.prune.methods),
+                            ("metrics.tsne", cfg.metrics.tsne.methods)):
+        if chosen is not None:
+            known(chosen, cfg.synthesis.run, f"{section}.methods", "methods run (synthesis.run)")
+    if cfg.prune.teachers is not None:
+        known(cfg.prune.teachers, cfg.teacher.models, "prune.teachers", "teachers (teacher.models)")
+    for i, r in enumerate(cfg.prune.ratios):
+        if not 0 < r < 1:
+            fail(f"prune.ratios[{i}]", f"got {r!r}; expected a fraction of filters, 0 < ratio < 1")
+    if cfg.data.dataset == "custom" and not cfg.data.path and not cfg.data.standin:
+        fail("data.path", "missing: dataset 'custom' needs an image folder or an .npz file")
+    if cfg.data.standin and cfg.data.dataset == "custom":
+        fail("data.standin", "a stand-in imitates fashion-mnist, cifar10 or cifar100; dataset 'custom' has no fixed shape")
+    for reserved, why in (("real", "the real-data reference rows"), ("none", "pruning without fine-tuning")):
+        if reserved in cfg.synthesis.methods:
+            fail(f"synthesis.methods.{reserved}", f"'{reserved}' is reserved for {why}")
+    syn = cfg.synthesis
+    batches = -(-syn.num_images // syn.batch_size)
+    if syn.shards > batches:
+        fail("synthesis.shards", f"got {syn.shards}; at most {batches} (one batch per shard at least)")
+    for layer in cfg.metrics.tsne.layers:
+        if not re.fullmatch(r"stage[1-9]\d*|embedding", layer):
+            fail("metrics.tsne.layers", f"got {layer!r}; expected 'stageK' (K >= 1) or 'embedding'")
+    for key, m in syn.methods.items():
+        where, entry = f"synthesis.methods.{key}", registry.of(m)
+        if m.cotrain is None and (why := entry.cotrain_reason(m)):
+            fail(f"{where}.cotrain", f"missing: {why} trains a student while it synthesizes; set cotrain.student to a key of `models`")
+        if m.cotrain is not None and m.cotrain.student not in cfg.models:
+            fail(f"{where}.cotrain.student", f"got {m.cotrain.student!r}; expected one of the keys of `models`: "
+                 f"{', '.join(cfg.models) or '(none defined)'}")
+        entry.check(m, where, fail)

@@ -1,0 +1,206 @@
+"""Load params files (a default plus profile overlays), merge them in order and convert the result into the schema's
+dataclasses. Every error names the file and key that set the bad value, the value, and what is allowed, in one line."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from natinv.config.checks import check_references
+from natinv.config.schema import Config, MethodConfig
+from natinv.errors import ConfigError
+
+
+def _merge(base: dict, over: dict, origin: dict, source: str, prefix: str = "") -> None:
+    """Deep-merge `over` into `base`, recording in `origin` which file set each key."""
+    for key, value in over.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            origin.setdefault(path, source)
+            _merge(base[key], value, origin, source, path + ".")
+        else:
+            base[key] = value
+            for k in [k for k in origin if k.startswith(path + ".")]:
+                del origin[k]
+            origin[path] = source
+
+
+def read_params_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(paths: list[str | Path], overrides: list[dict[str, Any]] = ()) -> Config:
+    """Load and validate params files in order (later files override earlier ones), then `overrides`."""
+    if not paths:
+        raise ConfigError("no params file given: pass --params params/default.yaml")
+    merged: dict = {}
+    origin: dict[str, str] = {}
+    for p in paths:
+        _merge(merged, read_params_file(Path(p)), origin, str(p))
+    for over in overrides:
+        _merge(merged, over, origin, "command line")
+    return config_from_dict(merged, origin)
+
+
+def config_from_dict(raw: dict, origin: dict[str, str] | None = None) -> Config:
+    conv = _Converter(origin or {})
+    cfg = conv.build(Config, raw, "")
+    check_references(cfg, conv.fail)
+    return cfg
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        text = " or ".join(_describe(a) for a in args)
+        return text + (" or null" if len(args) < len(typing.get_args(tp)) else "")
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+class _Converter:
+    def __init__(self, origin: dict[str, str]):
+        self.origin = origin
+
+    def where(self, path: str) -> str:
+        key = path
+        while key and key not in self.origin:
+            key = key.rpartition(".")[0]
+        return self.origin.get(key, "params")
+
+    def fail(self, path: str, message: str) -> None:
+        raise ConfigError(f"{self.where(path)}: {path}: {message}")
+
+    def bad(self, path: str, value: Any, tp: Any) -> None:
+        self.fail(path, f"got {value!r} ({type(value).__name__}); expected {_describe(tp)}")
+
+    def build(self, cls: type, raw: Any, path: str) -> Any:
+        if not isinstance(raw, dict):
+            self.bad(path or "(top level)", raw, cls)
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in raw if k not in fields]
+        if unknown:
+            key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+            self.fail(key, f"unknown key; allowed keys here: {', '.join(fields)}")
+        kwargs = {}
+        for name, f in fields.items():
+            key = f"{path}.{name}" if path else name
+            if name in raw:
+                value = self.convert(hints[name], raw[name], key)
+                self.check_min(f, value, key)
+                kwargs[name] = value
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.fail(key, "missing required key")
+        return cls(**kwargs)
+
+    def check_min(self, f: dataclasses.Field, value: Any, key: str) -> None:
+        if "min" not in f.metadata or value is None:
+            return
+        lo, exclusive = f.metadata["min"], f.metadata["exclusive"]
+        if value < lo or (exclusive and value == lo):
+            self.fail(key, f"got {value!r}; must be {'>' if exclusive else '>='} {lo}")
+
+    def convert(self, tp: Any, value: Any, path: str) -> Any:
+        origin = typing.get_origin(tp)
+        if tp is MethodConfig:
+            return self.method(value, path)
+        if origin in (Union, types.UnionType):
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            for arg in (a for a in args if a is not type(None)):
+                try:
+                    return self.convert(arg, value, path)
+                except ConfigError:
+                    continue
+            self.bad(path, value, tp)
+        if origin is Literal:
+            if value not in typing.get_args(tp):
+                self.bad(path, value, tp)
+            return value
+        if origin is list:
+            if not isinstance(value, list):
+                self.bad(path, value, tp)
+            (item,) = typing.get_args(tp)
+            return [self.convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.bad(path, value, tp)
+            _, item = typing.get_args(tp)
+            return {str(k): self.convert(item, v, f"{path}.{k}") for k, v in value.items()}
+        if dataclasses.is_dataclass(tp):
+            return self.build(tp, value, path)
+        if tp is bool:
+            if not isinstance(value, bool):
+                self.bad(path, value, tp)
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.bad(path, value, tp)
+            return value
+        if tp is float:
+            # YAML reads 1e-3 (no dot) as a string; accept numeric strings of that form only
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    self.bad(path, value, tp)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.bad(path, value, tp)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                self.bad(path, value, tp)
+            return value
+        raise TypeError(f"unsupported config type {tp}")  # a bug in the schema, not user input
+
+    def method(self, value: Any, path: str) -> MethodConfig:
+        if not isinstance(value, dict):
+            self.bad(path, value, dict)
+        from natinv.synthesis.registry import METHODS
+
+        kind = value.get("kind")
+        if kind not in METHODS:
+            self.fail(f"{path}.kind", f"got {kind!r}; expected one of {', '.join(map(repr, METHODS))}")
+        return self.build(METHODS[kind].config, value, path)
+
+
+
+def write_resolved(cfg: Config, path: Path) -> None:
+    """Every parameter, defaults included (loadable again with load_config); the file is left alone when unchanged."""
+    from natinv.io import atomic_write_bytes
+
+    text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode()
+    if not path.is_file() or path.read_bytes() != text:
+        atomic_write_bytes(path, text)

@@ -1,0 +1,287 @@
+"""The parameters' schema: one dataclass per params section, with defaults and bounds (`_min`). Loading and checking
+live in natinv.config.loader and natinv.config.checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+
+def _min(value: float, *, exclusive: bool = False) -> dict:
+    return {"min": value, "exclusive": exclusive}
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["fashion-mnist", "cifar10", "cifar100", "custom"] = "fashion-mnist"
+    root: str = "data"  # where datasets are looked up, cached and downloaded to
+    path: str | None = None  # custom data: an image folder or an .npz file
+    train_limit: int | None = field(default=None, metadata=_min(1))  # first N training images (tiny runs)
+    test_limit: int | None = field(default=None, metadata=_min(1))
+    test_fraction: float = field(default=0.1, metadata=_min(0, exclusive=True))  # custom data without a test split
+    image_size: int | None = field(default=None, metadata=_min(8))  # custom data: resize to this (square)
+    # Offline smoke runs: instead of reading the dataset, make a stand-in with its shape and class count (random class
+    # patterns, not real images; train_limit / test_limit images, default 5,000 / 1,000). fashion-mnist, cifar10, cifar100.
+    standin: bool = False
+
+
+@dataclass
+class ModelSpec:
+    arch: str
+    width: int | None = field(default=None, metadata=_min(1))  # base channel width; None = the arch's default
+
+
+@dataclass
+class TeacherConfig:
+    models: list[str] = field(default_factory=list)  # keys of `models` to train as teachers
+    epochs: int = field(default=3, metadata=_min(1))
+    batch_size: int = field(default=128, metadata=_min(1))
+    lr: float = field(default=0.1, metadata=_min(0, exclusive=True))
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    warmup_epochs: float = field(default=0.0, metadata=_min(0))  # linear warm-up before the cosine decay
+
+
+@dataclass
+class CoTrainConfig:
+    """The student a method distils while it synthesizes (ADI, NI+ADI, DAFL, DFAD). The `kd` job of (method, student)
+    adopts it as its result; other students are distilled from the method's images as usual."""
+
+    student: str = ""  # a key of `models` (required)
+    steps: int = field(default=1, metadata=_min(1))  # ADI: KD steps after each new batch; DAFL: per generator step (1); DFAD: per generator step (5)
+    batch_size: int = field(default=128, metadata=_min(1))  # ADI: the KD batch drawn from the images so far (DAFL, DFAD: the generator's batch)
+    lr: float = field(default=0.1, metadata=_min(0, exclusive=True))  # SGD (Nesterov), cosine decay over all student steps
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    temperature: float = field(default=1.0, metadata=_min(0, exclusive=True))  # KL temperature (ADI, DAFL); DFAD matches logits by L1
+
+
+@dataclass
+class NIConfig:
+    """NaturalInversion (paper Alg. 1). Defaults are the paper's CIFAR-10 settings."""
+
+    kind: Literal["naturalinversion"] = "naturalinversion"
+    iterations: int = field(default=2000, metadata=_min(1))
+    lr_generator: float = field(default=1e-3, metadata=_min(0, exclusive=True))
+    lr_ftp: float = field(default=5e-4, metadata=_min(0, exclusive=True))
+    lr_alpha: float = field(default=5e-2, metadata=_min(0, exclusive=True))
+    lambda_bn: float = field(default=10.0, metadata=_min(0))
+    lambda_tv: float = field(default=6e-3, metadata=_min(0))
+    lambda_l2: float = field(default=1.5e-5, metadata=_min(0))
+    latent_dim: int = field(default=1024, metadata=_min(1))
+    generator_width: int = field(default=128, metadata=_min(2))  # channels of the paper's Table 6 generator
+    alpha_mean: float = 5.0  # ACS init ~ N(alpha_mean, alpha_std)
+    alpha_std: float = field(default=1.0, metadata=_min(0))
+    jitter: int = field(default=2, metadata=_min(0))  # random roll of +-jitter pixels
+    flip: bool = True
+    o2o: bool = True  # one-to-one: a fresh generator per batch (off: one generator for the whole shard)
+    ftp: bool = True  # Feature Transfer Pyramid
+    acs: bool = True  # Adaptive Channel Scaling (off: alpha fixed to 1)
+    ftp_stages: list[int] | None = None  # 1-based teacher stages the FTP uses (paper Table 4); None = all
+    competition: float = field(default=0.0, metadata=_min(0))  # ADI's teacher-student competition weight (needs cotrain)
+    cotrain: CoTrainConfig | None = None  # a student distilled while synthesizing (ADI; the method then runs as one shard)
+
+
+@dataclass
+class DIConfig:
+    """DeepInversion: the same loss optimized on pixels. Defaults: NVlabs' CIFAR-10 settings."""
+
+    kind: Literal["deepinversion"] = "deepinversion"
+    iterations: int = field(default=2000, metadata=_min(1))
+    lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
+    lambda_bn: float = field(default=10.0, metadata=_min(0))
+    lambda_tv: float = field(default=2.5e-5, metadata=_min(0))
+    lambda_l2: float = field(default=0.0, metadata=_min(0))
+    jitter: int = field(default=2, metadata=_min(0))
+    flip: bool = True
+    clamp: bool = False  # keep pixels inside the valid [0, 1] range (in normalized space) after every step
+    competition: float = field(default=0.0, metadata=_min(0))  # ADI's teacher-student competition weight (needs cotrain)
+    cotrain: CoTrainConfig | None = None  # a student distilled while synthesizing (ADI; the method then runs as one shard)
+
+
+@dataclass
+class DAFLConfig:
+    """DAFL (Chen et al. 2019): a generator trained so the teacher's outputs look like real data's (confident one-hot
+    predictions, strong features, balanced classes), the co-trained student distilled on every generated batch.
+    Defaults: the DAFL README's CIFAR-10 command and the script's defaults."""
+
+    kind: Literal["dafl"] = "dafl"
+    iterations: int = field(default=240000, metadata=_min(1))  # generator steps (2,000 epochs x 120)
+    batch_size: int = field(default=1024, metadata=_min(1))
+    lr_generator: float = field(default=0.02, metadata=_min(0, exclusive=True))  # Adam
+    latent_dim: int = field(default=1000, metadata=_min(1))
+    generator_width: int = field(default=128, metadata=_min(2))
+    lambda_onehot: float = field(default=1.0, metadata=_min(0))
+    lambda_activation: float = field(default=0.1, metadata=_min(0))
+    lambda_entropy: float = field(default=5.0, metadata=_min(0))
+    cotrain: CoTrainConfig | None = None  # required
+
+
+@dataclass
+class DFADConfig:
+    """DFAD (Fang et al. 2019): a generator trained to maximize the student-teacher L1 distance of the logits while the
+    student minimizes it (`cotrain.steps` student steps per generator step). Defaults: DFAD's CIFAR script."""
+
+    kind: Literal["dfad"] = "dfad"
+    iterations: int = field(default=25000, metadata=_min(1))  # generator steps (500 epochs x 50)
+    batch_size: int = field(default=256, metadata=_min(1))
+    lr_generator: float = field(default=1e-3, metadata=_min(0, exclusive=True))  # Adam
+    latent_dim: int = field(default=256, metadata=_min(1))
+    generator_width: int = field(default=128, metadata=_min(2))  # 2 x ngf (64)
+    cotrain: CoTrainConfig | None = None  # required
+
+
+
+MethodConfig = Union[NIConfig, DIConfig, DAFLConfig, DFADConfig]  # one per kind of natinv.synthesis.registry
+
+
+@dataclass
+class SynthesisConfig:
+    run: list[str] = field(default_factory=list)  # method keys (of `methods`) to run
+    num_images: int = field(default=1024, metadata=_min(1))
+    batch_size: int = field(default=128, metadata=_min(1))
+    shards: int = field(default=1, metadata=_min(1))
+    save_scaling: Literal["clamp", "minmax"] = "clamp"  # uint8 rendering: clamp to [0,1] or per-image min-max
+    methods: dict[str, MethodConfig] = field(default_factory=dict)
+    teachers: dict[str, list[str]] = field(default_factory=dict)  # method -> the only teachers it inverts (default: all)
+
+
+@dataclass
+class InceptionConfig:
+    """IS / FID / P&R of the paper's Table 1 with torch-fidelity; computed only when the extractor's weights are here."""
+
+    enabled: bool = True
+    feature_extractor: str = "inception-v3-compat"  # a torch-fidelity extractor name, or 'module:Class' to register one
+    weights: str | None = None  # a local weights file; null = torch-fidelity's copy in the torch hub cache, if there
+    batch_size: int = field(default=64, metadata=_min(1))
+
+
+@dataclass
+class TSNEConfig:
+    """t-SNE of the teacher's features for real and synthesized images (paper Figs. 4, 7): one job per teacher."""
+
+    images: int = field(default=500, metadata=_min(2))  # per set: real training images and each method's (paper: 10k)
+    layers: list[str] = field(default_factory=lambda: ["stage1", "embedding"])  # 'stageK' (1-based) or 'embedding'
+    methods: list[str] | None = None  # the methods whose images are embedded beside real ones (null = every method run)
+    perplexity: float = field(default=30.0, metadata=_min(1))
+
+
+@dataclass
+class MetricsConfig:
+    """How real the images are: embeddings of synthesized (or held-out real) images against real training images."""
+
+    evaluators: list[str] = field(default_factory=list)  # keys of `models` trained on real data to embed the images
+    reference_images: int = field(default=10000, metadata=_min(2))  # real training images on the reference side
+    neighborhood: int = field(default=3, metadata=_min(1))  # k of the k-NN precision/recall
+    inception: InceptionConfig = field(default_factory=InceptionConfig)
+    tsne: TSNEConfig = field(default_factory=TSNEConfig)
+
+
+@dataclass
+class KDConfig:
+    students: list[str] = field(default_factory=list)  # every synthesis method in synthesis.run, plus real data, per student
+    methods: list[str] | None = None  # the methods whose images the students learn from (null = every method run)
+    epochs: int = field(default=30, metadata=_min(1))
+    batch_size: int = field(default=128, metadata=_min(1))
+    lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    temperature: float = field(default=4.0, metadata=_min(0, exclusive=True))
+    real_images: int | None = field(default=None, metadata=_min(1))  # method=real: image count (None = synthesis.num_images)
+
+
+@dataclass
+class ScratchConfig:
+    """Training from scratch (paper Tables 2, 9): a random student on synthesized images and their synthesis labels."""
+
+    students: list[str] = field(default_factory=list)  # each trained on every method in synthesis.run and on real data
+    methods: list[str] | None = None  # the methods whose images the students train on (null = every method run)
+    epochs: int = field(default=200, metadata=_min(1))  # paper: 200
+    batch_size: int = field(default=128, metadata=_min(1))
+    lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    train_eval_images: int | None = field(default=None, metadata=_min(1))  # real training images scored (None = all)
+    real_images: int | None = field(default=None, metadata=_min(1))  # method=real: image count (None = synthesis.num_images)
+
+
+@dataclass
+class PruneConfig:
+    """L1 filter pruning of the teacher, fine-tuned on synthesized images (paper Fig. 6)."""
+
+    ratios: list[float] = field(default_factory=list)  # fraction of filters removed in every layer (paper: 0.5 .. 0.9)
+    teachers: list[str] | None = None  # the teachers pruned (null = every teacher)
+    methods: list[str] | None = None  # the methods whose images fine-tune them (null = every method run)
+    epochs: int = field(default=20, metadata=_min(1))  # paper: 20
+    batch_size: int = field(default=128, metadata=_min(1))
+    lr: float = field(default=1e-3, metadata=_min(0, exclusive=True))  # paper: 1e-3
+    momentum: float = field(default=0.9, metadata=_min(0))
+    weight_decay: float = field(default=5e-4, metadata=_min(0))
+    targets: Literal["teacher", "labels"] = "teacher"  # fine-tune on the unpruned teacher's soft targets, or the labels
+    temperature: float = field(default=4.0, metadata=_min(0, exclusive=True))  # targets=teacher
+    real_images: int | None = field(default=None, metadata=_min(1))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How synthesis runs its teacher passes; none of it changes the method, so it is not tracked as a parameter of
+    the results (like `device`), but every shard records it. Defaults chosen by measurement (benchmarks/README.md,
+    "Synthesis engine")."""
+
+    channels_last: bool = True  # the teacher passes in channels_last: the same values up to float rounding
+    autocast: Literal["bf16"] | None = None  # bf16: teacher passes in bfloat16, losses in float32 (changes numerics)
+    compile: bool = False  # torch.compile the teacher passes (a one-off compile in every synthesize process)
+    batches_per_step: int = field(default=1, metadata=_min(1))  # one-to-one batches advanced in one vectorized step
+
+
+@dataclass
+class JobThreads:
+    """Snakemake: threads (= torch threads) of each job, so that shards and students run side by side up to --cores.
+    A stage run by hand or by `dvc repro` (one at a time) uses `threads` instead."""
+
+    data: int = field(default=1, metadata=_min(1))
+    teacher: int = field(default=2, metadata=_min(1))
+    synthesize: int = field(default=1, metadata=_min(1))
+    kd: int = field(default=1, metadata=_min(1))
+    evaluator: int = field(default=1, metadata=_min(1))
+    metrics: int = field(default=1, metadata=_min(1))
+    tsne: int = field(default=1, metadata=_min(1))
+    scratch: int = field(default=1, metadata=_min(1))
+    prune: int = field(default=1, metadata=_min(1))
+    report: int = field(default=1, metadata=_min(1))
+
+
+@dataclass
+class Config:
+    experiment: str = "default"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = field(default=None, metadata=_min(1))  # torch CPU threads (None = torch's default)
+    job_threads: JobThreads = field(default_factory=lambda: JobThreads())
+    # Snakemake: GPUs each job of a GPU stage (teacher, evaluator, synthesize, kd, metrics, scratch, fine-tuned prune)
+    # asks for, as its `gpu` resource (the SLURM plugin passes it on as --gpus). 0 = CPU jobs; data, tsne, prune
+    # without fine-tuning and report never ask for one.
+    job_gpus: int = field(default=0, metadata=_min(0))
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    results: str = "results"
+    data: DataConfig = field(default_factory=DataConfig)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    scratch: ScratchConfig = field(default_factory=ScratchConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    @property
+    def exp_dir(self) -> Path:
+        return Path(self.results) / self.experiment
+
+    def cotrained(self, method: str) -> CoTrainConfig | None:
+        """The student `method` distils while it synthesizes, if any."""
+        return None if method == "real" else self.synthesis.methods[method].cotrain
+
+    def shards_of(self, method: str) -> int:
+        from natinv.synthesis.registry import method_shards
+
+        return method_shards(self.synthesis.methods[method], self.synthesis)

@@ -1,0 +1,298 @@
+"""The stage table: every stage of the pipeline in one place, read by the Snakefile (one rule per stage), the DVC
+generator (natinv.dvc_yaml: one DVC stage per job), the CLI (`python -m natinv <stage>`) and MLflow tracking.
+
+A stage has a runner (`natinv.stages.<module>`), wildcards (the CLI's `--teacher`, `--method`, ...), outputs
+(templates of the file contract, natinv.paths), inputs (a function of the job's wildcards), the parameters its
+outputs depend on, its threads and GPU, and its variants: the reference rows (`--method real`, and `none` for
+pruning) that read no synthesized images and depend on other parameters. Which jobs a run holds comes from
+natinv.plan.
+
+Importing this module does not import torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from natinv import paths, plan
+from natinv.config.schema import Config, KDConfig, MetricsConfig, PruneConfig, ScratchConfig, SynthesisConfig, TeacherConfig
+
+Wildcards = dict[str, str]
+
+# ------------------------------------------------------------------------------ what each stage depends on
+
+
+def _settings(cls: type, section: str, skip: tuple[str, ...] = ()) -> list[str]:
+    return [f"{section}.{f.name}" for f in dataclasses.fields(cls) if f.name not in skip]
+
+
+# The parameters a stage's outputs depend on, directly or through its inputs, as dotted keys ({wildcards} filled per
+# job). Snakemake passes their values through `params:`, dvc.yaml tracks the same keys and MLflow logs them, so
+# editing one re-runs (and `dvc status` lists) exactly the jobs downstream of it. Lists that only say which jobs
+# exist (teacher.models, synthesis.run, synthesis.teachers, kd.students, the sections' `methods`) are not settings of
+# a job (natinv.plan lists the jobs).
+_DATA = ["data"]
+_TEACHER = [*_DATA, "seed", "models.{teacher}", *_settings(TeacherConfig, "teacher", skip=("models",))]
+_SYNTH = [*_TEACHER, *_settings(SynthesisConfig, "synthesis", skip=("run", "methods", "teachers")),
+          "synthesis.methods.{method}"]
+_KD = ["models.{student}", *_settings(KDConfig, "kd", skip=("students", "methods", "real_images"))]
+_SCRATCH = ["models.{student}", *_settings(ScratchConfig, "scratch", skip=("students", "methods", "real_images"))]
+_PRUNE = _settings(PruneConfig, "prune", skip=("ratios", "teachers", "methods", "real_images"))  # the ratio is in the job's name
+_METRICS = _settings(MetricsConfig, "metrics", skip=("tsne",))
+
+# ------------------------------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Output:
+    template: str  # natinv.paths template under the experiment folder
+    dvc: str = "outs"  # how dvc.yaml lists it: outs (cached), metrics, plots or uncached
+    directory: bool = False
+    plot: dict[str, str] | None = None  # DVC plot properties of a folder of CSV files (x, y)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A reference row: the stage with `method` set to a reserved name, reading no synthesized images."""
+
+    tracked: list[str]
+    gpu: bool = True
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    runner: str  # natinv.stages.<module>:<function>(cfg, device, **wildcards) -> Outcome
+    wildcards: tuple[str, ...]
+    outputs: dict[str, Output]
+    inputs: Callable[[Config, Wildcards, bool], list[Path]]  # (cfg, wildcards, per_method) -> files read
+    tracked: list[str]
+    jobs: Callable[[Config], list[Wildcards]]
+    gpu: bool = True  # asks for `job_gpus` GPUs on a cluster
+    priority: int = 0  # Snakemake: among ready jobs, higher first
+    variants: dict[str, Variant] = field(default_factory=dict)  # method value -> its variant
+    dvc_job: tuple[str, ...] | None = None  # the wildcards of one DVC stage, when coarser than a Snakemake job
+    dvc_outputs: dict[str, Output] | None = None  # its outputs then
+
+    def variant(self, w: Wildcards) -> Variant | None:
+        return self.variants.get(w.get("method", ""))
+
+    def tracked_keys(self, w: Wildcards) -> list[str]:
+        """The dotted parameter keys one job depends on."""
+        v = self.variant(w)
+        return [k.format(**w) for k in (v.tracked if v else self.tracked)]
+
+    def params(self, cfg: Config, w: Wildcards) -> dict[str, Any]:
+        """{dotted key: value} of the parameters one job depends on (None for a key the params lack)."""
+        tree = dataclasses.asdict(cfg)
+        out: dict[str, Any] = {}
+        for key in self.tracked_keys(w):
+            node: Any = tree
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            out[key] = node
+        return out
+
+    def uses_gpu(self, w: Wildcards) -> bool:
+        v = self.variant(w)
+        return v.gpu if v else self.gpu
+
+    def output_files(self, exp: Path, w: Wildcards) -> dict[str, Path]:
+        return {name: paths.at(exp, o.template, **w) for name, o in self.outputs.items()}
+
+    def log(self, exp: Path, w: Wildcards) -> Path:
+        return exp / "logs" / self.name / (("-".join(w[k] for k in self.wildcards) or self.name) + ".log")
+
+    @property
+    def module(self) -> str:
+        return self.runner.partition(":")[0]
+
+    def sources(self, cfg: Config, w: Wildcards) -> list[Path]:
+        """The package's files one job runs: its runner's imports (source_modules), plus the modules loaded by name,
+        which no import statement shows: the architectures of the networks it builds, and a synthesis method's own
+        module."""
+        from natinv.models import ARCHS
+        from natinv.synthesis import registry
+
+        modules = [self.module, *(f"natinv.models.{ARCHS[cfg.models[k].arch][0]}" for k in _networks(cfg, self.name, w))]
+        if self.name == "synthesize":
+            modules.append(f"natinv.synthesis.{registry.of(cfg.synthesis.methods[w['method']]).module}")
+        return source_modules(*modules)
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+
+
+def _data(cfg: Config) -> list[Path]:
+    return [paths.at(cfg.exp_dir, t) for t in paths.DATA.values()]
+
+
+def _teacher(cfg: Config, w: Wildcards) -> list[Path]:
+    return [paths.teacher_weights(cfg.exp_dir, w["teacher"])]
+
+
+def images(cfg: Config, teacher: str, method: str, per_method: bool) -> list[Path]:
+    """What a job reads of (teacher, method)'s synthesized images: every shard's arrays, or (per_method, as a DVC stage
+    sees it) the method's folder; nothing for a reference row."""
+    if method not in cfg.synthesis.methods:
+        return []
+    if per_method:
+        return [paths.at(cfg.exp_dir, paths.SYNTH_DIR, teacher=teacher, method=method)]
+    return [paths.shard_npz(cfg.exp_dir, teacher, method, s) for s in range(cfg.shards_of(method))]
+
+
+def _evaluators(cfg: Config) -> list[Path]:
+    return [paths.evaluator_weights(cfg.exp_dir, e) for e in cfg.metrics.evaluators]
+
+
+def _report_inputs(cfg: Config, w: Wildcards, per_method: bool) -> list[Path]:
+    """Every output of every other job (per_method: their top folders, as DVC tracks them)."""
+    files = [f for stage in STAGES.values() if stage.name != "report" for job in stage.jobs(cfg)
+             for f in stage.output_files(cfg.exp_dir, job).values()]
+    if per_method:
+        return list(dict.fromkeys(cfg.exp_dir / f.relative_to(cfg.exp_dir).parts[0] for f in files))
+    return files
+
+
+def _jobs(rows: list[tuple], *names: str) -> list[Wildcards]:
+    return [{n: (f"{v:g}" if isinstance(v, float) else str(v)) for n, v in zip(names, row)} for row in rows]
+
+
+def _o(templates: dict[str, str], **dvc: str) -> dict[str, Output]:
+    return {name: Output(t, dvc.get(name, "outs")) for name, t in templates.items()}
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("data", "fetch the dataset and write canonical uint8 arrays + manifest", "natinv.stages.data:run", (),
+          _o(paths.DATA, manifest="metrics"), lambda cfg, w, pm: [], _DATA, lambda cfg: [{}], gpu=False),
+    Stage("teacher", "train a teacher on real data", "natinv.stages.teacher:run_teacher", ("teacher",),
+          _o(paths.TEACHER, json="metrics"), lambda cfg, w, pm: _data(cfg), _TEACHER,
+          lambda cfg: _jobs([(t,) for t in cfg.teacher.models], "teacher"), priority=3),  # every other job waits for one
+    Stage("evaluator", "train an independent network on real data whose embedding judges the images (metrics)",
+          "natinv.stages.teacher:run_evaluator", ("evaluator",), _o(paths.EVALUATOR, json="metrics"),
+          lambda cfg, w, pm: _data(cfg),
+          [*_DATA, "seed", "models.{evaluator}", *_settings(TeacherConfig, "teacher", skip=("models",))],
+          lambda cfg: _jobs([(e,) for e in cfg.metrics.evaluators], "evaluator")),
+    Stage("synthesize", "synthesize images from a teacher: one shard, or all shards in turn",
+          "natinv.stages.synthesize:run", ("teacher", "method", "shard"), _o(paths.SHARD), lambda cfg, w, pm: _teacher(cfg, w),
+          _SYNTH, lambda cfg: _jobs(plan.synthesis_jobs(cfg), "teacher", "method", "shard"),
+          priority=2,  # the longest chain is shards -> their KD: start it before the jobs that only need the teacher
+          dvc_job=("teacher", "method"), dvc_outputs={"shards": Output(paths.SYNTH_DIR, "uncached", directory=True)}),
+    Stage("kd", "distill a student from synthesized images (--method real: from real images)", "natinv.stages.kd:run",
+          ("teacher", "method", "student"), _o(paths.KD, json="metrics"),
+          lambda cfg, w, pm: [*_data(cfg), *_teacher(cfg, w), *images(cfg, w["teacher"], w["method"], pm)],
+          [*_SYNTH, *_KD], lambda cfg: _jobs(plan.kd_jobs(cfg), "teacher", "method", "student"), priority=1,
+          variants={"real": Variant([*_TEACHER, *_KD, "kd.real_images", "synthesis.num_images"])}),
+    Stage("metrics", "how real the images are: FD and precision/recall against real data (--method real: the floor)",
+          "natinv.stages.metrics:run", ("teacher", "method"), _o(paths.METRICS, json="metrics"),
+          lambda cfg, w, pm: [*_data(cfg), *_teacher(cfg, w), *_evaluators(cfg), *images(cfg, w["teacher"], w["method"], pm)],
+          [*_SYNTH, *_METRICS], lambda cfg: _jobs(plan.metrics_jobs(cfg), "teacher", "method"),
+          variants={"real": Variant([*_TEACHER, *_METRICS])}),
+    Stage("tsne", "t-SNE of the teacher's features for real and every method's images (paper Figs. 4, 7)",
+          "natinv.stages.tsne:run", ("teacher",), _o(paths.TSNE, json="metrics", png="plots"),
+          lambda cfg, w, pm: [*_data(cfg), *_teacher(cfg, w),
+                              *(f for m in plan.tsne_methods(cfg, w["teacher"]) for f in images(cfg, w["teacher"], m, pm))],
+          [*_TEACHER, "synthesis", "metrics.tsne"], lambda cfg: _jobs([(t,) for t in cfg.teacher.models], "teacher"),
+          gpu=False),
+    Stage("scratch", "train a random student on a method's images and labels only (--method real: on real images)",
+          "natinv.stages.scratch:run", ("teacher", "method", "student"), _o(paths.SCRATCH, json="metrics"),
+          lambda cfg, w, pm: [*_data(cfg), *images(cfg, w["teacher"], w["method"], pm)],
+          [*_SYNTH, *_SCRATCH], lambda cfg: _jobs(plan.scratch_jobs(cfg), "teacher", "method", "student"),
+          variants={"real": Variant([*_DATA, "seed", *_SCRATCH, "scratch.real_images", "synthesis.num_images"])}),
+    Stage("prune", "L1 filter pruning of the teacher, fine-tuned on a method's images (real: real images; none: not)",
+          "natinv.stages.prune:run", ("teacher", "method", "ratio"), _o(paths.PRUNE, json="metrics"),
+          lambda cfg, w, pm: [*_data(cfg), *_teacher(cfg, w), *images(cfg, w["teacher"], w["method"], pm)],
+          [*_SYNTH, *_PRUNE], lambda cfg: _jobs(plan.prune_jobs(cfg), "teacher", "method", "ratio"),
+          variants={"real": Variant([*_TEACHER, *_PRUNE, "prune.real_images", "synthesis.num_images"]),
+                    "none": Variant(_TEACHER, gpu=False)}),
+    Stage("report", "write report.md, figures and summary.json from the stage outputs", "natinv.report:run", (),
+          {"report": Output(paths.REPORT["report"], "uncached"), "summary": Output(paths.REPORT["summary"], "metrics"),
+           "figures": Output(paths.REPORT["figures"], "uncached", directory=True),
+           **{name: Output(f"{paths.REPORT['plots']}/{name}", "plots", directory=True, plot={"x": x, "y": y})
+              for name, x, y in (("synthesis-loss", "iteration", "ce"), ("synthesis-bn", "iteration", "bn"),
+                                 ("accuracy", "epoch", "test_acc"))}},
+          _report_inputs, ["data", "seed", "models", "teacher", "synthesis", "kd", "metrics", "scratch", "prune"],
+          lambda cfg: [{}], gpu=False),
+)}
+
+def _networks(cfg: Config, stage: str, w: Wildcards) -> list[str]:
+    """The keys of `models` a job builds or loads."""
+    keys = [w[k] for k in ("teacher", "student", "evaluator") if k in w]
+    if stage == "metrics":
+        keys += cfg.metrics.evaluators
+    if stage == "synthesize" and (co := cfg.cotrained(w["method"])) is not None:
+        keys.append(co.student)
+    if stage == "report":  # the FTP table counts each teacher's stages
+        keys += cfg.teacher.models
+    return list(dict.fromkeys(keys))
+
+
+WILDCARD_TYPES: dict[str, type] = {"shard": int, "ratio": float}  # the others are names
+
+
+def stage_params(cfg: Config, stage: str, **wildcards: str) -> dict[str, Any]:
+    """{dotted key: value} of the parameters one job of `stage` depends on."""
+    return STAGES[stage].params(cfg, wildcards)
+
+
+# --------------------------------------------------------------------------------------------- source files
+
+
+def source_modules(*modules: str, root: Path | None = None) -> list[Path]:
+    """The files of `modules` and of the natinv modules they import, at any depth and inside functions too (read with
+    `ast`, so nothing is imported; `if TYPE_CHECKING:` blocks never run and are skipped): what a code edit must
+    invalidate. Paths relative to the repository root (src/natinv/...)."""
+    import ast
+
+    root = root or Path(__file__).resolve().parent.parent
+    seen: dict[str, Path] = {}
+
+    def file_of(name: str) -> Path | None:
+        base = root / Path(*name.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def visit(name: str) -> None:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # a package's __init__ runs before its module
+            sub = ".".join(parts[:i])
+            if sub in seen or (path := file_of(sub)) is None:
+                continue
+            seen[sub] = path
+            for node in _runtime_nodes(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    package = sub if path.name == "__init__.py" else sub.rpartition(".")[0]
+                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *([node.module] if node.module else [])]) \
+                        if node.level else node.module
+                    names = [base, *(f"{base}.{a.name}" for a in node.names)]
+                else:
+                    continue
+                for n in names:
+                    if n.split(".")[0] == "natinv":
+                        visit(n)
+
+    for module in modules:
+        visit(module)
+    return sorted(p.relative_to(root.parent) for p in seen.values())
+
+
+def _runtime_nodes(tree):
+    """Every node of `tree` except those under `if TYPE_CHECKING:`."""
+    import ast
+
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))

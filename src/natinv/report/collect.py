@@ -1,0 +1,77 @@
+"""The report's inputs: every stage's JSON result, gathered into summary.json (whatever stages have run)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from natinv import paths, plan
+from natinv.config import Config
+from natinv.io import read_json
+
+
+def report_dir(cfg: Config) -> Path:
+    return cfg.exp_dir / "report"
+
+
+def read_if_present(path: Path) -> dict | None:
+    """A stage JSON, or None while the stage has not run."""
+    return read_json(path) if path.is_file() else None
+
+
+def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
+    """Totals over the shards of (teacher, method); None while any shard is missing."""
+    shards = [read_if_present(paths.shard_json(cfg.exp_dir, teacher, method, s)) for s in range(cfg.shards_of(method))]
+    if any(s is None for s in shards):
+        return None
+    n = sum(s["images"] for s in shards)
+
+    def mean(get) -> float:  # image-weighted over shards
+        return sum(get(s) * s["images"] for s in shards) / n
+
+    return {
+        "images": n, "iterations": shards[0]["iterations"], "batch_size": shards[0]["batch_size"],
+        "seconds": sum(s["seconds"] for s in shards), "shard_seconds": [s["seconds"] for s in shards],
+        "s_per_iter": sum(s["seconds"] for s in shards) / sum(s["steps"] for s in shards),
+        "final_ce": mean(lambda s: s["final"]["ce"]) if "ce" in shards[0]["final"] else None,  # DAFL, DFAD: no CE / BN
+        "final_bn": mean(lambda s: s["final"]["bn"]) if "bn" in shards[0]["final"] else None,
+        "agreement_float16": mean(lambda s: s["agreement_float16"]), "agreement_uint8": mean(lambda s: s["agreement_uint8"]),
+    }
+
+
+def collect(cfg: Config) -> dict:
+    """summary.json: the keys the README lists (accuracies in %), for whatever stages have run."""
+    out: dict = {"experiment": cfg.experiment, "teachers": {}, "evaluators": {}, "synthesis": {}, "kd": {}, "metrics": {},
+                 "inception": {}, "inception_unavailable": None, "tsne": {}, "scratch": {}, "prune": {}}
+    for e in cfg.metrics.evaluators:
+        if (ej := read_if_present(paths.evaluator_json(cfg.exp_dir, e))) is not None:
+            out["evaluators"][e] = {"test_acc": ej["test_acc"], "seconds": ej["seconds"], "epochs": len(ej["epochs"])}
+    for t in cfg.teacher.models:
+        if (tj := read_if_present(paths.teacher_json(cfg.exp_dir, t))) is not None:
+            out["teachers"][t] = {"test_acc": tj["test_acc"], "seconds": tj["seconds"], "epochs": len(tj["epochs"])}
+        if (tj := read_if_present(paths.tsne_files(cfg.exp_dir, t)["json"])) is not None:
+            out["tsne"][t] = {"images": tj["images"], "layers": tj["layers"], "seconds": tj["seconds"]}
+        for m in plan.methods_of(cfg, t):
+            if (totals := synthesis_totals(cfg, t, m)) is not None:
+                out["synthesis"][f"{t}/{m}"] = totals
+    for t, m in plan.metrics_jobs(cfg):  # the synthesized methods, then real (the reference row)
+        if (mj := read_if_present(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
+            out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
+            out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
+            inc = mj.get("inception") or {"available": False, "reason": "this metrics file predates the Inception metrics"}
+            if inc["available"]:
+                out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}
+            else:
+                out["inception_unavailable"] = inc["reason"]
+    for t, m, s in plan.scratch_jobs(cfg):
+        if (sj := read_if_present(paths.scratch_json(cfg.exp_dir, t, m, s))) is not None:
+            out["scratch"][f"{t}/{m}/{s}"] = {k: sj[k] for k in ("train_acc", "train_loss", "test_acc", "test_loss",
+                                                                  "own_acc", "images", "seconds")}
+    for t, m, s in plan.kd_jobs(cfg):
+        if (kj := read_if_present(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
+            out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
+                                         "epochs": len(kj["epochs"]),
+                                         "cotrained": kj["cotrained"]["steps"] if "cotrained" in kj else None}
+    for t, m, r in plan.prune_jobs(cfg):
+        if (pj := read_if_present(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
+            out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "params_before", "params_after",
+                                                                 "macs_before", "macs_after", "seconds")}
+    return out

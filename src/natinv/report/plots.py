@@ -1,0 +1,86 @@
+"""The report's figures: image grids, loss curves, accuracy curves (PNG under figures/) and the same curves as CSV
+under plots/ (DVC plots)."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from natinv import figures, paths, plan
+from natinv.config import Config
+from natinv.io import atomic_write_bytes, read_npz
+from natinv.report.collect import read_if_present, report_dir
+from natinv.report.identity import fig5_methods
+from natinv.synthesis import registry
+from natinv.synthesis.objective import TERMS
+from natinv.train import EPOCH_EVAL_IMAGES
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
+    """Image grids, loss curves, accuracy curves (PNG under figures/) and the same curves as CSV under plots/ (DVC plots)."""
+    fig_dir, plot_dir = report_dir(cfg) / "figures", report_dir(cfg) / "plots"
+    made: dict[str, str] = {}
+    n_classes = manifest["num_classes"]
+    with np.load(paths.data_dir(cfg.exp_dir) / "test.npz") as z:
+        figures.save_png(figures.class_grid(z["images"], z["labels"], n_classes), fig_dir / "grid-real.png")
+    made["grid/real"] = "figures/grid-real.png"
+    for t in cfg.teacher.models:
+        loss_panels: dict[str, dict[str, np.ndarray]] = {"cross-entropy (CE) per batch": {}, "BN-statistics term per batch": {}}
+        for m in plan.methods_of(cfg, t):
+            if f"{t}/{m}" not in summary["synthesis"]:
+                continue
+            first = read_npz(paths.shard_npz(cfg.exp_dir, t, m, 0), ("images_uint8", "labels"))
+            grid = figures.class_grid(first["images_uint8"], first["labels"], n_classes)
+            figures.save_png(grid, fig_dir / f"grid-{t}-{m}.png")
+            made[f"grid/{t}/{m}"] = f"figures/grid-{t}-{m}.png"
+            if registry.of(cfg.synthesis.methods[m]).generative:  # a generator's training curve, not an inversion's (in MLflow)
+                continue
+            curves = paths.read_shards(cfg.exp_dir, t, m, cfg.shards_of(m), ("loss_curves",))["loss_curves"]  # (batches, iterations, terms)
+            loss_panels["cross-entropy (CE) per batch"][m] = curves[:, :, TERMS.index("ce")]
+            loss_panels["BN-statistics term per batch"][m] = curves[:, :, TERMS.index("bn")]
+            mean = curves.mean(0)
+            _write_csv(plot_dir / "synthesis-loss" / f"{t}-{m}.csv", ["iteration", *TERMS],
+                       [[i + 1, *(f"{v:.6g}" for v in row)] for i, row in enumerate(mean)])
+            _write_csv(plot_dir / "synthesis-bn" / f"{t}-{m}.csv", ["iteration", "bn"],  # DVC draws one column per file
+                       [[i + 1, f"{row[TERMS.index('bn')]:.6g}"] for i, row in enumerate(mean)])
+        if loss_panels["cross-entropy (CE) per batch"]:
+            figures.curve_plot(loss_panels, fig_dir / f"loss-{t}.png", "iteration", log_y=True)
+            made[f"loss/{t}"] = f"figures/loss-{t}.png"
+        if fig5 := fig5_methods(cfg, list(loss_panels["cross-entropy (CE) per batch"])):
+            figures.curve_plot({title: {label: lines[m] for label, m in fig5.items()} for title, lines in loss_panels.items()},
+                               fig_dir / f"fig5-{t}.png", "iteration", log_y=True)
+            made[f"fig5/{t}"] = f"figures/fig5-{t}.png"
+        tsne_png = paths.tsne_files(cfg.exp_dir, t)["png"]
+        if t in summary["tsne"] and tsne_png.is_file():
+            atomic_write_bytes(fig_dir / f"tsne-{t}.png", tsne_png.read_bytes())
+            made[f"tsne/{t}"] = f"figures/tsne-{t}.png"
+        curves = {m: [(float(k.split("/")[2]), v["test_acc"]) for k, v in summary["prune"].items() if k.startswith(f"{t}/{m}/")]
+                  for m in dict.fromkeys(m for pt, m, _ in plan.prune_jobs(cfg) if pt == t)}
+        if any(curves.values()):
+            figures.xy_plot({m: c for m, c in curves.items() if c}, fig_dir / f"prune-{t}.png", "pruning ratio (filters removed)",
+                            "test accuracy (%)", f"{t}: L1 filter pruning, fine-tuned on each method's images")
+            made[f"prune/{t}"] = f"figures/prune-{t}.png"
+        acc: dict[str, np.ndarray] = {}
+        for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
+                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for kt, m, s in plan.kd_jobs(cfg) if kt == t]:
+            if (j := read_if_present(path)) is None or not j["epochs"]:  # a co-trained student has no KD epochs
+                continue
+            acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])
+            _write_csv(plot_dir / "accuracy" / f"{name.replace(' -> ', '-').replace(' ', '-')}.csv", ["epoch", "train_loss", "test_acc"],
+                       [[e["epoch"], f"{e['train_loss']:.6g}", f"{e['test_acc_subset']:.4g}"] for e in j["epochs"]])
+        kd_only = {k: v for k, v in acc.items() if k.startswith("KD")}
+        if kd_only:
+            figures.curve_plot({f"student accuracy (%) on the first {EPOCH_EVAL_IMAGES:,} test images": kd_only},
+                               fig_dir / f"kd-{t}.png", "epoch")
+            made[f"kd/{t}"] = f"figures/kd-{t}.png"
+    return made

@@ -1,0 +1,46 @@
+"""Stage `synthesize`: one shard of (teacher, method) (natinv.synthesis.shard), checked for divergence, written as
+arrays (npz), a summary (json) and a class grid (png)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from natinv import figures, paths
+from natinv.checkpoint import load_model
+from natinv.config import Config
+from natinv.errors import ConfigError, NatinvError
+from natinv.io import atomic_write_json, write_npz
+from natinv.runtime import log
+from natinv.stages.common import choose, new_model, student_seed
+from natinv.synthesis.shard import synthesize_shard
+from natinv.tracking import Outcome
+
+
+def check_shard(cfg: Config, method: str, shard: int) -> None:
+    choose(method, cfg.synthesis.methods, "method")
+    shards = cfg.shards_of(method)
+    if not 0 <= shard < shards:
+        why = "it trains a student while it synthesizes" if cfg.cotrained(method) else f"synthesis.shards = {shards}"
+        raise ConfigError(f"shard = {shard}: method {method} has {shards} shard(s), 0..{shards - 1} ({why})")
+
+
+def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int) -> Outcome:
+    check_shard(cfg, method, shard)
+    model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
+    co = cfg.cotrained(method)
+    student = None if co is None else new_model(meta, cfg.models[co.student], student_seed(cfg, teacher, method, co.student))
+    arrays, summary, series = synthesize_shard(model, meta, teacher, method, cfg.synthesis.methods[method], cfg.synthesis,
+                                               cfg.seed, shard, device, student, log=log, engine=cfg.engine)
+    if bad := int((~np.isfinite(arrays["images"]).reshape(len(arrays["images"]), -1).all(1)).sum()):
+        raise NatinvError(f"{teacher}/{method} shard {shard}: {bad} of {len(arrays['images'])} images hold NaN or infinite "
+                          f"values (the optimization diverged; losses at the end: "
+                          + ", ".join(f"{k} {v:.3g}" for k, v in summary["final"].items())
+                          + "); nothing was written. Lower the method's learning rates, or check the teacher")
+    npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
+    write_npz(npz, arrays)
+    atomic_write_json(paths.shard_json(cfg.exp_dir, teacher, method, shard), summary)
+    log(f"{teacher}/{method} shard {shard}: {summary['images']} images in {summary['seconds']:.0f} s; teacher agreement "
+        f"{summary['agreement_float16']:.1f} % (stored tensors), {summary['agreement_uint8']:.1f} % (uint8 rendering)")
+    grid = npz.with_suffix(".png")
+    figures.save_png(figures.class_grid(arrays["images_uint8"], arrays["labels"], meta.num_classes), grid)
+    return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid])

@@ -1,0 +1,62 @@
+"""The shard of an inversion method (NI, DI): every batch optimized on its own with its own seed and labels; with a
+co-trained student (ADI), the student takes cotrain.steps KD steps on the images so far after every batch, and the
+competition term plays against it."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from natinv.runtime import derive_seed
+from natinv.synthesis.competition import Competitor
+from natinv.synthesis.labels import batch_labels
+from natinv.synthesis.objective import TERMS, BatchResult, InversionObjective, LossWeights
+from natinv.synthesis.registry import method_shards
+from natinv.synthesis.shard import ShardImages, ShardJob, batch_plan
+
+# (objective, [(labels, seed) per batch]) -> each batch's result, in order
+Optimizer = Callable[[InversionObjective, list[tuple[torch.Tensor, int]]], Iterator[BatchResult]]
+
+
+def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
+    method, meta = job.method, job.meta
+    plan = batch_plan(job.syn.num_images, job.syn.batch_size, method_shards(method, job.syn))[job.shard]
+    seeds = [derive_seed(job.seed, job.teacher_key, job.method_key, index) for index, _ in plan]
+    batches = [(batch_labels(size, meta.num_classes, torch.Generator().manual_seed(derive_seed(s, "labels"))), s)
+               for (_, size), s in zip(plan, seeds)]
+    co = job.co
+    competitor = Competitor(co.model, method.competition) if co is not None and method.competition > 0 else None
+    objective = InversionObjective(job.teacher, LossWeights.of(method), competitor, job.engine)
+
+    images, labels, curves, best_iters = [], [], [], []
+    student_gen = torch.Generator().manual_seed(derive_seed(job.seed, job.teacher_key, job.method_key, "cotrain"))
+    start = time.perf_counter()
+    for k, res in enumerate(optimize(objective, batches)):
+        images.append(res.images.float().cpu())
+        labels.append(res.labels)
+        curves.append(res.curve)
+        best_iters.append(res.best_iteration)
+        if co is not None:
+            co.distill_on(job.teacher, torch.cat(images), method.cotrain.steps, student_gen)
+        final = dict(zip(TERMS, res.curve[res.best_iteration].tolist()))
+        elapsed = time.perf_counter() - start
+        job.log(f"{job.teacher_key}/{job.method_key} shard {job.shard} batch {k + 1}/{len(plan)}: best iteration "
+                f"{res.best_iteration + 1}, loss {final['total']:.3f} (CE {final['ce']:.3f}, BN {final['bn']:.3f}"
+                + (f", competition {final['competition']:.3f}; student KD loss {co.losses[-1].item():.3f}" if co else "")
+                + f"), {elapsed / ((k + 1) * method.iterations):.3f} s/iteration")
+    objective.close()
+    curve = torch.stack(curves).numpy().astype(np.float32)  # (batches, iterations, terms)
+    best = np.asarray(best_iters, dtype=np.int64)
+    batch_index = np.asarray([i for i, _ in plan], dtype=np.int64)
+    at_best = curve[np.arange(len(best)), best]  # (batches, terms)
+    series = {f"loss/{t}": curve[:, :, i].mean(0) for i, t in enumerate(TERMS)}
+    series |= {f"batch-{b}/{t}": curve[k, :, TERMS.index(t)] for k, b in enumerate(batch_index) for t in ("ce", "bn")}
+    return ShardImages(
+        torch.cat(images), torch.cat(labels),
+        {"loss_curves": curve, "loss_terms": np.asarray(TERMS), "seeds": np.asarray(seeds, dtype=np.int64),
+         "batch_index": batch_index, "best_iteration": best},
+        {t: float(at_best[:, i].mean()) for i, t in enumerate(TERMS)},
+        {"batches": len(plan), "batch_size": job.syn.batch_size, "steps": len(plan) * method.iterations},
+        series)
