@@ -7,6 +7,7 @@ line: s_per_iter (the median of the timed iterations), images_per_s, peak memory
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import resource
@@ -15,13 +16,13 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
-from natinv.config import DIConfig, EngineConfig, NIConfig
+from natinv.config import EngineConfig
 from natinv.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-METHODS = {"ni": NIConfig, "di": DIConfig}
+METHODS = {"ni": "naturalinversion", "di": "deepinversion"}  # --method -> its kind (natinv.synthesis.registry)
 PAPER_IMAGE_ITERATIONS = 50_000 * 2_000
 
 
@@ -70,11 +71,12 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
 
     from natinv import runtime
     from natinv.models import build_model  # torch and the synthesis engine: imported when a benchmark runs, not by the CLI parser
-    from natinv.synthesis import deepinversion, naturalinversion
+    from natinv.synthesis import registry
     from natinv.synthesis.labels import batch_labels
     from natinv.synthesis.objective import InversionObjective, LossWeights
 
-    module, config_cls = {"ni": naturalinversion, "di": deepinversion}[method], METHODS[method]
+    entry = registry.METHODS[METHODS[method]]
+    module, config_cls = importlib.import_module(f"natinv.synthesis.{entry.module}"), entry.config
     runtime.set_threads(threads)
     dev = runtime.pick_device(device)
     host_memory = reuse_host_memory and dev.type == "cpu" and runtime.reuse_host_memory()
