@@ -314,12 +314,13 @@ def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run, tmp
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "lr.yaml").stdout)
     assert counts == {"synthesize": 2, "kd": 1, "metrics": 1, "tsne": 1, "scratch": 1, "prune": 1, "report": 1, "all": 1}
     # DVC on the same outputs, with the same value in a third params file: adopt them (dvc commit), then change it
-    (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.001}}}\n")  # the value the run had
+    lr = load_config([repo / f for f in TINY[1:]]).synthesis.methods["ni"].lr_generator
+    (repo / "lr.yaml").write_text(f"synthesis: {{methods: {{ni: {{lr_generator: {lr}}}}}}}\n")  # the value the run had
     assert load_config([repo / f for f in (*TINY[1:], "lr.yaml")]) == load_config([repo / f for f in TINY[1:]])
     dvcfile = generate_dvc_yaml(repo, [*TINY[1:], "lr.yaml"])
     tool(repo, "dvc", "commit", "-f", dvcfile)
     assert "up to date" in tool(repo, "dvc", "status", dvcfile).stdout
-    (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.02}}}\n")
+    (repo / "lr.yaml").write_text(f"synthesis: {{methods: {{ni: {{lr_generator: {2 * lr}}}}}}}\n")
     changed = {k.split(":")[-1] for k in json.loads(tool(repo, "dvc", "status", "--json", dvcfile).stdout)}
     assert changed == {"synthesize--resnet8-w16--ni", "kd--resnet8-w16--ni--resnet8-w8", "metrics--resnet8-w16--ni",
                        "tsne--resnet8-w16", "scratch--resnet8-w16--ni--resnet8-w8", "prune--resnet8-w16--ni--0.5", "report"}

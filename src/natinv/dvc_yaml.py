@@ -3,9 +3,9 @@
 One DVC stage per job of natinv.plan (the jobs Snakemake runs for the same files; a method's shards run in turn in
 one stage), with the stage table's command, inputs, outputs and tracked parameters, plus the package's source files
 the stage's runner imports (so a code edit re-runs exactly the stages that use it). A stage tracks each of its
-parameters in every params file of the stack that sets it: the key itself where that file has it, else the deepest
-section of the key the file has (so a key added to that section later still invalidates the stage). The committed
-dvc.yaml is this for params/default.yaml; `dvc repro <path>/dvc.yaml` runs another stack's.
+parameters in every params file of the stack that sets it, and nothing else, so an edit invalidates exactly the
+stages that depend on the edited value; a key added to a file later is tracked once the dvc.yaml is written again.
+The committed dvc.yaml is this for params/default.yaml; `dvc repro <path>/dvc.yaml` runs another stack's.
 """
 from __future__ import annotations
 
@@ -23,19 +23,14 @@ def default_out(cfg: Config) -> Path:
     return Path("workflow") / "dvc" / cfg.experiment / "dvc.yaml"
 
 
-REGISTRIES = ("models", "synthesis.methods")  # named entries: a stage depends on its own entry, not on the others
-
-
-def _deepest(tree: Any, key: str) -> str | None:
-    """The longest prefix of dotted `key` that names a node of `tree` (a params file), or None; never a registry
-    (`models`, `synthesis.methods`) in place of one of its entries."""
-    found, node = None, tree
-    parts = key.split(".")
-    for i, part in enumerate(parts):
+def _sets(tree: Any, key: str) -> bool:
+    """Whether a params file (`tree`) sets dotted `key` (a value, or a section with something in it)."""
+    node = tree
+    for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            break
-        node, found = node[part], ".".join(parts[: i + 1])
-    return None if found in REGISTRIES and found != key else found
+            return False
+        node = node[part]
+    return True
 
 
 def _outermost(keys: list[str]) -> list[str]:
@@ -52,7 +47,7 @@ class _Writer:
     def params(self, tracked: list[str]) -> list[dict]:
         out = []
         for f, tree in self.trees.items():
-            keys = _outermost([k for k in (_deepest(tree, key) for key in tracked) if k is not None])
+            keys = _outermost([key for key in tracked if _sets(tree, key)])
             if keys:
                 out.append({f: keys})
         return out
