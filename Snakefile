@@ -46,7 +46,7 @@ for stage in pipeline.STAGES.values():
         input:
             lambda w, stage=stage: [str(p) for p in stage.inputs(CFG, job(w), False)],
         output:
-            **{k: directory(str(EXP / o.template)) if o.directory else str(EXP / o.template) for k, o in stage.outputs.items()},
+            **{k: (directory if o.directory else str)(str(EXP / o.template)) for k, o in stage.outputs.items()},
         params:
             command=f"python -m natinv {stage.name}" + "".join(f" --{k} {{{k}}}" for k in stage.wildcards),
             file=PARAMS,
@@ -56,7 +56,7 @@ for stage in pipeline.STAGES.values():
         resources:
             gpu=lambda w, stage=stage: CFG.job_gpus if stage.uses_gpu(job(w)) else 0,
         log:
-            str(EXP / "logs" / stage.name / ("-".join(f"{{{k}}}" for k in stage.wildcards) or stage.name)) + ".log",
+            str(EXP / stage.log_template),
         shell:
             "{params.command} --params {params.file} --threads {threads} 2>&1 | tee {log}"
 

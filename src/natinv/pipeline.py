@@ -104,8 +104,10 @@ class Stage:
     def output_files(self, exp: Path, w: Wildcards) -> dict[str, Path]:
         return {name: paths.at(exp, o.template, **w) for name, o in self.outputs.items()}
 
-    def log(self, exp: Path, w: Wildcards) -> Path:
-        return exp / "logs" / self.name / (("-".join(w[k] for k in self.wildcards) or self.name) + ".log")
+    @property
+    def log_template(self) -> str:
+        """A job's log under the experiment folder: logs/{stage}/{wildcard values joined by -}.log."""
+        return f"logs/{self.name}/" + ("-".join(f"{{{k}}}" for k in self.wildcards) or self.name) + ".log"
 
     @property
     def module(self) -> str:
