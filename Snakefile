@@ -51,6 +51,7 @@ for stage in pipeline.STAGES.values():
             command=f"python -m natinv {stage.name}" + "".join(f" --{k} {{{k}}}" for k in stage.wildcards),
             file=PARAMS,
             tracked=lambda w, stage=stage: stage.params(CFG, job(w)),  # a changed value re-runs the job
+            code=lambda w, stage=stage: stage.code_version(CFG, job(w)),  # so does an edit of a file its runner imports
         threads: getattr(CFG.job_threads, stage.name)
         priority: stage.priority
         resources:

@@ -306,13 +306,21 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
 
 
 @pytest.mark.slow
-def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run, tmp_path):
+def test_a_changed_parameter_or_code_file_invalidates_exactly_its_downstream(tiny_run, tmp_path):
     repo = tmp_path / "repo"  # a copy: the run itself is compared with a SLURM run of the same profile
     shutil.copytree(tiny_run[0], repo, symlinks=True)
     # Snakemake: the params: of exactly the NI jobs differ
     (repo / "lr.yaml").write_text("synthesis: {methods: {ni: {lr_generator: 0.02}}}\n")
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, "lr.yaml").stdout)
     assert counts == {"synthesize": 2, "kd": 1, "metrics": 1, "tsne": 1, "scratch": 1, "prune": 1, "report": 1, "all": 1}
+    # a code edit: exactly the jobs whose runner imports the file (each job's params hold a digest of those files);
+    # the copy's package is the one imported
+    prune = repo / "src/natinv/stages/prune.py"
+    code = prune.read_text()
+    prune.write_text(code + "\n# an edit\n")
+    counts = job_counts(tool(repo, "snakemake", "-n", *TINY, env={"PYTHONPATH": str(repo / "src")}).stdout)
+    assert counts == {"prune": 5, "report": 1, "all": 1}
+    prune.write_text(code)
     # DVC on the same outputs, with the same value in a third params file: adopt them (dvc commit), then change it
     lr = load_config([repo / f for f in TINY[1:]]).synthesis.methods["ni"].lr_generator
     (repo / "lr.yaml").write_text(f"synthesis: {{methods: {{ni: {{lr_generator: {lr}}}}}}}\n")  # the value the run had
@@ -330,8 +338,7 @@ def test_a_changed_ni_parameter_invalidates_exactly_its_downstream(tiny_run, tmp
     assert {name.split(":")[-1] for name in re.findall(r"Running stage '([^']+)'", out)} == changed
     assert teacher.stat().st_mtime_ns == before
     assert "up to date" in tool(repo, "dvc", "status", dvcfile).stdout
-    # a code edit: exactly the stages whose runner imports the file
-    prune = repo / "src/natinv/stages/prune.py"
+    # the same code edit: the same stages
     prune.write_text(prune.read_text() + "\n# an edit\n")
     changed = {k.split(":")[-1] for k in json.loads(tool(repo, "dvc", "status", "--json", dvcfile).stdout)}
     assert changed == {f"prune--resnet8-w16--{m}--0.5" for m in ("ni", "di", "ni-o2m", "real", "none")}

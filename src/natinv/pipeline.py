@@ -12,6 +12,7 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,16 @@ class Stage:
     def output_files(self, exp: Path, w: Wildcards) -> dict[str, Path]:
         return {name: paths.at(exp, o.template, **w) for name, o in self.outputs.items()}
 
+    def code_version(self, cfg: Config, w: Wildcards) -> str:
+        """A digest of the contents of the files `sources` lists: Snakemake re-runs a job when it changes (a code edit),
+        as DVC does through the same files."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for f in self.sources(cfg, w):
+            digest.update(f"{f}\0{_file_digest(SRC.parent / f)}\0".encode())
+        return digest.hexdigest()[:16]
+
     @property
     def log_template(self) -> str:
         """A job's log under the experiment folder: logs/{stage}/{wildcard values joined by -}.log."""
@@ -113,7 +124,7 @@ class Stage:
     def module(self) -> str:
         return self.runner.partition(":")[0]
 
-    def sources(self, cfg: Config, w: Wildcards) -> list[Path]:
+    def sources(self, cfg: Config, w: Wildcards) -> tuple[Path, ...]:
         """The package's files one job runs: its runner's imports (source_modules), plus the modules loaded by name,
         which no import statement shows: the architectures of the networks it builds, and a synthesis method's own
         module."""
@@ -221,6 +232,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           lambda cfg: [{}], gpu=False),
 )}
 
+@functools.cache
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _networks(cfg: Config, stage: str, w: Wildcards) -> list[str]:
     """The keys of `models` a job builds or loads."""
     keys = [w[k] for k in ("teacher", "student", "evaluator") if k in w]
@@ -244,46 +262,52 @@ def stage_params(cfg: Config, stage: str, **wildcards: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- source files
 
 
-def source_modules(*modules: str, root: Path | None = None) -> list[Path]:
+SRC = Path(__file__).resolve().parent.parent  # src/: natinv's modules live below it
+
+
+@functools.cache
+def source_modules(*modules: str) -> tuple[Path, ...]:
     """The files of `modules` and of the natinv modules they import, at any depth and inside functions too (read with
     `ast`, so nothing is imported; `if TYPE_CHECKING:` blocks never run and are skipped): what a code edit must
     invalidate. Paths relative to the repository root (src/natinv/...)."""
-    import ast
-
-    root = root or Path(__file__).resolve().parent.parent
     seen: dict[str, Path] = {}
-
-    def file_of(name: str) -> Path | None:
-        base = root / Path(*name.split("."))
-        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-            if candidate.is_file():
-                return candidate
-        return None
 
     def visit(name: str) -> None:
         parts = name.split(".")
         for i in range(1, len(parts) + 1):  # a package's __init__ runs before its module
             sub = ".".join(parts[:i])
-            if sub in seen or (path := file_of(sub)) is None:
-                continue
-            seen[sub] = path
-            for node in _runtime_nodes(ast.parse(path.read_text())):
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom):
-                    package = sub if path.name == "__init__.py" else sub.rpartition(".")[0]
-                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *([node.module] if node.module else [])]) \
-                        if node.level else node.module
-                    names = [base, *(f"{base}.{a.name}" for a in node.names)]
-                else:
-                    continue
-                for n in names:
-                    if n.split(".")[0] == "natinv":
-                        visit(n)
+            if sub not in seen and (path := _module_file(sub)) is not None:
+                seen[sub] = path
+                for imported in _imports(sub, path):
+                    visit(imported)
 
     for module in modules:
         visit(module)
-    return sorted(p.relative_to(root.parent) for p in seen.values())
+    return tuple(sorted(p.relative_to(SRC.parent) for p in seen.values()))
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC / Path(*name.split("."))
+    return next((c for c in (base.with_suffix(".py"), base / "__init__.py") if c.is_file()), None)
+
+
+@functools.cache
+def _imports(module: str, path: Path) -> tuple[str, ...]:
+    """The natinv modules (and names that may be modules) `module`, read from `path`, imports when it runs."""
+    import ast
+
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: list[str] = []
+    for node in _runtime_nodes(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module
+            if node.level:  # relative: from the package, `level - 1` packages up
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, *([node.module] if node.module else [])])
+            names += [base, *(f"{base}.{a.name}" for a in node.names)]
+    return tuple(n for n in names if n.split(".")[0] == "natinv")
 
 
 def _runtime_nodes(tree):
