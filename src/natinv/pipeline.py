@@ -78,6 +78,9 @@ class Stage:
     variants: dict[str, Variant] = field(default_factory=dict)  # method value -> its variant
     dvc_job: tuple[str, ...] | None = None  # the wildcards of one DVC stage, when coarser than a Snakemake job
     dvc_outputs: dict[str, Output] | None = None  # its outputs then
+    # the keys of `models` a job builds or loads besides its wildcards' (their architecture modules are loaded by name)
+    networks: Callable[[Config, Wildcards], list[str]] = lambda cfg, w: []
+    method_module: bool = False  # the job runs its synthesis method's module (loaded by name through the registry)
 
     def variant(self, w: Wildcards) -> Variant | None:
         return self.variants.get(w.get("method", ""))
@@ -131,8 +134,9 @@ class Stage:
         from natinv.models import ARCHS
         from natinv.synthesis import registry
 
-        modules = [self.module, *(f"natinv.models.{ARCHS[cfg.models[k].arch][0]}" for k in _networks(cfg, self.name, w))]
-        if self.name == "synthesize":
+        networks = dict.fromkeys([*(w[k] for k in ("teacher", "student", "evaluator") if k in w), *self.networks(cfg, w)])
+        modules = [self.module, *(f"natinv.models.{ARCHS[cfg.models[k].arch][0]}" for k in networks)]
+        if self.method_module:
             modules.append(f"natinv.synthesis.{registry.of(cfg.synthesis.methods[w['method']]).module}")
         return source_modules(*modules)
 
@@ -171,6 +175,11 @@ def _report_inputs(cfg: Config, w: Wildcards, per_method: bool) -> list[Path]:
     return files
 
 
+def _cotrained_student(cfg: Config, method: str) -> list[str]:
+    co = cfg.cotrained(method)
+    return [] if co is None else [co.student]
+
+
 def _jobs(rows: list[tuple], *names: str) -> list[Wildcards]:
     return [{n: (f"{v:g}" if isinstance(v, float) else str(v)) for n, v in zip(names, row)} for row in rows]
 
@@ -194,7 +203,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "natinv.stages.synthesize:run", ("teacher", "method", "shard"), _o(paths.SHARD), lambda cfg, w, pm: _teacher(cfg, w),
           _SYNTH, lambda cfg: _jobs(plan.synthesis_jobs(cfg), "teacher", "method", "shard"),
           priority=2,  # the longest chain is shards -> their KD: start it before the jobs that only need the teacher
-          dvc_job=("teacher", "method"), dvc_outputs={"shards": Output(paths.SYNTH_DIR, "uncached", directory=True)}),
+          dvc_job=("teacher", "method"), dvc_outputs={"shards": Output(paths.SYNTH_DIR, "uncached", directory=True)},
+          networks=lambda cfg, w: _cotrained_student(cfg, w["method"]), method_module=True),
     Stage("kd", "distill a student from synthesized images (--method real: from real images)", "natinv.stages.kd:run",
           ("teacher", "method", "student"), _o(paths.KD, json="metrics"),
           lambda cfg, w, pm: [*_data(cfg), *_teacher(cfg, w), *images(cfg, w["teacher"], w["method"], pm)],
@@ -204,7 +214,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "natinv.stages.metrics:run", ("teacher", "method"), _o(paths.METRICS, json="metrics"),
           lambda cfg, w, pm: [*_data(cfg), *_teacher(cfg, w), *_evaluators(cfg), *images(cfg, w["teacher"], w["method"], pm)],
           [*_SYNTH, *_METRICS], lambda cfg: _jobs(plan.metrics_jobs(cfg), "teacher", "method"),
-          variants={"real": Variant([*_TEACHER, *_METRICS])}),
+          variants={"real": Variant([*_TEACHER, *_METRICS])}, networks=lambda cfg, w: cfg.metrics.evaluators),
     Stage("tsne", "t-SNE of the teacher's features for real and every method's images (paper Figs. 4, 7)",
           "natinv.stages.tsne:run", ("teacher",), _o(paths.TSNE, json="metrics", png="plots"),
           lambda cfg, w, pm: [*_data(cfg), *_teacher(cfg, w),
@@ -229,7 +239,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
               for name, x, y in (("synthesis-loss", "iteration", "ce"), ("synthesis-bn", "iteration", "bn"),
                                  ("accuracy", "epoch", "test_acc"))}},
           _report_inputs, ["data", "seed", "models", "teacher", "synthesis", "kd", "metrics", "scratch", "prune"],
-          lambda cfg: [{}], gpu=False),
+          lambda cfg: [{}], gpu=False, networks=lambda cfg, w: cfg.teacher.models),  # the FTP table counts their stages
 )}
 
 @functools.cache
@@ -237,18 +247,6 @@ def _file_digest(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _networks(cfg: Config, stage: str, w: Wildcards) -> list[str]:
-    """The keys of `models` a job builds or loads."""
-    keys = [w[k] for k in ("teacher", "student", "evaluator") if k in w]
-    if stage == "metrics":
-        keys += cfg.metrics.evaluators
-    if stage == "synthesize" and (co := cfg.cotrained(w["method"])) is not None:
-        keys.append(co.student)
-    if stage == "report":  # the FTP table counts each teacher's stages
-        keys += cfg.teacher.models
-    return list(dict.fromkeys(keys))
 
 
 WILDCARD_TYPES: dict[str, type] = {"shard": int, "ratio": float}  # the others are names
