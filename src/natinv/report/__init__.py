@@ -8,7 +8,7 @@ from natinv import paths
 from natinv.config import Config
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json
-from natinv.report.collect import collect, report_dir
+from natinv.report.collect import collect
 from natinv.report.markdown import render
 from natinv.report.plots import write_figures
 from natinv.tracking import Outcome
@@ -19,12 +19,13 @@ def run(cfg: Config, device=None) -> Outcome:
     manifest = read_manifest(paths.data_dir(cfg.exp_dir))
     summary = collect(cfg)
     made = write_figures(cfg, summary, manifest)
-    out = report_dir(cfg)
+    report, summary_json = (paths.at(cfg.exp_dir, paths.REPORT[k]) for k in ("report", "summary"))
     text = render(cfg, summary, manifest, made)
-    atomic_write_bytes(out / "report.md", text.encode())
+    atomic_write_bytes(report, text.encode())
     summary["report_seconds"] = time.perf_counter() - start
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(summary_json, summary)
     from natinv.runtime import log
 
-    log(f"report: {out / 'report.md'} ({len(made)} figures, {summary['report_seconds']:.1f} s)")
-    return Outcome(summary, artifacts=[out / "report.md", out / "summary.json", *(out / p for p in made.values())])
+    log(f"report: {report} ({len(made)} figures, {summary['report_seconds']:.1f} s)")
+    out = paths.report_dir(cfg.exp_dir)  # the figures' paths in `made` are relative to it, as report.md links them
+    return Outcome(summary, artifacts=[report, summary_json, *(out / p for p in made.values())])

@@ -8,10 +8,6 @@ from natinv.config import Config
 from natinv.io import read_json
 
 
-def report_dir(cfg: Config) -> Path:
-    return cfg.exp_dir / "report"
-
-
 def read_if_present(path: Path) -> dict | None:
     """A stage JSON, or None while the stage has not run."""
     return read_json(path) if path.is_file() else None

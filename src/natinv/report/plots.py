@@ -11,7 +11,7 @@ import numpy as np
 from natinv import figures, paths, plan
 from natinv.config import Config
 from natinv.io import atomic_write_bytes, read_npz
-from natinv.report.collect import read_if_present, report_dir
+from natinv.report.collect import read_if_present
 from natinv.report.identity import fig5_methods
 from natinv.synthesis import registry
 from natinv.synthesis.objective import TERMS
@@ -28,10 +28,10 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
     """Image grids, loss curves, accuracy curves (PNG under figures/) and the same curves as CSV under plots/ (DVC plots)."""
-    fig_dir, plot_dir = report_dir(cfg) / "figures", report_dir(cfg) / "plots"
+    fig_dir, plot_dir = (paths.at(cfg.exp_dir, paths.REPORT[k]) for k in ("figures", "plots"))
     made: dict[str, str] = {}
     n_classes = manifest["num_classes"]
-    with np.load(paths.data_dir(cfg.exp_dir) / "test.npz") as z:
+    with np.load(paths.at(cfg.exp_dir, paths.DATA["test"])) as z:
         figures.save_png(figures.class_grid(z["images"], z["labels"], n_classes), fig_dir / "grid-real.png")
     made["grid/real"] = "figures/grid-real.png"
     for t in cfg.teacher.models:

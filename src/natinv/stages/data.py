@@ -16,4 +16,4 @@ def run(cfg: Config, device: torch.device) -> Outcome:
     manifest = data.prepare(cfg.data, paths.data_dir(cfg.exp_dir))
     log(f"data: {manifest['dataset']} from {manifest['source']}: {manifest['train_images']} train / "
         f"{manifest['test_images']} test images, {manifest['num_classes']} classes ({time.perf_counter() - start:.0f} s)")
-    return Outcome({k: v for k, v in manifest.items() if k != "sha256"}, artifacts=[paths.data_dir(cfg.exp_dir) / "manifest.json"])
+    return Outcome({k: v for k, v in manifest.items() if k != "sha256"}, artifacts=[paths.at(cfg.exp_dir, paths.DATA["manifest"])])
