@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 from natinv import pipeline, tracking
-from natinv.config import config_from_dict, write_resolved
+from natinv.config import config_from_dict, file_origins, write_resolved
 from natinv.errors import ConfigError
 
 configfile: "params/default.yaml"
 
-try:
-    CFG = config_from_dict(config, {"": " + ".join(dict.fromkeys(map(str, workflow.configfiles)))})
+try:  # an error names the params file that set the bad key (`snakemake --config`: the nearest file above it)
+    CFG = config_from_dict(config, {"": "snakemake --config"} | file_origins(workflow.configfiles))
 except ConfigError as exc:
     raise WorkflowError(f"natinv: error: {exc}") from None
 

@@ -84,7 +84,7 @@ def test_chain_writes_the_declared_outputs(chain):
     assert ni_json["inception"]["available"] and ni_json["inception"]["fid"] > 0
     assert {"is", "fid", "precision", "recall", "f_score"} <= set(ni_json["inception"])
     assert not real_json["inception"]["available"] and "no Inception-v3 weights" in real_json["inception"]["reason"]
-    assert list((exp.parent / "feature-cache").glob("fashion-mnist-real-*.pt"))  # the real side's features, cached once
+    assert list((exp.parent / "feature-cache").glob("fashion-mnist-real-*.safetensors"))  # the real side's features, cached once
     ni, real = ni_json["embeddings"], real_json["embeddings"]
     assert set(ni) == set(real) == {"teacher", "evaluator:vgg11-w8"}
     for net in ni:  # held-out real images are closer to the training images than 10-iteration NI, in every embedding

@@ -87,7 +87,7 @@ def test_a_registered_extractor_gives_is_fid_and_pr_offline_and_caches_the_real_
     real = blobs(300)
     same = fidelity_metrics(real, real, name, None, torch.device("cpu"), cache_root=tmp_path, real_name="blobs")
     assert abs(same["fid"]) < 1e-3 and same["precision"] == 1.0 and same["recall"] == 1.0 and same["is"] > 1.0
-    assert len(list(tmp_path.glob("blobs-none-*.pt"))) >= 1  # the real side's features, cached
+    assert len(list(tmp_path.glob("blobs-*-none.safetensors"))) == 1  # the real side's features, cached
     shifted = fidelity_metrics(blobs(300, brightness=60, seed=1), real, name, None, torch.device("cpu"),
                                cache_root=tmp_path, real_name="blobs")
     fresh = fidelity_metrics(blobs(300, seed=1), real, name, None, torch.device("cpu"), cache_root=tmp_path, real_name="blobs")

@@ -4,8 +4,10 @@ A user's PyTorch checkpoint can be imported with `torch.load(weights_only=True)`
 """
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -28,20 +30,69 @@ class ModelMeta:
     std: list[float]
 
 
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order: which weights a checkpoint holds."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_model(path: Path, model: StagedNet, meta: ModelMeta) -> None:
+    """Write the weights and their architecture; weights holding NaN or infinite values are refused (nothing written)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(Path(path), save(state, metadata={"natinv": json.dumps(asdict(meta))}))
+    if bad := [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
+        raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); the training "
+                              f"diverged, nothing was written")
+    metadata = {"natinv": json.dumps(asdict(meta)), "natinv_weights_sha256": weights_digest(state)}
+    atomic_write_bytes(Path(path), save(state, metadata=metadata))
+
+
+def _meta_from_json(path: Path, raw: str) -> ModelMeta:
+    """The metadata's fields, each of the type the networks need, or one line naming what is wrong."""
+    from natinv.models import ARCHS
+
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: natinv metadata is not valid JSON ({exc})") from None
+    names = [f.name for f in fields(ModelMeta)]
+    if not isinstance(obj, dict) or set(obj) != set(names):
+        have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: natinv metadata has keys {have}; expected exactly {names}")
+    ints = {"num_classes": 2, "in_channels": 1, "image_size": 1}
+    for key, low in ints.items():
+        if not isinstance(obj[key], int) or isinstance(obj[key], bool) or obj[key] < low:
+            raise CheckpointError(f"{path}: metadata {key} = {obj[key]!r}; expected an integer >= {low}")
+    if obj["arch"] not in ARCHS:
+        raise CheckpointError(f"{path}: metadata arch = {obj['arch']!r}; expected one of {', '.join(ARCHS)}")
+    if obj["width"] is not None and (not isinstance(obj["width"], int) or isinstance(obj["width"], bool) or obj["width"] < 1):
+        raise CheckpointError(f"{path}: metadata width = {obj['width']!r}; expected an integer >= 1 or null")
+    for key in ("mean", "std"):
+        v = obj[key]
+        if (not isinstance(v, list) or len(v) != obj["in_channels"]
+                or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in v)
+                or (key == "std" and min(v) <= 0)):
+            raise CheckpointError(f"{path}: metadata {key} = {v!r}; expected {obj['in_channels']} finite numbers"
+                                  + (" > 0" if key == "std" else ""))
+    return ModelMeta(**obj)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
 
 
 def read_meta(path: Path) -> ModelMeta:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("natinv")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    raw = _metadata(path).get("natinv")
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file has no natinv metadata (arch, classes); import it with import_torch_checkpoint")
-    return ModelMeta(**json.loads(raw))
+    return _meta_from_json(path, raw)
 
 
 def _fit(model: StagedNet, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
@@ -66,6 +117,12 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[StagedNe
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors checkpoint ({exc})") from None
+    digest = _metadata(path).get("natinv_weights_sha256")
+    if digest is not None and weights_digest(state) != digest:
+        raise CheckpointError(f"{path}: its weights are not the ones its metadata was written with (sha256 differs); "
+                              f"the file was altered after it was saved")
+    if bad := [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
+        raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]})")
     model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.width)
     _fit(model, state, path, meta.arch)
     return model.to(device), meta

@@ -67,6 +67,17 @@ def _jobs(cfg, args: argparse.Namespace) -> list[dict]:
     return [keys]
 
 
+def check_job_names(cfg, keys: dict) -> None:
+    """Every name given on the command line becomes a path part: it must be a name, and a teacher a key of `models`."""
+    from natinv.config.checks import NAME_RULE, bad_name
+
+    for key, value in keys.items():
+        if isinstance(value, str) and bad_name(value):
+            raise ConfigError(f"--{key} = {value!r}: expected {NAME_RULE}")
+    if "teacher" in keys and keys["teacher"] not in cfg.models:
+        raise ConfigError(f"--teacher = {keys['teacher']!r}: expected one of the keys of `models`: {', '.join(cfg.models) or '(none)'}")
+
+
 def _runner(stage: str):
     import importlib
 
@@ -84,7 +95,8 @@ def run(args: argparse.Namespace) -> None:
 
     from natinv import tracking
     from natinv.config import load_config
-    from natinv.runtime import pick_device, reuse_host_memory, set_threads
+    from natinv.io import check_writable, remove_stale_temps
+    from natinv.runtime import log, pick_device, reuse_host_memory, set_threads
 
     if args.stage == "bench":  # no params: a benchmark of the synthesis engine alone
         from natinv import bench
@@ -92,8 +104,12 @@ def run(args: argparse.Namespace) -> None:
         bench.run(args)
         return
     cfg = load_config(args.params, [_override(text) for text in args.set])
+    check_job_names(cfg, {k: getattr(args, k) for k in ("teacher", "method", "student", "evaluator") if getattr(args, k, None) is not None})
     if args.stage == "import-checkpoint":
+        from natinv.paths import teacher_weights
         from natinv.stages.teacher import run_import
+
+        check_writable(teacher_weights(cfg.exp_dir, args.teacher))
 
         run_import(cfg, args.teacher, args.checkpoint)
         return
@@ -107,8 +123,14 @@ def run(args: argparse.Namespace) -> None:
 
         check_shard(cfg, args.method, 0 if args.shard is None else args.shard)
     runner = _runner(args.stage)
-    for keys in _jobs(cfg, args):
-        names = {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in keys.items()}
+    jobs = [(keys, {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in keys.items()}) for keys in _jobs(cfg, args)]
+    for _, names in jobs:  # before any work: every output can be written
+        for path in STAGES[args.stage].output_files(cfg.exp_dir, names).values():
+            check_writable(path)
+    for keys, names in jobs:
+        for path in STAGES[args.stage].output_files(cfg.exp_dir, names).values():
+            for stale in remove_stale_temps(path):
+                log(f"removed {stale}, left by an interrupted run")
         run = tracking.StageRun(cfg, args.stage, keys, STAGES[args.stage].params(cfg, names))
         try:
             outcome = runner(cfg, device, **keys)

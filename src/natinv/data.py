@@ -200,6 +200,15 @@ def _to_nchw(images: np.ndarray, where: str) -> np.ndarray:
     raise DataNotFound(f"{where}: cannot tell the channel axis of shape {images.shape} (expected 1 or 3 channels)")
 
 
+def _labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Class labels as int64 (N,): integers only (a float label is a regression target or a mistake, never rounded)."""
+    if labels.dtype.kind not in "iu":
+        raise DataNotFound(f"{where}: labels must be integers (class indices 0..K-1), got {labels.dtype}")
+    if labels.ndim != 1 and not (labels.ndim == 2 and labels.shape[1] == 1):
+        raise DataNotFound(f"{where}: labels must be one class index per image (N,), got shape {labels.shape}")
+    return labels.astype(np.int64).ravel()
+
+
 def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple:
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, int(round(len(x) * fraction)))
@@ -216,11 +225,13 @@ def _load_npz(path: Path, cfg: DataConfig) -> tuple:
     for key in ("images", "labels"):
         if key not in arrays:
             raise DataNotFound(f"{path}: missing array {key!r}; found {', '.join(arrays) or 'none'} (need images uint8 NHWC/NCHW and labels)")
-    x, y = _to_nchw(arrays["images"], str(path)), arrays["labels"].astype(np.int64).ravel()
+    x, y = _to_nchw(arrays["images"], f"{path}:images"), _labels(arrays["labels"], f"{path}:labels")
     if len(x) != len(y):
         raise DataNotFound(f"{path}: {len(x)} images but {len(y)} labels")
     if "test_images" in arrays and "test_labels" in arrays:
-        xt, yt = _to_nchw(arrays["test_images"], f"{path}:test_images"), arrays["test_labels"].astype(np.int64).ravel()
+        xt, yt = _to_nchw(arrays["test_images"], f"{path}:test_images"), _labels(arrays["test_labels"], f"{path}:test_labels")
+        if len(xt) != len(yt):
+            raise DataNotFound(f"{path}: {len(xt)} test_images but {len(yt)} test_labels")
     else:
         x, y, xt, yt = _split(x, y, cfg.test_fraction, 0)
     return x, y, xt, yt
@@ -230,12 +241,21 @@ def _load_folder(path: Path, cfg: DataConfig) -> tuple:
     from torchvision.datasets import ImageFolder
 
     def read(folder: Path, classes: list[str] | None = None):
-        ds = ImageFolder(str(folder))
+        try:
+            ds = ImageFolder(str(folder))
+        except (FileNotFoundError, RuntimeError) as exc:  # no class folders, or class folders without images
+            raise DataNotFound(f"{folder}: not an image folder ({str(exc).splitlines()[0]}); expected one sub-folder of images per class") from None
         if classes is not None and ds.classes != classes:
             raise DataNotFound(f"{folder}: class folders {ds.classes} differ from the training classes {classes}")
         imgs, labels = [], []
+        if not ds.samples:
+            raise DataNotFound(f"{folder}: no images in its class folders")
         for p, label in ds.samples:
-            img = ds.loader(p)
+            try:
+                img = ds.loader(p)
+                img.load()
+            except Exception as exc:  # PIL raises several types for a truncated or foreign file
+                raise DataNotFound(f"{p}: unreadable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
             if cfg.image_size:
                 img = img.resize((cfg.image_size, cfg.image_size))
             imgs.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "I;16") else "RGB")))
@@ -262,8 +282,37 @@ def _load_custom(cfg: DataConfig) -> tuple:
     x, y, xt, yt = _load_npz(path, cfg) if path.suffix == ".npz" else _load_folder(path, cfg)
     if x.shape[-1] != x.shape[-2]:
         raise DataNotFound(f"{path}: images must be square, got {x.shape[-2]}x{x.shape[-1]}; set data.image_size")
-    num_classes = int(max(y.max(), yt.max())) + 1
+    num_classes = int(y.max()) + 1 if len(y) else 0
     return x, y, xt, yt, num_classes, str(path)
+
+
+MAX_IMAGE_SIZE = 256  # the networks are CIFAR-style; larger images only exhaust memory
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, num_classes: int, source: str) -> None:
+    """The data at the door: images in both splits, same shape in both, a size the networks take, and labels that are
+    class indices 0..K-1 with every class in the training split (K >= 2) and no test class the training split lacks."""
+    for split, xs in (("training", x), ("test", xt)):
+        if len(xs) == 0:
+            raise DataNotFound(f"{source}: 0 {split} images (after data.train_limit / test_limit); expected at least one")
+    if xt.shape[1:] != x.shape[1:]:
+        raise DataNotFound(f"{source}: test images are {xt.shape[1:]}, training images {x.shape[1:]}; expected the same shape")
+    if x.shape[-1] > MAX_IMAGE_SIZE:
+        raise DataNotFound(f"{source}: images are {x.shape[-2]}x{x.shape[-1]}; at most {MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE} are "
+                           f"supported (set data.image_size to resize an image folder)")
+    for split, ys in (("training", y), ("test", yt)):
+        if ys.min() < 0 or ys.max() >= max(num_classes, 1):
+            raise DataNotFound(f"{source}: {split} labels range {int(ys.min())}..{int(ys.max())}; expected class indices "
+                               f"0..{num_classes - 1}")
+    present = np.unique(y)
+    if len(present) < 2:
+        raise DataNotFound(f"{source}: the training labels hold {len(present)} class ({present.tolist()}); expected at least 2")
+    if len(present) < num_classes:
+        missing = sorted(set(range(num_classes)) - set(present.tolist()))
+        raise DataNotFound(f"{source}: labels must be 0..K-1 with every class in the training split; {len(missing)} of "
+                           f"{num_classes} classes have no training image (first: {missing[:5]})")
+    if extra := sorted(set(np.unique(yt).tolist()) - set(present.tolist())):
+        raise DataNotFound(f"{source}: test classes {extra[:5]} have no training image; expected the test classes to be a subset")
 
 
 # ---------------------------------------------------------------------------------------- prepare/load
@@ -281,6 +330,7 @@ def prepare(cfg: DataConfig, out_dir: Path) -> dict:
         x, y, xt, yt, n, source = _load_custom(cfg)
     x, y = x[: cfg.train_limit], y[: cfg.train_limit]
     xt, yt = xt[: cfg.test_limit], yt[: cfg.test_limit]
+    check_arrays(x, y, xt, yt, n, source)
     if cfg.dataset in NORMALIZATION:
         mean, std = NORMALIZATION[cfg.dataset]
     else:  # user data: constants from its own training split

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -18,21 +19,63 @@ from natinv.errors import NatinvError
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename over it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise NatinvError(f"{path}: cannot be written ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise NatinvError(f"{path}: cannot be written ({exc.strerror or exc})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def check_writable(path: Path) -> None:
+    """One line, before any work, when `path` could not be written: its nearest existing ancestor must be a folder
+    this process may write in (a results path that is a file, read-only or not creatable fails here, not at the end)."""
+    path = Path(path).absolute()
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NatinvError(f"{path}: cannot be written, {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NatinvError(f"{path}: cannot be written, {folder} is not writable")
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """The temporary files atomic writes of `path` left when their process was killed (a file: `.{name}.*.tmp` beside
+    it; a folder: every `.*.tmp` inside). Only the job that owns `path` may call it."""
+    path = Path(path)
+    found = sorted(path.rglob(".*.tmp")) if path.is_dir() else sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+    return found
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """A stage's JSON result; NaN and infinity are refused (json.dumps would write the non-standard NaN)."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+    except ValueError:
+        raise NatinvError(f"{path}: not written, a value is NaN or infinite ({', '.join(_non_finite(obj))})") from None
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def _non_finite(obj: Any, key: str = "") -> list[str]:
+    """The keys of non-finite numbers in a JSON-like tree (at most 3)."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [key or "(top)"]
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else []
+    return [k for name, value in items for k in _non_finite(value, f"{key}.{name}" if key else str(name))][:3]
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

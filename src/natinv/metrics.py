@@ -7,9 +7,11 @@ torch-fidelity call on uint8 images when Inception-v3 weights are at hand (or an
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +93,8 @@ def extractor_name(spec: str) -> str:
 
 def inception_weights(spec: str, weights: str | None) -> tuple[str | None, str | None]:
     """(weights file to load, None) when the extractor can run without a download, else (None, why not).
-    Inception-v3: the configured file, or torch-fidelity's copy in the torch hub cache; others: as configured."""
+    Inception-v3: the configured file, or torch-fidelity's copy in the torch hub cache; others: as configured.
+    Whatever the file, it is only ever read with `torch.load(weights_only=True)` (see safe_extractor)."""
     if weights is not None:
         if not Path(weights).is_file():
             raise ConfigError(f"metrics.inception.weights = {weights!r}: file not found; expected a weights file for "
@@ -118,26 +121,106 @@ def file_digest(path: str | None) -> str:
     return h.hexdigest()[:12]
 
 
+def check_weights_file(path: str) -> None:
+    """A weights file must be a plain state_dict: loaded here with weights_only=True (PyTorch's restricted unpickler,
+    which builds tensors and containers and calls nothing else), or one line saying why not."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ... all mean "not plain weights"
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ConfigError(f"metrics.inception.weights = {path!r}: not a plain weights file (refused by "
+                          f"torch.load(weights_only=True): {type(exc).__name__}: {first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"metrics.inception.weights = {path!r}: expected a state_dict (names to tensors), got {type(state).__name__}")
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Every `torch.load` inside (torch-fidelity's extractors load their weights with weights_only=False, and
+    torch.hub's load_state_dict_from_url defaults to it) runs with weights_only=True: no file can run code."""
+    real = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return real(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = real
+
+
+def safe_extractor(extractor: str, layers: list[str], weights: str | None, cuda: bool):
+    """torch-fidelity's feature extractor `extractor` producing `layers`, built with its weights loaded safely."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    if weights is not None:
+        check_weights_file(weights)
+    with weights_only_loads():
+        return create_feature_extractor(extractor, layers, cuda=cuda, feature_extractor_weights_path=weights, verbose=False)
+
+
+def _layers(extractor: str) -> dict[str, str]:
+    """The layer each metric reads, by torch-fidelity's defaults for the extractor."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    cls = FEATURE_EXTRACTORS_REGISTRY[extractor]
+    return {m: cls.get_default_feature_layer_for_metric(m) for m in ("isc", "fid", "prc")}
+
+
+def _features(images: torch.Tensor, fe, layers: list[str], batch_size: int, cuda: bool) -> dict[str, torch.Tensor]:
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    out = get_featuresdict_from_dataset(Uint8Images(images), fe, batch_size, cuda, True, False)
+    return {k: out[k] for k in layers}
+
+
+def cached_features(path: Path | None, compute) -> dict[str, torch.Tensor]:
+    """Features from a safetensors file (arrays only: nothing to unpickle), or computed and stored there atomically."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save
+
+    from natinv.io import atomic_write_bytes
+
+    if path is not None and path.is_file():
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError):
+            pass  # unreadable: computed again and replaced
+    feats = compute()
+    if path is not None:
+        atomic_write_bytes(path, save({k: v.contiguous() for k, v in feats.items()}))
+    return feats
+
+
 def fidelity_metrics(generated: torch.Tensor, real: torch.Tensor, extractor: str, weights: str | None,
                      device: torch.device, *, k: int = 3, batch_size: int = 64, cache_root: Path | None = None,
                      real_name: str | None = None) -> dict[str, float]:
     """IS of `generated`, and FID and k-NN precision/recall against `real` (uint8 images), all from one feature
-    extractor in one torch-fidelity call. With `cache_root` and `real_name`, the real side's features are computed
-    once and reused (torch-fidelity's cache, written atomically)."""
-    import torch_fidelity
-    from torch_fidelity.metric_fid import KEY_METRIC_FID
-    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD
+    extractor (torch-fidelity's, its math too). With `cache_root` and `real_name`, the real side's features are
+    computed once and kept as `{cache_root}/{real_name}-{extractor}-{weights digest}.safetensors`."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+    from torch_fidelity.metric_prc import prc_features_to_metric
 
-    cache = cache_root is not None and real_name is not None
-    out = torch_fidelity.calculate_metrics(
-        input1=Uint8Images(generated), input2=Uint8Images(real), isc=True, fid=True, prc=True,
-        feature_extractor=extractor, feature_extractor_weights_path=weights, cuda=device.type == "cuda",
-        batch_size=batch_size, isc_splits=min(10, len(generated)), prc_neighborhood=k, save_cpu_ram=True,
-        cache=cache, cache_root=str(cache_root) if cache else None,
-        input2_cache_name=f"{real_name}-{file_digest(weights)}" if cache else None, verbose=False)
-    return {"is": float(out[KEY_METRIC_ISC_MEAN]), "is_std": float(out[KEY_METRIC_ISC_STD]),
-            "fid": float(out[KEY_METRIC_FID]), "precision": float(out["precision"]), "recall": float(out["recall"]),
-            "f_score": float(out["f_score"])}
+    cuda = device.type == "cuda"
+    layer = _layers(extractor)
+    wanted = sorted(set(layer.values()))
+    fe = safe_extractor(extractor, wanted, weights, cuda)
+    gen = _features(generated, fe, wanted, batch_size, cuda)
+    cache = None
+    if cache_root is not None and real_name is not None:
+        safe_name = re.sub(r"[^A-Za-z0-9_.-]", ".", extractor)
+        cache = cache_root / f"{real_name}-{safe_name}-{file_digest(weights)}.safetensors"
+    ref = cached_features(cache, lambda: _features(real, fe, wanted, batch_size, cuda))
+    isc = isc_features_to_metric(gen[layer["isc"]], min(10, len(generated)), True, 2020)
+    fid = fid_statistics_to_metric(fid_features_to_statistics(gen[layer["fid"]]), fid_features_to_statistics(ref[layer["fid"]]),
+                                   False)
+    prc = prc_features_to_metric(gen[layer["prc"]], ref[layer["prc"]], prc_neighborhood=k, save_cpu_ram=True, verbose=False)
+    return {"is": float(isc[KEY_METRIC_ISC_MEAN]), "is_std": float(isc[KEY_METRIC_ISC_STD]),
+            "fid": float(fid[KEY_METRIC_FID]), "precision": float(prc["precision"]), "recall": float(prc["recall"]),
+            "f_score": float(prc["f_score"])}
 
 
 # ------------------------------------------------------------------------ t-SNE of teacher features (Figs. 4, 7)

@@ -11,9 +11,11 @@ Store: `MLFLOW_TRACKING_URI` if set, else SQLite at `{results}/mlflow.db` with a
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import random
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -97,6 +99,25 @@ def _warn_on_failure(what: str) -> Iterator[None]:
         log(f"warning: MLflow tracking failed ({what}): {first[:300]}; the stage's files under results/ are complete")
 
 
+@contextlib.contextmanager
+def _store_lock(cfg: Config) -> Iterator[None]:
+    """Processes writing one SQLite store take turns, by an exclusive lock on `{db}.lock` beside it. MLflow creates and
+    migrates a new store on first use, and parallel first uses race (tables half-created, every run lost); turns also
+    keep SQLite's single writer lock from timing out under many parallel jobs. Other stores (a server) need none."""
+    uri = tracking_uri(cfg)
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _client(cfg: Config):
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines about creating the store
     from mlflow import MlflowClient
@@ -157,7 +178,7 @@ class StageRun:
     def close(self, status: str, outcome: Outcome | None = None) -> None:
         if not enabled():
             return
-        with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}"):
+        with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}"), _store_lock(self.cfg):
             client = _client(self.cfg)
             tags = {"stage": self.stage, **{k: str(v) for k, v in self.keys.items()}, "experiment": self.cfg.experiment,
                     "mlflow.runName": self.name, **_git_commit()}
@@ -176,11 +197,14 @@ def start_pipeline(cfg: Config, driver: str) -> str | None:
     """Create the parent run of a pipeline run and export its id to the stage processes; None when tracking is off or fails."""
     if not enabled():
         return None
-    with _warn_on_failure(f"pipeline start: {tracking_uri(cfg)}"):
+    with _warn_on_failure(f"pipeline start: {tracking_uri(cfg)}"), _store_lock(cfg):
         client = _client(cfg)
-        tags = {"stage": "pipeline", "driver": driver, "experiment": cfg.experiment,
-                "mlflow.runName": f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}", **_git_commit()}
-        run = _retry(client.create_run, _experiment_id(client, cfg), tags=tags)
+        experiment_id = _experiment_id(client, cfg)
+        _end_orphans(client, experiment_id)
+        tags = {"stage": "pipeline", "driver": driver, "experiment": cfg.experiment, "driver_host": socket.gethostname(),
+                "driver_pid": str(os.getpid()), "mlflow.runName": f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                **_git_commit()}
+        run = _retry(client.create_run, experiment_id, tags=tags)
         os.environ[PARENT_ENV] = run.info.run_id
         log(f"MLflow: parent run {run.info.run_id} in experiment {cfg.experiment!r} at {tracking_uri(cfg)}")
         return run.info.run_id
@@ -191,5 +215,28 @@ def end_pipeline(cfg: Config, status: str) -> None:
     run_id = os.environ.get(PARENT_ENV)
     if not run_id or not enabled():
         return
-    with _warn_on_failure(f"pipeline end: {tracking_uri(cfg)}"):
+    with _warn_on_failure(f"pipeline end: {tracking_uri(cfg)}"), _store_lock(cfg):
         _retry(_client(cfg).set_terminated, run_id, status)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _end_orphans(client, experiment_id: str) -> None:
+    """Parent runs still RUNNING whose driver (Snakemake, on this host) no longer exists were killed: mark them KILLED,
+    ended now, so a killed pipeline does not stay running in the UI for ever."""
+    host = socket.gethostname()
+    runs = _retry(client.search_runs, [experiment_id], "tags.stage = 'pipeline' and attributes.status = 'RUNNING'",
+                  max_results=1000)
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("driver_host") == host and tags.get("driver_pid", "").isdigit() and not _alive(int(tags["driver_pid"])):
+            _retry(client.set_terminated, run.info.run_id, "KILLED")
+            log(f"MLflow: parent run {run.info.run_id} of a pipeline that was killed (pid {tags['driver_pid']}) marked KILLED")

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from natinv.data import crop_flip
+from natinv.errors import NatinvError
 from natinv.runtime import log
 
 
@@ -125,6 +126,9 @@ def fit(
             sched.step()
             total += loss.detach()
         record = {"epoch": epoch + 1, "train_loss": total.item() / steps_per_epoch, "seconds": time.perf_counter() - start}
+        if not math.isfinite(record["train_loss"]):
+            raise NatinvError(f"{desc} epoch {epoch + 1}/{schedule.epochs}: the training loss is {record['train_loss']} "
+                              f"(diverged at lr {schedule.lr:g}); nothing was written. Lower the learning rate")
         if on_epoch is not None:
             record.update(on_epoch(epoch))
         history.append(record)

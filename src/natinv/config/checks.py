@@ -10,8 +10,30 @@ from natinv.config.schema import Config
 from natinv.synthesis import registry
 
 
+# A name that becomes one part of a path (experiment, model, method keys): a letter or digit, then letters, digits,
+# '.', '_', '-'; never '..', '/', empty or absolute.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_RULE = "a letter or digit, then up to 99 letters, digits, '.', '_' or '-' (it becomes a folder or file name)"
+
+
+def bad_name(value: object) -> bool:
+    return not (isinstance(value, str) and NAME.fullmatch(value) and ".." not in value)
+
+
+def check_names(cfg: Config, fail: Callable[[str, str], None]) -> None:
+    """Every configured name that becomes a path part under results/."""
+    if bad_name(cfg.experiment):
+        fail("experiment", f"got {cfg.experiment!r}; expected {NAME_RULE}")
+    for section, keys in (("models", cfg.models), ("synthesis.methods", cfg.synthesis.methods)):
+        for key in keys:
+            if bad_name(key):
+                fail(f"{section}.{key}", f"bad key {key!r}; expected {NAME_RULE}")
+
+
 def check_references(cfg: Config, fail: Callable[[str, str], None]) -> None:
     from natinv.models import ARCHS  # late import: models import torch
+
+    check_names(cfg, fail)
 
     for key, spec in cfg.models.items():
         if spec.arch not in ARCHS:

@@ -3,6 +3,8 @@ dataclasses. Every error names the file and key that set the bad value, the valu
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -34,6 +36,8 @@ def read_params_file(path: Path) -> dict:
         raise ConfigError(f"{path}: params file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a YAML params file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -54,6 +58,16 @@ def load_config(paths: list[str | Path], overrides: list[dict[str, Any]] = ()) -
     for over in overrides:
         _merge(merged, over, origin, "command line")
     return config_from_dict(merged, origin)
+
+
+def file_origins(paths: list[str | Path]) -> dict[str, str]:
+    """Which of `paths` (merged in order) set each key: for a config merged elsewhere (Snakemake's `config`), so its
+    errors still name the one file that set the bad value."""
+    merged: dict = {}
+    origin: dict[str, str] = {}
+    for p in paths:
+        _merge(merged, read_params_file(Path(p)), origin, str(p))
+    return origin
 
 
 def config_from_dict(raw: dict, origin: dict[str, str] | None = None) -> Config:
@@ -93,7 +107,7 @@ class _Converter:
         self.origin = origin
 
     def where(self, path: str) -> str:
-        key = path
+        key = re.sub(r"\[\d+\]$", "", path)  # a list item was set with its list
         while key and key not in self.origin:
             key = key.rpartition(".")[0]
         return self.origin.get(key, "params")
@@ -178,6 +192,8 @@ class _Converter:
                     self.bad(path, value, tp)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self.bad(path, value, tp)
+            if not math.isfinite(value):
+                self.fail(path, f"got {value!r}; expected a finite number")
             return float(value)
         if tp is str:
             if not isinstance(value, str):

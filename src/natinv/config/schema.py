@@ -144,6 +144,9 @@ class SynthesisConfig:
     save_scaling: Literal["clamp", "minmax"] = "clamp"  # uint8 rendering: clamp to [0,1] or per-image min-max
     methods: dict[str, MethodConfig] = field(default_factory=dict)
     teachers: dict[str, list[str]] = field(default_factory=dict)  # method -> the only teachers it inverts (default: all)
+    # A batch whose loss or images become NaN/infinite is optimized again from a new seed (derived from its own, so a
+    # re-run gives the same bytes) up to this many times; then the shard fails and nothing is written.
+    retries: int = field(default=2, metadata=_min(0))
 
 
 @dataclass

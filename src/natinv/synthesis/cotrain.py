@@ -45,6 +45,19 @@ class CoStudent:
                 t = teacher(xb)
             self.update(soft_kl(self.model(xb), t, self.cfg.temperature))
 
+    def snapshot(self) -> dict:
+        """Everything a step changes (weights, optimizer, schedule, losses), to start a retried synthesis from."""
+        import copy
+
+        return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              "scheduler": self.scheduler.state_dict(), "steps": len(self.losses)})
+
+    def restore(self, snap: dict) -> None:
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.scheduler.load_state_dict(snap["scheduler"])
+        del self.losses[snap["steps"]:]
+
     def loss_curve(self) -> np.ndarray:
         return torch.stack(self.losses).cpu().numpy().astype(np.float32) if self.losses else np.zeros(0, np.float32)
 

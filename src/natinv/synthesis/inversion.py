@@ -9,12 +9,13 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from natinv.errors import NatinvError
 from natinv.runtime import derive_seed
 from natinv.synthesis.competition import Competitor
 from natinv.synthesis.labels import batch_labels
 from natinv.synthesis.objective import TERMS, BatchResult, InversionObjective, LossWeights
 from natinv.synthesis.registry import method_shards
-from natinv.synthesis.shard import ShardImages, ShardJob, batch_plan
+from natinv.synthesis.shard import ShardImages, ShardJob, batch_plan, first_fault
 
 # (objective, [(labels, seed) per batch]) -> each batch's result, in order
 Optimizer = Callable[[InversionObjective, list[tuple[torch.Tensor, int]]], Iterator[BatchResult]]
@@ -30,10 +31,13 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     competitor = Competitor(co.model, method.competition) if co is not None and method.competition > 0 else None
     objective = InversionObjective(job.teacher, LossWeights.of(method), competitor, job.engine)
 
-    images, labels, curves, best_iters = [], [], [], []
+    images, labels, curves, best_iters, retries = [], [], [], [], []
     student_gen = torch.Generator().manual_seed(derive_seed(job.seed, job.teacher_key, job.method_key, "cotrain"))
     start = time.perf_counter()
     for k, res in enumerate(optimize(objective, batches)):
+        res, tries = _until_finite(job, objective, optimize, res, plan[k][0])
+        seeds[k] = res.seed
+        retries.append(tries)
         images.append(res.images.float().cpu())
         labels.append(res.labels)
         curves.append(res.curve)
@@ -56,7 +60,28 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     return ShardImages(
         torch.cat(images), torch.cat(labels),
         {"loss_curves": curve, "loss_terms": np.asarray(TERMS), "seeds": np.asarray(seeds, dtype=np.int64),
-         "batch_index": batch_index, "best_iteration": best},
+         "batch_index": batch_index, "best_iteration": best, "retries": np.asarray(retries, dtype=np.int64)},
         {t: float(at_best[:, i].mean()) for i, t in enumerate(TERMS)},
-        {"batches": len(plan), "batch_size": job.syn.batch_size, "steps": len(plan) * method.iterations},
+        {"batches": len(plan), "batch_size": job.syn.batch_size, "steps": (len(plan) + sum(retries)) * method.iterations,
+         "retries": sum(retries)},
         series)
+
+
+def _until_finite(job: ShardJob, objective: InversionObjective, optimize: Optimizer, res: BatchResult,
+                  index: int) -> tuple[BatchResult, int]:
+    """`res`, or when its loss or images are not finite the batch optimized again from a new seed (derived from the
+    last one: a re-run gives the same bytes), at most synthesis.retries times; then one error naming where it failed."""
+    name = f"{job.teacher_key}/{job.method_key} batch {index} (shard {job.shard})"
+    for attempt in range(job.syn.retries + 1):
+        fault = first_fault(res.curve, res.images, res.best_iteration)
+        if fault is None:
+            return res, attempt
+        if attempt == job.syn.retries:
+            break
+        seed = derive_seed(res.seed, "retry")
+        job.log(f"{name}: loss not finite from iteration {fault + 1}; optimizing it again from seed {seed} "
+                f"(retry {attempt + 1} of {job.syn.retries})")
+        (res,) = list(optimize(objective, [(res.labels, seed)]))
+    raise NatinvError(f"{name}: loss or images not finite from iteration {fault + 1} of {job.method.iterations}, in "
+                      f"{job.syn.retries + 1} tries from different seeds; nothing was written. Lower the method's "
+                      f"learning rates or check the teacher")

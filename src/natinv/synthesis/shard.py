@@ -18,6 +18,7 @@ from torch import nn
 from natinv.checkpoint import ModelMeta
 from natinv.config import EngineConfig, MethodConfig, SynthesisConfig
 from natinv.data import normalize, render_uint8
+from natinv.errors import NatinvError
 from natinv.models import StagedNet
 from natinv.synthesis import registry
 from natinv.synthesis.cotrain import CoStudent
@@ -30,6 +31,15 @@ def batch_plan(num_images: int, batch_size: int, shards: int) -> list[list[tuple
     sizes = [min(batch_size, num_images - i * batch_size) for i in range(n_batches)]
     bounds = [s * n_batches // shards for s in range(shards + 1)]
     return [[(i, sizes[i]) for i in range(bounds[s], bounds[s + 1])] for s in range(shards)]
+
+
+def first_fault(curve: torch.Tensor, images: torch.Tensor, images_at: int) -> int | None:
+    """Where an optimization went wrong: the first step (0-based) of `curve` (steps, terms) whose terms are not all
+    finite, `images_at` when only the images are not, or None when both are sound."""
+    bad = ~torch.isfinite(curve).all(dim=-1)
+    if bool(bad.any()):
+        return int(bad.nonzero()[0])
+    return None if bool(torch.isfinite(images).all()) else images_at
 
 
 @dataclass
@@ -90,6 +100,7 @@ def synthesize_shard(
 
     x, y = out.images, out.labels
     x16 = x.half()
+    _check_finite(f"{teacher_key}/{method_key} shard {shard}", {"images": x16, **out.arrays})
     rendered = render_uint8(x, meta.mean, meta.std, syn.save_scaling)
     agree_f16 = evaluate(teacher, x16, y, device)["acc"]  # teacher top-1 agreement (%) with the synthesis labels
     agree_u8 = evaluate(teacher, normalize(rendered, meta.mean, meta.std), y, device)["acc"]
@@ -109,11 +120,24 @@ def synthesize_shard(
         summary["engine"] = asdict(engine)
     series = dict(out.series)
     if co is not None:
+        _check_finite(f"{teacher_key}/{method_key} shard {shard} co-trained student", co.arrays() | {"student_loss": co.loss_curve()})
         arrays |= co.arrays() | {"student_loss": co.loss_curve()}
         summary["cotrain"] = {"student": method.cotrain.student, "steps": len(co.losses),
                               "final_loss": float(co.loss_curve()[-max(1, len(co.losses) // 20):].mean())}
         series["student/loss"] = arrays["student_loss"]
     return arrays, summary, series
+
+
+def _check_finite(name: str, arrays: dict) -> None:
+    """Nothing non-finite is stored or scored (the teacher's argmax of NaN 'agrees' with every label)."""
+    for key, value in arrays.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind != "f":
+            continue
+        t = torch.as_tensor(value)
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).reshape(len(t), -1).any(1).sum()) if t.dim() else 1
+            raise NatinvError(f"{name}: {bad} of {len(t) if t.dim() else 1} {key} hold NaN or infinite values (float16 "
+                              f"holds at most 65504); nothing was written. Lower the method's learning rates, or check the teacher")
 
 
 def _student_steps(method: MethodConfig, syn: SynthesisConfig) -> int:
