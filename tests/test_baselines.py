@@ -119,3 +119,22 @@ def test_cotrained_methods_are_one_shard():
     co = cfg.synthesis.methods["adi"].cotrain
     steps_per_batch_kd = cfg.kd.epochs * (cfg.synthesis.num_images // cfg.kd.batch_size) // (cfg.synthesis.num_images // cfg.synthesis.batch_size)
     assert (co.steps, co.lr, co.temperature, co.batch_size) == (steps_per_batch_kd, cfg.kd.lr, cfg.kd.temperature, cfg.kd.batch_size)
+
+
+def test_a_generator_run_that_turns_non_finite_starts_again_with_its_student_restored(teacher_file, monkeypatch):
+    from natinv.synthesis import dafl
+
+    real, calls = dafl.train, []
+
+    def first_diverges(teacher, student, cfg, shape, device, gen):
+        generator, curve = real(teacher, student, cfg, shape, device, gen)
+        calls.append(len(student.losses))
+        if len(calls) == 1:
+            curve[5:] = float("nan")
+        return generator, curve
+
+    monkeypatch.setattr(dafl, "train", first_diverges)
+    arrays, summary, initial = _shard(teacher_file, replace(DAFL, iterations=10))
+    assert summary["retries"] == 1 and summary["steps"] == 20 and calls == [10, 10]  # the student restarted from scratch
+    assert np.isfinite(arrays["generator_curve"]).all() and len(arrays["student_loss"]) == 10
+    _stored_student_trained(arrays, initial)

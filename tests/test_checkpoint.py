@@ -48,3 +48,26 @@ def test_import_uses_weights_only(tmp_path):
     torch.save(build_model("resnet18", 10, 3, 4).state_dict(), tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="other.pt: does not fit architecture resnet8"):
         import_torch_checkpoint(tmp_path / "other.pt", META, tmp_path / "o.safetensors")
+
+
+def test_diverged_weights_are_never_written(tmp_path):
+    model = build_model("resnet8", 10, 3, 4)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("inf")
+    with pytest.raises(CheckpointError, match="m.safetensors: 1 tensors hold NaN or infinite values .*nothing was written"):
+        save_model(tmp_path / "m.safetensors", model, META)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_weights_digest_catches_weights_swapped_under_the_metadata(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    save_model(tmp_path / "a.safetensors", build_model("resnet8", 10, 3, 4), META)
+    with safe_open(str(tmp_path / "a.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    torch.manual_seed(1)
+    other = {k: v.contiguous() for k, v in build_model("resnet8", 10, 3, 4).state_dict().items()}
+    (tmp_path / "b.safetensors").write_bytes(save(other, metadata=metadata))  # same arch, other weights, old metadata
+    with pytest.raises(CheckpointError, match="b.safetensors: its weights are not the ones its metadata was written with"):
+        load_model(tmp_path / "b.safetensors")

@@ -116,3 +116,24 @@ def test_standin_of_custom_data_is_refused(tmp_path):
     p.write_text("data: {dataset: custom, standin: true}\n")
     with pytest.raises(ConfigError, match="data.standin: a stand-in imitates fashion-mnist, cifar10 or cifar100"):
         load_config([Path(__file__).resolve().parents[1] / "params/default.yaml", p])
+
+
+def test_atomic_writes_never_write_nan_and_stale_temporaries_are_removed(tmp_path):
+    import math
+
+    from natinv.errors import NatinvError
+    from natinv.io import atomic_write_json, check_writable, remove_stale_temps
+
+    with pytest.raises(NatinvError, match=r"r.json: not written, a value is NaN or infinite \(a.b, c.1\)"):
+        atomic_write_json(tmp_path / "r.json", {"a": {"b": math.nan}, "c": [1.0, math.inf], "d": 2})
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / ".r.json.x1.tmp").write_text("half")  # left by a process killed inside the write window
+    (tmp_path / ".other.json.x2.tmp").write_text("someone else's")
+    assert remove_stale_temps(tmp_path / "r.json") == [tmp_path / ".r.json.x1.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x2.tmp"]
+    (tmp_path / "file").write_text("")
+    for bad in (tmp_path / "file" / "r.json", tmp_path / "file" / "deeper" / "r.json"):
+        with pytest.raises(NatinvError, match="is a file, not a folder"):
+            check_writable(bad)
+    check_writable(tmp_path / "new" / "deeper" / "r.json")  # creatable: fine, and nothing created
+    assert not (tmp_path / "new").exists()

@@ -9,6 +9,7 @@ import torch
 from natinv.checkpoint import load_model
 from natinv.config import DIConfig, EngineConfig, NIConfig, SynthesisConfig
 from natinv.io import npz_bytes
+from natinv.runtime import derive_seed
 from natinv.synthesis import deepinversion, naturalinversion
 from natinv.synthesis.objective import InversionObjective, LossWeights
 from natinv.synthesis.shard import batch_plan, synthesize_shard
@@ -158,3 +159,46 @@ def test_batches_in_one_vectorized_step_equal_separate_steps(module, cfg):
         assert grouped.best_iteration == alone.best_iteration
         torch.testing.assert_close(grouped.images, alone.images, rtol=1e-3, atol=1e-4)
     assert not torch.allclose(runs[2][0].curve, runs[2][1].curve)  # the two batches of a group are not one run
+
+
+def test_a_batch_that_turns_non_finite_is_optimized_again_from_a_derived_seed(teacher_file, monkeypatch):
+    """The first try of batch 0 'diverges' (its curve turns NaN at iteration 3): the batch is optimized again from a
+    seed derived from its own, the shard keeps only finite images, says so, and a re-run gives the same bytes."""
+    from natinv.synthesis import deepinversion as di
+
+    path, _ = teacher_file
+    method = replace(DI, iterations=6)
+    syn = SynthesisConfig(num_images=32, batch_size=16, shards=1, methods={"m": method}, run=["m"])
+    real = di.synthesize
+
+    def diverging_first(objective, batches, *args, **kwargs):
+        for res in real(objective, batches, *args, **kwargs):
+            if res.seed == first_seed:
+                res.curve[3:, 1] = float("nan")
+            yield res
+
+    monkeypatch.setattr(di, "synthesize", diverging_first)
+    first_seed = derive_seed(7, "t", "m", 0)  # batch 0's own seed
+    digests, lines = [], []
+    for _ in range(2):
+        model, meta = load_model(path)
+        arrays, summary, _ = synthesize_shard(model, meta, "t", "m", method, syn, 7, 0, torch.device("cpu"), log=lines.append)
+        digests.append(hashlib.sha256(npz_bytes(arrays)).hexdigest())
+    assert digests[0] == digests[1]
+    assert summary["retries"] == 1 and list(arrays["retries"]) == [1, 0]
+    assert arrays["seeds"][0] == derive_seed(first_seed, "retry") and np.isfinite(arrays["loss_curves"]).all()
+    assert summary["steps"] == 3 * 6  # the retried batch's iterations count too
+    assert "t/m batch 0 (shard 0): loss not finite from iteration 4; optimizing it again from seed" in lines[0]
+
+
+def test_a_batch_that_stays_non_finite_fails_naming_method_batch_and_iteration(teacher_file):
+    from natinv.errors import NatinvError
+
+    path, _ = teacher_file
+    model, meta = load_model(path)
+    method = replace(DI, iterations=4, lr=1e30)
+    syn = SynthesisConfig(num_images=16, batch_size=16, shards=1, methods={"m": method}, run=["m"], retries=1)
+    lines = []
+    with pytest.raises(NatinvError, match=r"^t/m batch 0 \(shard 0\): loss or images not finite from iteration 2 of 4, in 2 tries"):
+        synthesize_shard(model, meta, "t", "m", method, syn, 0, 0, torch.device("cpu"), log=lines.append)
+    assert len(lines) == 1  # one retry announced

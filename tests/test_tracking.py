@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from natinv.config import Config
 from natinv.tracking import PARENT_ENV, Outcome, StageRun, flatten, start_pipeline
 
@@ -59,3 +61,61 @@ def test_tracking_can_be_switched_off(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     StageRun(Config(results=str(tmp_path)), "data", {}, {}).close("FINISHED", Outcome({}))
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def _sixteen_at_once(results: Path, first: int) -> list[str]:
+    """16 stage processes started together (no parent run: the store may not exist yet); their stderr."""
+    env = {k: v for k, v in os.environ.items() if k not in (PARENT_ENV, "MLFLOW_TRACKING_URI")}
+    procs = [subprocess.Popen([sys.executable, "-c", JOB, str(results), str(first + i)], env=env, stderr=subprocess.PIPE,
+                              text=True) for i in range(16)]
+    errors = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    return errors
+
+
+@pytest.mark.slow
+def test_sixteen_processes_on_a_fresh_store_and_on_an_existing_one_lose_no_run(tmp_path, monkeypatch):
+    """A new results folder: 16 processes race to create (and migrate) mlflow.db. They take turns under a file lock,
+    so every run is kept, and the store stays healthy for the next 16 and for a reader."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert not (tmp_path / "mlflow.db").exists()
+    for first in (0, 16):  # fresh, then existing
+        errors = _sixteen_at_once(tmp_path, first)
+        assert not any("warning" in e for e in errors), [e for e in errors if e][:2]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("par").experiment_id], "tags.stage = 'synthesize'",
+                              max_results=100)
+    assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(32))
+    assert all(r.info.status == "FINISHED" and r.data.metrics["final.ce"] == 0.5 for r in runs)
+    healthy = client.create_run(client.get_experiment_by_name("par").experiment_id)  # the schema is complete
+    client.log_metric(healthy.info.run_id, "x", 1.0)
+    assert client.get_run(healthy.info.run_id).data.metrics == {"x": 1.0}
+
+
+KILLED_DRIVER = """
+import os, signal, sys
+from natinv.config import Config
+from natinv.tracking import start_pipeline
+print(start_pipeline(Config(experiment="par", results=sys.argv[1]), "snakemake"), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as kill -9 of snakemake: no onerror, the parent run stays RUNNING
+"""
+
+
+def test_the_parent_run_of_a_killed_pipeline_is_marked_killed_by_the_next_one(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    proc = subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == -9
+    orphan = proc.stdout.strip()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(orphan).info.status == "RUNNING"
+    current = start_pipeline(Config(experiment="par", results=str(tmp_path)), "snakemake")
+    assert client.get_run(orphan).info.status == "KILLED" and client.get_run(orphan).info.end_time is not None
+    assert client.get_run(current).info.status == "RUNNING"  # the live one is left alone
+    start_pipeline(Config(experiment="par", results=str(tmp_path)), "snakemake")  # its driver (this process) is alive
+    assert client.get_run(current).info.status == "RUNNING"
+    os.environ.pop(PARENT_ENV, None)

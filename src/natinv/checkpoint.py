@@ -30,6 +30,9 @@ class ModelMeta:
     std: list[float]
 
 
+DIGEST = "weights_sha256"  # in the metadata: which weights were saved under it
+
+
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes, in name order: which weights a checkpoint holds."""
     h = hashlib.sha256()
@@ -46,7 +49,8 @@ def save_model(path: Path, model: StagedNet, meta: ModelMeta) -> None:
     if bad := [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
         raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); the training "
                               f"diverged, nothing was written")
-    metadata = {"natinv": json.dumps(asdict(meta)), "natinv_weights_sha256": weights_digest(state)}
+    # one metadata entry: safetensors orders several in a hash map, which would make equal checkpoints differ in bytes
+    metadata = {"natinv": json.dumps(asdict(meta) | {DIGEST: weights_digest(state)})}
     atomic_write_bytes(Path(path), save(state, metadata=metadata))
 
 
@@ -59,6 +63,8 @@ def _meta_from_json(path: Path, raw: str) -> ModelMeta:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: natinv metadata is not valid JSON ({exc})") from None
     names = [f.name for f in fields(ModelMeta)]
+    if isinstance(obj, dict):
+        obj.pop(DIGEST, None)
     if not isinstance(obj, dict) or set(obj) != set(names):
         have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: natinv metadata has keys {have}; expected exactly {names}")
@@ -117,7 +123,7 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[StagedNe
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors checkpoint ({exc})") from None
-    digest = _metadata(path).get("natinv_weights_sha256")
+    digest = json.loads(_metadata(path)["natinv"]).get(DIGEST)
     if digest is not None and weights_digest(state) != digest:
         raise CheckpointError(f"{path}: its weights are not the ones its metadata was written with (sha256 differs); "
                               f"the file was altered after it was saved")

@@ -25,20 +25,22 @@ def synthesize(
         pixels = [torch.randn(len(labels), *shape, generator=gen).to(device).requires_grad_(True)
                   for (labels, _), gen in zip(group, gens)]
         optimizer = torch.optim.Adam(pixels, lr=cfg.lr)
-        after_step = None
-        if cfg.clamp and pixel_range is not None:
-            lo, hi = pixel_range
-
-            def after_step():
-                with torch.no_grad():
-                    for p in pixels:
-                        p.copy_(torch.maximum(torch.minimum(p, hi), lo))
+        after_step = _clamp(pixels, *pixel_range) if cfg.clamp and pixel_range is not None else None
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)
         best, curve, best_iters = optimize(lambda: concat(pixels), optimizer, objective, y, cfg.iterations, gens,
                                            after_step, on_step, sizes)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)
+
+
+def _clamp(pixels: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor) -> Callable[[], None]:
+    """After each step: the pixels back into [lo, hi] (the valid image range, in normalized space)."""
+    def clamp() -> None:
+        with torch.no_grad():
+            for p in pixels:
+                p.copy_(torch.maximum(torch.minimum(p, hi), lo))
+    return clamp
 
 
 def run_shard(job):
