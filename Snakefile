@@ -12,10 +12,15 @@ from natinv import pipeline, tracking
 from natinv.config import config_from_dict, file_origins, write_resolved
 from natinv.errors import ConfigError
 
-configfile: "params/default.yaml"
+DEFAULT = "params/default.yaml"
 
-try:  # an error names the params file that set the bad key (`snakemake --config`: the nearest file above it)
-    CFG = config_from_dict(config, {"": "snakemake --config"} | file_origins(workflow.configfiles))
+configfile: DEFAULT
+
+# An error names the params file that set the bad key, or `snakemake --config`. Snakemake merges this directive's
+# file first, then the --configfile files in order, then --config.
+ORIGIN = file_origins([DEFAULT, *(f for f in workflow.configfiles if str(f) != DEFAULT)], config, "snakemake --config")
+try:
+    CFG = config_from_dict(config, ORIGIN)
 except ConfigError as exc:
     raise WorkflowError(f"natinv: error: {exc}") from None
 

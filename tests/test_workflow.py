@@ -242,7 +242,9 @@ def test_bad_params_stop_snakemake_with_one_clear_line(tmp_path):
     (repo / "bad.yaml").write_text("synthesis: {batch_size: 0}\n")
     proc = tool(repo, "snakemake", "-n", "--configfile", "params/default.yaml", "bad.yaml", check=False)
     assert proc.returncode != 0
-    assert "synthesis.batch_size: got 0; must be >= 1" in proc.stdout + proc.stderr
+    assert "/bad.yaml: synthesis.batch_size: got 0; must be >= 1" in proc.stdout + proc.stderr  # the file that set it
+    proc = tool(repo, "snakemake", "-n", "--configfile", "params/default.yaml", "--config", "experiment=../x", check=False)
+    assert proc.returncode != 0 and "natinv: error: snakemake --config: experiment: got '../x'" in proc.stdout + proc.stderr
 
 
 # ------------------------------------------------------------------------------------- end to end (tiny)

@@ -118,14 +118,20 @@ def _store_lock(cfg: Config) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _client(cfg: Config):
+def _mlflow():
+    """MlflowClient, imported (seconds of CPU: done before a process takes its turn at the store)."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines about creating the store
     from mlflow import MlflowClient
 
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri(cfg))
+
+def _client(cfg: Config):
+    """A client of the store; creating it opens (and for a new store creates and migrates) the database: only inside
+    _store_lock."""
+    return _mlflow()(tracking_uri=tracking_uri(cfg))
 
 
 def _experiment_id(client, cfg: Config) -> str:
@@ -178,33 +184,38 @@ class StageRun:
     def close(self, status: str, outcome: Outcome | None = None) -> None:
         if not enabled():
             return
-        with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}"), _store_lock(self.cfg):
-            client = _client(self.cfg)
+        with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}"):
+            _mlflow()  # imports and git outside the store's turn
             tags = {"stage": self.stage, **{k: str(v) for k, v in self.keys.items()}, "experiment": self.cfg.experiment,
                     "mlflow.runName": self.name, **_git_commit()}
             if parent := os.environ.get(PARENT_ENV):
                 tags["mlflow.parentRunId"] = parent
-            run = _retry(client.create_run, _experiment_id(client, self.cfg), start_time=int(self.started * 1000))
-            run_id = run.info.run_id
-            _log_batches(client, run_id, flatten(self.params), tags, _points(outcome) if outcome else [])
-            for path in outcome.artifacts if outcome else []:
-                if path.is_file():
-                    _retry(client.log_artifact, run_id, str(path))
-            _retry(client.set_terminated, run_id, status, int(time.time() * 1000))
+            points = _points(outcome) if outcome else []
+            with _store_lock(self.cfg):
+                client = _client(self.cfg)
+                run = _retry(client.create_run, _experiment_id(client, self.cfg), start_time=int(self.started * 1000))
+                run_id = run.info.run_id
+                _log_batches(client, run_id, flatten(self.params), tags, points)
+                for path in outcome.artifacts if outcome else []:
+                    if path.is_file():
+                        _retry(client.log_artifact, run_id, str(path))
+                _retry(client.set_terminated, run_id, status, int(time.time() * 1000))
 
 
 def start_pipeline(cfg: Config, driver: str) -> str | None:
     """Create the parent run of a pipeline run and export its id to the stage processes; None when tracking is off or fails."""
     if not enabled():
         return None
-    with _warn_on_failure(f"pipeline start: {tracking_uri(cfg)}"), _store_lock(cfg):
-        client = _client(cfg)
-        experiment_id = _experiment_id(client, cfg)
-        _end_orphans(client, experiment_id)
+    with _warn_on_failure(f"pipeline start: {tracking_uri(cfg)}"):
+        _mlflow()
         tags = {"stage": "pipeline", "driver": driver, "experiment": cfg.experiment, "driver_host": socket.gethostname(),
                 "driver_pid": str(os.getpid()), "mlflow.runName": f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 **_git_commit()}
-        run = _retry(client.create_run, experiment_id, tags=tags)
+        with _store_lock(cfg):
+            client = _client(cfg)
+            experiment_id = _experiment_id(client, cfg)
+            _end_orphans(client, experiment_id)
+            run = _retry(client.create_run, experiment_id, tags=tags)
         os.environ[PARENT_ENV] = run.info.run_id
         log(f"MLflow: parent run {run.info.run_id} in experiment {cfg.experiment!r} at {tracking_uri(cfg)}")
         return run.info.run_id
@@ -215,8 +226,10 @@ def end_pipeline(cfg: Config, status: str) -> None:
     run_id = os.environ.get(PARENT_ENV)
     if not run_id or not enabled():
         return
-    with _warn_on_failure(f"pipeline end: {tracking_uri(cfg)}"), _store_lock(cfg):
-        _retry(_client(cfg).set_terminated, run_id, status)
+    with _warn_on_failure(f"pipeline end: {tracking_uri(cfg)}"):
+        _mlflow()
+        with _store_lock(cfg):
+            _retry(_client(cfg).set_terminated, run_id, status)
 
 
 def _alive(pid: int) -> bool:

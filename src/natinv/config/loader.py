@@ -60,13 +60,25 @@ def load_config(paths: list[str | Path], overrides: list[dict[str, Any]] = ()) -
     return config_from_dict(merged, origin)
 
 
-def file_origins(paths: list[str | Path]) -> dict[str, str]:
+def file_origins(paths: list[str | Path], final: dict | None = None, elsewhere: str = "") -> dict[str, str]:
     """Which of `paths` (merged in order) set each key: for a config merged elsewhere (Snakemake's `config`), so its
-    errors still name the one file that set the bad value."""
+    errors still name the one file that set the bad value. Keys whose value in `final` is not the files' were set
+    `elsewhere` (e.g. 'snakemake --config')."""
     merged: dict = {}
     origin: dict[str, str] = {}
     for p in paths:
         _merge(merged, read_params_file(Path(p)), origin, str(p))
+
+    def differing(tree: dict, files: Any, prefix: str) -> None:
+        for key, value in tree.items():
+            path, theirs = f"{prefix}{key}", files.get(key) if isinstance(files, dict) else None
+            if isinstance(value, dict) and isinstance(theirs, dict):
+                differing(value, theirs, path + ".")
+            elif value != theirs or (isinstance(files, dict) and key not in files):
+                origin[path] = elsewhere
+
+    if final is not None:
+        differing(final, merged, "")
     return origin
 
 
