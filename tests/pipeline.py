@@ -16,6 +16,13 @@ BIN = Path(sys.executable).parent
 TINY = ["--configfile", "params/default.yaml", "params/tiny.yaml"]
 
 
+def tiny_params(folder: Path) -> list[str]:
+    """CLI arguments for the tiny profile with its results in `folder`/results (an overlay written there)."""
+    overlay = folder / "here.yaml"
+    overlay.write_text(f"results: {folder / 'results'}\n")
+    return ["--params", str(ROOT / "params/default.yaml"), "--params", str(ROOT / "params/tiny.yaml"), "--params", str(overlay)]
+
+
 def copy_repo(dst: Path, commit: bool = False) -> Path:
     """The repository's files as git sees them (tracked + untracked, not ignored): what a fresh clone has;
     with `commit`, a git repository of its own with one commit."""

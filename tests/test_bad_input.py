@@ -18,9 +18,9 @@ from safetensors.torch import save as save_safetensors
 
 from natinv.checkpoint import ModelMeta, save_model
 from natinv.cli import main
+from pipeline import tiny_params
 from natinv.models import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
 TEACHER = "resnet8-w16"
 
 
@@ -28,9 +28,7 @@ TEACHER = "resnet8-w16"
 def project(tmp_path_factory):
     """The tiny profile's data and an (untrained) teacher checkpoint, tracking off."""
     tmp = tmp_path_factory.mktemp("bad-input")
-    overlay = tmp / "here.yaml"
-    overlay.write_text(f"results: {tmp / 'results'}\n")
-    params = ["--params", str(ROOT / "params/default.yaml"), "--params", str(ROOT / "params/tiny.yaml"), "--params", str(overlay)]
+    params = tiny_params(tmp)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NATINV_TRACKING", "off")
         assert main(["data", *params, "--threads", "1"]) == 0

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from natinv.cli import main
+from pipeline import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,9 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def prepared(tmp_path_factory):
     """The tiny profile's data and teacher."""
     tmp = tmp_path_factory.mktemp("e2e")
-    overlay = tmp / "here.yaml"
-    overlay.write_text(f"results: {tmp / 'results'}\n")
-    params = ["--params", str(ROOT / "params/default.yaml"), "--params", str(ROOT / "params/tiny.yaml"), "--params", str(overlay)]
+    params = tiny_params(tmp)
     proc = subprocess.run([sys.executable, "-m", "natinv", "data", *params, "--threads", "1"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert main(["teacher", *params, "--teacher", "resnet8-w16"]) == 0

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import BIN, TINY, compare_runs, copy_repo, tool
+from pipeline import BIN, TINY, compare_runs, copy_repo, tiny_params, tool
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -37,9 +36,7 @@ def kill_after(cmd: list[str], seconds: float, cwd: Path | None = None, env: dic
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("crash")
-    overlay = tmp / "here.yaml"
-    overlay.write_text(f"results: {tmp / 'results'}\n")
-    params = ["--params", str(ROOT / "params/default.yaml"), "--params", str(ROOT / "params/tiny.yaml"), "--params", str(overlay)]
+    params = tiny_params(tmp)
     subprocess.run(natinv(params, "data"), check=True, capture_output=True, env=QUIET)
     subprocess.run(natinv(params, "teacher", "--teacher", "resnet8-w16"), check=True, capture_output=True, env=QUIET)
     return tmp / "results" / "tiny", params
