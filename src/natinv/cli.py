@@ -110,7 +110,6 @@ def run(args: argparse.Namespace) -> None:
         from natinv.stages.teacher import run_import
 
         check_writable(teacher_weights(cfg.exp_dir, args.teacher))
-
         run_import(cfg, args.teacher, args.checkpoint)
         return
     set_threads(args.threads or cfg.threads)
