@@ -124,18 +124,18 @@ def test_bad_input_exits_with_one_line(prepared, capsys, tmp_path):
 def test_a_diverged_shard_is_refused_and_nothing_is_written(prepared, capsys, monkeypatch):
     """A shard whose images hold NaN (an optimization that diverged everywhere, e.g. DAFL against a diverged teacher)
     is not stored: every later stage would read NaN (agreement 'argmax of NaN', FD failing)."""
-    from natinv.stages import synthesize
+    from natinv.synthesis import dafl
 
     tmp, params = prepared
     exp = tmp / "results" / "tiny"
-    real = synthesize.synthesize_shard
+    real = dafl.run_shard
 
-    def diverged(*args, **kwargs):
-        arrays, summary, series = real(*args, **kwargs)
-        arrays["images"][:5] = np.nan
-        return arrays, summary, series
+    def diverged(job):  # past the method's own retries: what the shard would store
+        out = real(job)
+        out.images[:5] = np.nan
+        return out
 
-    monkeypatch.setattr(synthesize, "synthesize_shard", diverged)
+    monkeypatch.setattr(dafl, "run_shard", diverged)
     argv = ["synthesize", *params, "--teacher", "resnet8-w16", "--method", "dafl"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
