@@ -43,10 +43,15 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the float tensors that hold NaN or infinite values."""
+    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def save_model(path: Path, model: StagedNet, meta: ModelMeta) -> None:
     """Write the weights and their architecture; weights holding NaN or infinite values are refused (nothing written)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if bad := [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
+    if bad := _non_finite(state):
         raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); the training "
                               f"diverged, nothing was written")
     # one metadata entry: safetensors orders several in a hash map, which would make equal checkpoints differ in bytes
@@ -54,8 +59,9 @@ def save_model(path: Path, model: StagedNet, meta: ModelMeta) -> None:
     atomic_write_bytes(Path(path), save(state, metadata=metadata))
 
 
-def _meta_from_json(path: Path, raw: str) -> ModelMeta:
-    """The metadata's fields, each of the type the networks need, or one line naming what is wrong."""
+def _meta_from_json(path: Path, raw: str) -> tuple[ModelMeta, str | None]:
+    """The metadata's fields, each of the type the networks need, and the weights' digest (None in a checkpoint
+    written without one), or one line naming what is wrong."""
     from natinv.models import ARCHS
 
     try:
@@ -63,19 +69,17 @@ def _meta_from_json(path: Path, raw: str) -> ModelMeta:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: natinv metadata is not valid JSON ({exc})") from None
     names = [f.name for f in fields(ModelMeta)]
-    if isinstance(obj, dict):
-        obj.pop(DIGEST, None)
+    digest = obj.pop(DIGEST, None) if isinstance(obj, dict) else None
     if not isinstance(obj, dict) or set(obj) != set(names):
         have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: natinv metadata has keys {have}; expected exactly {names}")
-    ints = {"num_classes": 2, "in_channels": 1, "image_size": 1}
-    for key, low in ints.items():
-        if not isinstance(obj[key], int) or isinstance(obj[key], bool) or obj[key] < low:
-            raise CheckpointError(f"{path}: metadata {key} = {obj[key]!r}; expected an integer >= {low}")
+    for key, low in {"num_classes": 2, "in_channels": 1, "image_size": 1, "width": 1}.items():
+        v = obj[key]
+        if not (key == "width" and v is None) and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+            raise CheckpointError(f"{path}: metadata {key} = {v!r}; expected an integer >= {low}"
+                                  + (" or null" if key == "width" else ""))
     if obj["arch"] not in ARCHS:
         raise CheckpointError(f"{path}: metadata arch = {obj['arch']!r}; expected one of {', '.join(ARCHS)}")
-    if obj["width"] is not None and (not isinstance(obj["width"], int) or isinstance(obj["width"], bool) or obj["width"] < 1):
-        raise CheckpointError(f"{path}: metadata width = {obj['width']!r}; expected an integer >= 1 or null")
     for key in ("mean", "std"):
         v = obj[key]
         if (not isinstance(v, list) or len(v) != obj["in_channels"]
@@ -83,22 +87,23 @@ def _meta_from_json(path: Path, raw: str) -> ModelMeta:
                 or (key == "std" and min(v) <= 0)):
             raise CheckpointError(f"{path}: metadata {key} = {v!r}; expected {obj['in_channels']} finite numbers"
                                   + (" > 0" if key == "std" else ""))
-    return ModelMeta(**obj)
+    return ModelMeta(**obj), digest
 
 
-def _metadata(path: Path) -> dict[str, str]:
+def _read_header(path: Path) -> tuple[ModelMeta, str | None]:
+    """(the architecture, the weights' digest) from a checkpoint's metadata."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
+            raw = (f.metadata() or {}).get("natinv")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
-
-
-def read_meta(path: Path) -> ModelMeta:
-    raw = _metadata(path).get("natinv")
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file has no natinv metadata (arch, classes); import it with import_torch_checkpoint")
     return _meta_from_json(path, raw)
+
+
+def read_meta(path: Path) -> ModelMeta:
+    return _read_header(path)[0]
 
 
 def _fit(model: StagedNet, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
@@ -118,16 +123,15 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[StagedNe
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    meta = read_meta(path)
+    meta, digest = _read_header(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors checkpoint ({exc})") from None
-    digest = json.loads(_metadata(path)["natinv"]).get(DIGEST)
     if digest is not None and weights_digest(state) != digest:
         raise CheckpointError(f"{path}: its weights are not the ones its metadata was written with (sha256 differs); "
                               f"the file was altered after it was saved")
-    if bad := [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]:
+    if bad := _non_finite(state):
         raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]})")
     model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.width)
     _fit(model, state, path, meta.arch)
