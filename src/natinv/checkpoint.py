@@ -102,9 +102,6 @@ def _read_header(path: Path) -> tuple[ModelMeta, str | None]:
     return _meta_from_json(path, raw)
 
 
-def read_meta(path: Path) -> ModelMeta:
-    return _read_header(path)[0]
-
 
 def _fit(model: StagedNet, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
     own = model.state_dict()
