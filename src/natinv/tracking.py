@@ -118,20 +118,17 @@ def _store_lock(cfg: Config) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _mlflow():
-    """MlflowClient, imported (seconds of CPU: done before a process takes its turn at the store)."""
+@contextlib.contextmanager
+def _store(cfg: Config) -> Iterator[Any]:
+    """A client of the store, during this process's turn at it. MLflow is imported first (seconds of CPU, outside the
+    turn); creating the client opens the database (and creates and migrates a new one), so that happens inside it."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines about creating the store
     from mlflow import MlflowClient
 
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient
-
-
-def _client(cfg: Config):
-    """A client of the store; creating it opens (and for a new store creates and migrates) the database: only inside
-    _store_lock."""
-    return _mlflow()(tracking_uri=tracking_uri(cfg))
+    with _store_lock(cfg):
+        yield MlflowClient(tracking_uri=tracking_uri(cfg))
 
 
 def _experiment_id(client, cfg: Config) -> str:
@@ -185,14 +182,12 @@ class StageRun:
         if not enabled():
             return
         with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}"):
-            _mlflow()  # imports and git outside the store's turn
             tags = {"stage": self.stage, **{k: str(v) for k, v in self.keys.items()}, "experiment": self.cfg.experiment,
                     "mlflow.runName": self.name, **_git_commit()}
             if parent := os.environ.get(PARENT_ENV):
                 tags["mlflow.parentRunId"] = parent
             points = _points(outcome) if outcome else []
-            with _store_lock(self.cfg):
-                client = _client(self.cfg)
+            with _store(self.cfg) as client:
                 run = _retry(client.create_run, _experiment_id(client, self.cfg), start_time=int(self.started * 1000))
                 run_id = run.info.run_id
                 _log_batches(client, run_id, flatten(self.params), tags, points)
@@ -207,12 +202,10 @@ def start_pipeline(cfg: Config, driver: str) -> str | None:
     if not enabled():
         return None
     with _warn_on_failure(f"pipeline start: {tracking_uri(cfg)}"):
-        _mlflow()
         tags = {"stage": "pipeline", "driver": driver, "experiment": cfg.experiment, "driver_host": socket.gethostname(),
                 "driver_pid": str(os.getpid()), "mlflow.runName": f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
                 **_git_commit()}
-        with _store_lock(cfg):
-            client = _client(cfg)
+        with _store(cfg) as client:
             experiment_id = _experiment_id(client, cfg)
             _end_orphans(client, experiment_id)
             run = _retry(client.create_run, experiment_id, tags=tags)
@@ -227,9 +220,8 @@ def end_pipeline(cfg: Config, status: str) -> None:
     if not run_id or not enabled():
         return
     with _warn_on_failure(f"pipeline end: {tracking_uri(cfg)}"):
-        _mlflow()
-        with _store_lock(cfg):
-            _retry(_client(cfg).set_terminated, run_id, status)
+        with _store(cfg) as client:
+            _retry(client.set_terminated, run_id, status)
 
 
 def _alive(pid: int) -> bool:
