@@ -202,3 +202,95 @@ def test_a_batch_that_stays_non_finite_fails_naming_method_batch_and_iteration(t
     with pytest.raises(NatinvError, match=r"^t/m batch 0 \(shard 0\): loss or images not finite from iteration 2 of 4, in 2 tries"):
         synthesize_shard(model, meta, "t", "m", method, syn, 0, 0, torch.device("cpu"), log=lines.append)
     assert len(lines) == 1  # one retry announced
+
+
+def test_ni_optimizes_the_output_conv_with_the_ftp_and_lr_head_overrides_it():
+    """The official code puts the output 1x1 conv (W1) in the FTP's optimizer; lr_head sets its own rate."""
+    from natinv.synthesis.naturalinversion import NaturalInversionImage, param_groups
+
+    model = NaturalInversionImage(NI, 10, (3, 32, 32), tiny_teacher().stage_shapes(3, 32))
+    alpha = torch.nn.Parameter(torch.ones(4, 3, 1, 1))
+
+    def lr_of(cfg, module):
+        (lr,) = [g["lr"] for g in param_groups(model, alpha, cfg) if g["params"][0] is next(module.parameters())]
+        return lr
+
+    cfg = replace(NI, lr_generator=1e-3, lr_ftp=5e-4)
+    assert lr_of(cfg, model.head) == 5e-4 and lr_of(cfg, model.ftp) == 5e-4 and lr_of(cfg, model.generator) == 1e-3
+    assert lr_of(replace(cfg, lr_head=1e-3), model.head) == 1e-3
+    grouped = [p for g in param_groups(model, alpha, cfg) for p in g["params"]]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters())) + 1  # every one, once
+
+
+def test_ni_generator_starts_from_the_official_initialization():
+    """Kaiming-normal convs, zero biases, BN weights ~ N(1, 0.02): the output at init has about twice the std of
+    PyTorch's default initialization (paper-size generator: about 0.9 vs 0.4)."""
+    from natinv.synthesis.naturalinversion import NaturalInversionImage
+
+    shapes = tiny_teacher().stage_shapes(3, 32)
+    z, y = torch.randn(64, 1024, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10
+    stds = {}
+    for init in ("official", "pytorch"):
+        torch.manual_seed(0)
+        gen = NaturalInversionImage(replace(NIConfig(), generator_init=init), 10, (3, 32, 32), shapes).generator
+        bns = [m for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        convs = [m for m in gen.modules() if isinstance(m, torch.nn.Conv2d)]
+        weights = torch.cat([m.weight for m in bns])
+        if init == "official":
+            assert abs(weights.mean() - 1) < 0.01 and 0.01 < weights.std() < 0.03
+            assert all(torch.count_nonzero(m.bias) == 0 for m in bns + convs)
+            fan_in = convs[0].weight[0].numel()
+            assert abs(convs[0].weight.std() * fan_in**0.5 / 2**0.5 - 1) < 0.05  # Kaiming normal: std = sqrt(2 / fan_in)
+        else:
+            assert torch.all(weights == 1)
+        with torch.no_grad():
+            stds[init] = gen.train()(z, y).std().item()
+    assert 0.7 < stds["official"] < 1.2 and 0.25 < stds["pytorch"] < 0.55, stds
+
+
+def test_deepinversion_rolls_without_flipping_by_default():
+    """NVlabs' CIFAR DeepInversion only rolls the image; NI's official code also flips."""
+    assert LossWeights.of(DIConfig()).flip is False and LossWeights.of(NIConfig()).flip is True
+    from natinv.synthesis.priors import jitter_flip
+
+    x = torch.randn(2, 3, 8, 8)
+    seen = [jitter_flip(x, torch.Generator().manual_seed(s), 2, False) for s in range(20)]
+    for s in seen:  # a roll only: some roll of x, never its mirror image
+        assert any(torch.equal(s, torch.roll(x, (dy, dx), (2, 3))) for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+@pytest.mark.parametrize("priors_on", ["jittered", "clean"])
+def test_priors_are_taken_on_the_image_the_switch_names(priors_on):
+    from natinv.synthesis.priors import jitter_flip, l2_prior, tv_prior
+
+    teacher = tiny_teacher()
+    obj = InversionObjective(teacher, replace(LossWeights.of(NI), priors_on=priors_on))
+    x = torch.randn(4, 3, 32, 32)
+    _, terms = obj(x, torch.arange(4), [torch.Generator().manual_seed(3)])
+    obj.close()
+    jittered = jitter_flip(x, torch.Generator().manual_seed(3), 2, True)
+    assert not torch.equal(jittered, x)
+    expected = jittered if priors_on == "jittered" else x
+    torch.testing.assert_close(terms[0, 3:5], torch.stack([tv_prior(expected), l2_prior(expected)]))
+
+
+@pytest.mark.parametrize("ftp_input", ["jittered", "clean"])
+def test_ftp_reads_the_teacher_features_of_the_generator_output_the_switch_names(ftp_input, monkeypatch):
+    """jittered (official code): features of G(z|y) rolled and flipped by the batch's jitter generator, and m_L is
+    added to that jittered output; clean (paper's Alg. 1): features of G(z|y) itself."""
+    from natinv.synthesis import naturalinversion as ni
+    from natinv.synthesis.priors import jitter_flip
+
+    cfg = replace(NI, iterations=1, ftp_input=ftp_input)
+    seen = []
+    real = InversionObjective.stage_features
+    monkeypatch.setattr(InversionObjective, "stage_features", lambda self, x: seen.append(x.clone()) or real(self, x))
+    generated = []
+    real_gen = ni.Generator.forward
+    monkeypatch.setattr(ni.Generator, "forward", lambda self, z, y=None: generated.append(real_gen(self, z, y)) or generated[-1])
+    _run(naturalinversion, cfg, tiny_teacher())
+    (x,), (g,) = seen, generated
+    # the jitter generator is the batch's seed; its first draw is the FTP's jitter, the loss pass draws after it
+    expected = jitter_flip(g, torch.Generator().manual_seed(123), 2, True) if ftp_input == "jittered" else g
+    assert not torch.equal(jitter_flip(g, torch.Generator().manual_seed(123), 2, True), g)
+    torch.testing.assert_close(x, expected.detach())

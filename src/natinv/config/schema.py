@@ -65,6 +65,8 @@ class NIConfig:
     lr_generator: float = field(default=1e-3, metadata=_min(0, exclusive=True))
     lr_ftp: float = field(default=5e-4, metadata=_min(0, exclusive=True))
     lr_alpha: float = field(default=5e-2, metadata=_min(0, exclusive=True))
+    # the output 1x1 conv W1; None = lr_ftp (the official code optimizes it with the FTP)
+    lr_head: float | None = field(default=None, metadata=_min(0, exclusive=True))
     lambda_bn: float = field(default=10.0, metadata=_min(0))
     lambda_tv: float = field(default=6e-3, metadata=_min(0))
     lambda_l2: float = field(default=1.5e-5, metadata=_min(0))
@@ -74,6 +76,12 @@ class NIConfig:
     alpha_std: float = field(default=1.0, metadata=_min(0))
     jitter: int = field(default=2, metadata=_min(0))  # random roll of +-jitter pixels
     flip: bool = True
+    priors_on: Literal["jittered", "clean"] = "jittered"  # the image TV and l2 are taken on (both originals: jittered)
+    # the generator output the FTP's teacher features come from and m_L is added to: jittered and flipped (the official
+    # code) or as generated (the paper's Alg. 1)
+    ftp_input: Literal["jittered", "clean"] = "jittered"
+    # official: Kaiming-normal convs, zero biases, BN weights ~ N(1, 0.02) (the official code); pytorch: PyTorch's own
+    generator_init: Literal["official", "pytorch"] = "official"
     o2o: bool = True  # one-to-one: a fresh generator per batch (off: one generator for the whole shard)
     ftp: bool = True  # Feature Transfer Pyramid
     acs: bool = True  # Adaptive Channel Scaling (off: alpha fixed to 1)
@@ -93,7 +101,8 @@ class DIConfig:
     lambda_tv: float = field(default=2.5e-5, metadata=_min(0))
     lambda_l2: float = field(default=0.0, metadata=_min(0))
     jitter: int = field(default=2, metadata=_min(0))
-    flip: bool = True
+    flip: bool = False  # NVlabs' CIFAR script only rolls
+    priors_on: Literal["jittered", "clean"] = "jittered"  # the image TV and l2 are taken on (NVlabs: jittered)
     clamp: bool = False  # keep pixels inside the valid [0, 1] range (in normalized space) after every step
     competition: float = field(default=0.0, metadata=_min(0))  # ADI's teacher-student competition weight (needs cotrain)
     cotrain: CoTrainConfig | None = None  # a student distilled while synthesizing (ADI; the method then runs as one shard)

@@ -29,6 +29,19 @@ class Generator(nn.Module):
             *([nn.Tanh(), nn.BatchNorm2d(out_channels, affine=False)] if normalize_output else []),
         )
 
+    def official_init(self) -> Generator:
+        """The official NaturalInversion code's initialization: Kaiming-normal conv weights, zero conv biases, BN weights
+        ~ N(1, 0.02) and zero BN biases; the linear layer keeps PyTorch's. The output's std at init is about twice
+        PyTorch's default."""
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d) and m.affine:
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+        return self
+
     @classmethod
     def unconditional(cls, shape: tuple[int, int, int], latent_dim: int, width: int, device: torch.device) -> Generator:
         """DAFL's / DFAD's generator for images of `shape` (C, H, W), in training mode on `device`."""

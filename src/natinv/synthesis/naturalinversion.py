@@ -1,4 +1,8 @@
-"""NaturalInversion (paper Alg. 1): I = alpha * tanh(W1(G(z|y) + m_L)), m_L = FTP(teacher stage features).
+"""NaturalInversion (paper Alg. 1): I = alpha * tanh(W1(x + m_L)), m_L = FTP(teacher stage features of x), x = G(z|y).
+
+With `ftp_input: jittered` (the official code) x is the generator output rolled and flipped at random (the same
+augmentation the teacher's loss pass applies, drawn independently), so the image is rendered in that iteration's
+jittered frame; with `clean` (the paper's Alg. 1) x = G(z|y). The kept image is the rendered one either way.
 
 One-to-one (o2o): generator, FTP and alpha are re-initialized for every batch. With o2o off, one generator
 and FTP serve all batches of a shard (alpha and z stay per batch), the paper's one-to-many ablation.
@@ -15,6 +19,7 @@ from natinv.errors import ConfigError
 from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
 from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, concat, optimize, split_batches
+from natinv.synthesis.priors import jitter_flip
 
 
 class NaturalInversionImage(nn.Module):
@@ -24,6 +29,8 @@ class NaturalInversionImage(nn.Module):
         super().__init__()
         channels, size, _ = shape
         self.generator = Generator(num_classes, channels, size, cfg.latent_dim, cfg.generator_width)
+        if cfg.generator_init == "official":
+            self.generator.official_init()
         self.stages = [s - 1 for s in cfg.ftp_stages] if cfg.ftp_stages else list(range(len(stage_shapes)))
         self.ftp = FeatureTransferPyramid([stage_shapes[i] for i in self.stages], channels, size) if cfg.ftp else None
         self.head = nn.Conv2d(channels, channels, 1)
@@ -64,35 +71,45 @@ def synthesize(
             shared.to(device).train()
             alphas.append(nn.Parameter(alpha0.to(device)) if cfg.acs else torch.ones_like(alpha0, device=device))
             gens.append(torch.Generator().manual_seed(seed))
-        groups = []
-        for model, alpha in zip(models, alphas):
-            groups += [{"params": model.generator.parameters(), "lr": cfg.lr_generator},
-                       {"params": model.head.parameters(), "lr": cfg.lr_generator}]
-            if model.ftp is not None:
-                groups.append({"params": model.ftp.parameters(), "lr": cfg.lr_ftp})
-            if cfg.acs:
-                groups.append({"params": [alpha], "lr": cfg.lr_alpha})
-        optimizer = torch.optim.Adam(groups)
+        optimizer = torch.optim.Adam([g for model, alpha in zip(models, alphas) for g in param_groups(model, alpha, cfg)])
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)
         ys = split_batches(y, sizes)
+        jitter = gens if cfg.ftp and cfg.ftp_input == "jittered" else None
         if not cfg.o2o:  # one-to-many: a fresh z every iteration, the generator carries over
             def make_images():
-                return _images(models, [torch.randn(len(y), cfg.latent_dim, generator=gens[0]).to(device)], ys, alphas, objective)
+                z = torch.randn(len(y), cfg.latent_dim, generator=gens[0]).to(device)
+                return _images(models, [z], ys, alphas, objective, jitter)
         else:
             def make_images():
-                return _images(models, zs, ys, alphas, objective)
+                return _images(models, zs, ys, alphas, objective, jitter)
         best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, gens, on_step=on_step,
                                            sizes=sizes)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)
 
 
+def param_groups(model: NaturalInversionImage, alpha: torch.Tensor, cfg: NIConfig) -> list[dict]:
+    """Adam's parameter groups of one batch: the generator at lr_generator, the FTP and the output conv W1 at lr_ftp
+    (lr_head when set), alpha at lr_alpha (with ACS)."""
+    groups = [{"params": list(model.generator.parameters()), "lr": cfg.lr_generator},
+              {"params": list(model.head.parameters()), "lr": cfg.lr_ftp if cfg.lr_head is None else cfg.lr_head}]
+    if model.ftp is not None:
+        groups.append({"params": list(model.ftp.parameters()), "lr": cfg.lr_ftp})
+    if cfg.acs:
+        groups.append({"params": [alpha], "lr": cfg.lr_alpha})
+    return groups
+
+
 def _images(models: list[NaturalInversionImage], zs: list[torch.Tensor], ys: list[torch.Tensor],
-            alphas: list[torch.Tensor], objective: InversionObjective) -> torch.Tensor:
-    """The images of a group of batches, I = alpha * tanh(W1(G(z|y) + m_L)); the FTP's teacher features of the whole
-    group come from one shared pass."""
+            alphas: list[torch.Tensor], objective: InversionObjective,
+            jitter: list[torch.Generator] | None = None) -> torch.Tensor:
+    """The images of a group of batches, I = alpha * tanh(W1(x + m_L)); the FTP's teacher features of the whole
+    group come from one shared pass. jitter: one generator per batch that rolls and flips x = G(z|y) first."""
     xs = [m.generator(z, y) for m, z, y in zip(models, zs, ys)]
+    if jitter is not None:
+        w = objective.weights
+        xs = [jitter_flip(x, gen, w.jitter, w.flip) for x, gen in zip(xs, jitter)]
     feats = objective.stage_features(concat(xs)) if models[0].ftp is not None else None
     per_batch = zip(*(split_batches(f, [len(x) for x in xs]) for f in feats)) if feats is not None else [None] * len(xs)
     return concat([m.render(x, None if f is None else list(f), alpha) for m, x, f, alpha in zip(models, xs, per_batch, alphas)])

@@ -1,6 +1,7 @@
 """The inversion objective shared by every method (paper Eq. 8) and the optimization loop around it.
 
-loss = CE(T(jitter(I)), y) + lambda_BN * R_BN + lambda_TV * TV(I) + lambda_l2 * ||I||_2 [+ ADI's competition term]
+loss = CE(T(J(I)), y) + lambda_BN * R_BN + lambda_TV * TV(J(I)) + lambda_l2 * ||J(I)||_2 [+ ADI's competition term]
+J is the random roll (and flip) before the teacher; the priors may also be taken on I itself (`priors_on: clean`).
 The loop keeps the batch of the lowest-loss iteration, on the device, without a host sync per iteration.
 """
 from __future__ import annotations
@@ -27,11 +28,12 @@ class LossWeights:
     l2: float
     jitter: int = 2
     flip: bool = True
+    priors_on: str = "jittered"  # TV and l2 on the image the teacher sees (jittered) or on the image itself (clean)
 
     @classmethod
     def of(cls, method: NIConfig | DIConfig) -> LossWeights:
         """The weights and augmentation a method's config asks for (every method shares these keys)."""
-        return cls(method.lambda_bn, method.lambda_tv, method.lambda_l2, method.jitter, method.flip)
+        return cls(method.lambda_bn, method.lambda_tv, method.lambda_l2, method.jitter, method.flip, method.priors_on)
 
 
 @dataclass
@@ -79,7 +81,8 @@ class InversionObjective:
         totals, terms = [], []
         for k, (x, x_seen, logit, y) in enumerate(zip(parts, seen_parts, split_batches(logits, sizes), split_batches(labels, sizes))):
             ce = F.cross_entropy(logit.float(), y)
-            bn, tv, l2 = bn_terms[k], tv_prior(x), l2_prior(x)
+            prior_x = x_seen if w.priors_on == "jittered" else x
+            bn, tv, l2 = bn_terms[k], tv_prior(prior_x), l2_prior(prior_x)
             total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
             if self.competitor is None:
                 competition = torch.zeros_like(ce)  # logged as 0; nothing added to the loss
