@@ -79,9 +79,9 @@ def test_each_dvc_stage_depends_on_the_source_files_its_runner_imports(monkeypat
 def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
     repo = copy_repo(tmp_path / "repo")  # the default runs every stage
     default = repo / "params/default.yaml"
-    text = default.read_text()  # plus a co-trained inversion (one shard) and a generator method
+    text = default.read_text()  # plus a co-trained inversion (one shard), a generator method and a second seed
     assert "  run: [ni, di]\n" in text
-    default.write_text(text.replace("  run: [ni, di]\n", "  run: [ni, di, adi, dafl]\n"))
+    default.write_text(text.replace("  run: [ni, di]\n", "  run: [ni, di, adi, dafl]\n") + "seeds: [0, 1]\n")
     generate_dvc_yaml(repo, ["params/default.yaml"], "dvc.yaml")
     git_commit(repo)
     jobs = snakemake_jobs(repo)
@@ -112,6 +112,11 @@ def test_profiles_plan_the_expected_jobs():
     assert planned(*tiny, "params/ablation-components.yaml") == {"data": 1, "teacher": 1, "evaluator": 1, "synthesize": 12,
                                                                  "kd": 6 + 1, "metrics": 6 + 1, "tsne": 1, "report": 1}
     # Table 5: ni and di in 2 shards each, adi, ni-adi, dafl and dfad in one each (they train a student as they go)
+    # two more seeds: every synthesis and application job three times; `none` and the metrics' real floor once
+    cfg = load_config([ROOT / f for f in tiny], [{"seeds": [0, 1, 2]}])
+    assert {name: len(stage.jobs(cfg)) for name, stage in STAGES.items()} == {
+        "data": 1, "teacher": 1, "evaluator": 1, "synthesize": 18, "kd": 12, "metrics": 9 + 1, "tsne": 1, "scratch": 12,
+        "prune": 12 + 1, "report": 1}
     assert planned(*tiny, "params/baselines.yaml") == {"data": 1, "teacher": 1, "evaluator": 1, "synthesize": 8, "kd": 6 + 1,
                                                        "metrics": 6 + 1, "tsne": 1, "scratch": 6 + 1, "prune": 6 + 1 + 1,
                                                        "report": 1}

@@ -130,9 +130,10 @@ def run(args: argparse.Namespace) -> None:
         for path in STAGES[args.stage].output_files(cfg.exp_dir, names).values():
             for stale in remove_stale_temps(path):
                 log(f"removed {stale}, left by an interrupted run")
-        run = tracking.StageRun(cfg, args.stage, keys, STAGES[args.stage].params(cfg, names))
+        job_cfg = cfg.for_job(keys.get("method"))  # a seed replica (`ni-seed1`) runs with its own seed
+        run = tracking.StageRun(job_cfg, args.stage, keys, STAGES[args.stage].params(cfg, names))
         try:
-            outcome = runner(cfg, device, **keys)
+            outcome = runner(job_cfg, device, **keys)
         except BaseException as exc:
             run.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from natinv import paths, plan
+from natinv.config import seeds
 from natinv.config.schema import Config, KDConfig, MetricsConfig, PruneConfig, ScratchConfig, SynthesisConfig, TeacherConfig
 
 Wildcards = dict[str, str]
@@ -83,12 +84,13 @@ class Stage:
     method_module: bool = False  # the job runs its synthesis method's module (loaded by name through the registry)
 
     def variant(self, w: Wildcards) -> Variant | None:
-        return self.variants.get(w.get("method", ""))
+        return self.variants.get(seeds.split(w.get("method", ""))[0])
 
     def tracked_keys(self, w: Wildcards) -> list[str]:
-        """The dotted parameter keys one job depends on."""
+        """The dotted parameter keys one job depends on (a seed replica's: its method's; its seed is in its name)."""
         v = self.variant(w)
-        return [k.format(**w) for k in (v.tracked if v else self.tracked)]
+        named = {**w, "method": seeds.split(w["method"])[0]} if "method" in w else w
+        return [k.format(**named) for k in (v.tracked if v else self.tracked)]
 
     def params(self, cfg: Config, w: Wildcards) -> dict[str, Any]:
         """{dotted key: value} of the parameters one job depends on (None for a key the params lack)."""
@@ -137,7 +139,7 @@ class Stage:
         networks = dict.fromkeys([*(w[k] for k in ("teacher", "student", "evaluator") if k in w), *self.networks(cfg, w)])
         modules = [self.module, *(f"natinv.models.{ARCHS[cfg.models[k].arch][0]}" for k in networks)]
         if self.method_module:
-            modules.append(f"natinv.synthesis.{registry.of(cfg.synthesis.methods[w['method']]).module}")
+            modules.append(f"natinv.synthesis.{registry.of(cfg.job_methods[w['method']]).module}")
         return source_modules(*modules)
 
 
@@ -155,7 +157,7 @@ def _teacher(cfg: Config, w: Wildcards) -> list[Path]:
 def images(cfg: Config, teacher: str, method: str, per_method: bool) -> list[Path]:
     """What a job reads of (teacher, method)'s synthesized images: every shard's arrays, or (per_method, as a DVC stage
     sees it) the method's folder; nothing for a reference row."""
-    if method not in cfg.synthesis.methods:
+    if method not in cfg.job_methods:
         return []
     if per_method:
         return [paths.at(cfg.exp_dir, paths.SYNTH_DIR, teacher=teacher, method=method)]
@@ -238,7 +240,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
            **{name: Output(f"{paths.REPORT['plots']}/{name}", "plots", directory=True, plot={"x": x, "y": y})
               for name, x, y in (("synthesis-loss", "iteration", "ce"), ("synthesis-bn", "iteration", "bn"),
                                  ("accuracy", "epoch", "test_acc"))}},
-          _report_inputs, ["data", "seed", "models", "teacher", "synthesis", "kd", "metrics", "scratch", "prune"],
+          _report_inputs, ["data", "seed", "seeds", "models", "teacher", "synthesis", "kd", "metrics", "scratch", "prune"],
           lambda cfg: [{}], gpu=False, networks=lambda cfg, w: cfg.teacher.models),  # the FTP table counts their stages
 )}
 

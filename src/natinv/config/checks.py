@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from natinv.config import seeds
 from natinv.config.schema import Config
 from natinv.synthesis import registry
 
@@ -71,6 +72,11 @@ def check_references(cfg: Config, fail: Callable[[str, str], None]) -> None:
     for reserved, why in (("real", "the real-data reference rows"), ("none", "pruning without fine-tuning")):
         if reserved in cfg.synthesis.methods:
             fail(f"synthesis.methods.{reserved}", f"'{reserved}' is reserved for {why}")
+    for key in cfg.synthesis.methods:
+        if seeds.SUFFIX.fullmatch(key):
+            fail(f"synthesis.methods.{key}", "a name ending in -seed<N> is reserved for seed replicas (`seeds`)")
+    if cfg.seeds is not None and (any(s < 0 for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds)):
+        fail("seeds", f"got {cfg.seeds!r}; expected distinct integers >= 0")
     syn = cfg.synthesis
     batches = -(-syn.num_images // syn.batch_size)
     if syn.shards > batches:

@@ -2,9 +2,11 @@
 live in natinv.config.loader and natinv.config.checks."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Union
+
+from natinv.config.seeds import split as seeds_split
 
 
 def _min(value: float, *, exclusive: bool = False) -> dict:
@@ -267,6 +269,9 @@ class JobThreads:
 class Config:
     experiment: str = "default"
     seed: int = 0
+    # the seeds synthesis and the applications run with; each one besides `seed` adds a replica of every such job
+    # (natinv.config.seeds), and the report gives mean ± std over them. null = `seed` alone
+    seeds: list[int] | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = field(default=None, metadata=_min(1))  # torch CPU threads (None = torch's default)
     job_threads: JobThreads = field(default_factory=lambda: JobThreads())
@@ -289,11 +294,29 @@ class Config:
     def exp_dir(self) -> Path:
         return Path(self.results) / self.experiment
 
+    @property
+    def extra_seeds(self) -> list[int]:
+        """The seeds of `seeds` other than `seed`, in order: one replica of every synthesis and application job each."""
+        return [s for s in dict.fromkeys(self.seeds or []) if s != self.seed]
+
+    @property
+    def job_methods(self) -> dict[str, MethodConfig]:
+        """Every method name a job may carry: the keys of synthesis.methods and their replicas at the seeds of `seeds`
+        (`ni-seed1`; a replica job runs with its seed as `seed`, so the run's own seed is among them)."""
+        from natinv.config.seeds import replicated
+
+        return {k: self.synthesis.methods[seeds_split(k)[0]] for k in replicated(list(self.synthesis.methods), self.seeds or [])}
+
+    def for_job(self, method: str | None) -> Config:
+        """The parameters a job of `method` runs with: a seed replica's own seed, else these."""
+        seed = None if method is None else seeds_split(method)[1]
+        return self if seed is None else replace(self, seed=seed)
+
     def cotrained(self, method: str) -> CoTrainConfig | None:
         """The student `method` distils while it synthesizes, if any."""
-        return None if method == "real" else self.synthesis.methods[method].cotrain
+        return None if seeds_split(method)[0] == "real" else self.job_methods[method].cotrain
 
     def shards_of(self, method: str) -> int:
         from natinv.synthesis.registry import method_shards
 
-        return method_shards(self.synthesis.methods[method], self.synthesis)
+        return method_shards(self.job_methods[method], self.synthesis)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from natinv import paths, plan
-from natinv.config import Config
+from natinv.config import Config, seeds
 from natinv.io import read_json
 
 
@@ -33,8 +33,16 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
     }
 
 
+def _plain(jobs: list[tuple]) -> list[tuple]:
+    """The jobs of the run's own seed (not the seed replicas, which `spread` aggregates)."""
+    return [j for j in jobs if seeds.split(j[1])[1] is None]
+
+
 def collect(cfg: Config) -> dict:
-    """summary.json: the keys the README lists (accuracies in %), for whatever stages have run."""
+    """summary.json: the keys the README lists (accuracies in %), for whatever stages have run; `seeds` and
+    `comparisons` hold mean ± std over the seeds and what each comparison can say (natinv.report.spread)."""
+    from natinv.report.spread import comparisons, over_seeds
+
     out: dict = {"experiment": cfg.experiment, "teachers": {}, "evaluators": {}, "synthesis": {}, "kd": {}, "metrics": {},
                  "inception": {}, "inception_unavailable": None, "tsne": {}, "scratch": {}, "prune": {}}
     for e in cfg.metrics.evaluators:
@@ -48,7 +56,7 @@ def collect(cfg: Config) -> dict:
         for m in plan.methods_of(cfg, t):
             if (totals := synthesis_totals(cfg, t, m)) is not None:
                 out["synthesis"][f"{t}/{m}"] = totals
-    for t, m in plan.metrics_jobs(cfg):  # the synthesized methods, then real (the reference row)
+    for t, m in _plain(plan.metrics_jobs(cfg)):  # the synthesized methods, then real (the reference row)
         if (mj := read_if_present(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
             out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
             out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
@@ -57,17 +65,19 @@ def collect(cfg: Config) -> dict:
                 out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}
             else:
                 out["inception_unavailable"] = inc["reason"]
-    for t, m, s in plan.scratch_jobs(cfg):
+    for t, m, s in _plain(plan.scratch_jobs(cfg)):
         if (sj := read_if_present(paths.scratch_json(cfg.exp_dir, t, m, s))) is not None:
             out["scratch"][f"{t}/{m}/{s}"] = {k: sj[k] for k in ("train_acc", "train_loss", "test_acc", "test_loss",
                                                                   "own_acc", "images", "seconds")}
-    for t, m, s in plan.kd_jobs(cfg):
+    for t, m, s in _plain(plan.kd_jobs(cfg)):
         if (kj := read_if_present(paths.kd_json(cfg.exp_dir, t, m, s))) is not None:
             out["kd"][f"{t}/{m}/{s}"] = {"test_acc": kj["test_acc"], "images": kj["images"], "seconds": kj["seconds"],
                                          "epochs": len(kj["epochs"]),
                                          "cotrained": kj["cotrained"]["steps"] if "cotrained" in kj else None}
-    for t, m, r in plan.prune_jobs(cfg):
+    for t, m, r in _plain(plan.prune_jobs(cfg)):
         if (pj := read_if_present(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
             out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "params_before", "params_after",
                                                                  "macs_before", "macs_after", "seconds")}
+    out["seeds"] = over_seeds(cfg)
+    out["comparisons"] = comparisons(cfg, out["seeds"])
     return out

@@ -8,10 +8,27 @@ from natinv.config import Config
 from natinv.paper import (FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE3_CIFAR100, TABLE4, table5_row, table8_dataset, table8_fd,
                           table9_row, teacher_acc)
 from natinv.report.identity import kd_accs, ni_switches, paper_key
+from natinv.report.spread import cell as spread_cell
 from natinv.synthesis import registry
 
 TABLE5_COLUMNS = {"dafl": "DAFL", "dfad": "DFAD", "deepinversion": "DI", "adi": "ADI", "naturalinversion": "NI (ours)",
                   "ni-adi": "NI+ADI (A-ours)"}
+
+
+def _acc(summary: dict, section: str, key: str, value: dict, name: str = "test_acc", digits: int = 2) -> str:
+    """A result's cell: mean ± std over the run's seeds when it has several, else this seed's value, in bold."""
+    s = summary.get("seeds", {}).get(section, {}).get(key, {}).get(name)
+    return spread_cell(s, digits) if s and s["n"] > 1 else f"**{value[name]:.{digits}f}**"
+
+
+def _verdict(summary: dict, section: str, row: str, a: str, b: str, value: str = "test_acc") -> str:
+    """What the comparison of methods a and b on `row` can say (natinv.report.spread), in words."""
+    for c in summary.get("comparisons", []):
+        if (c["section"], c["row"], c["value"], c["b"]) == (section, row, value, b):
+            if c["spread"] is None:
+                return "one seed, spread unknown"
+            return f"{c['verdict']}: gap {c['gap']:+.2f}, spread ±{c['spread']:.2f} over {min(c['n'])} seeds"
+    return "one seed, spread unknown"
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -94,7 +111,7 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
         paper = pair.student_real_acc if kind == "real" else pair.kd.get(kind)
         paper = "-" if paper is None else f"{paper:.2f}"
         how = f"trained while synthesizing, {v['cotrained']:,} steps" if v.get("cotrained") else f"KD, {v['epochs']} epochs"
-        kd_rows.append([t, s, m, f"{v['images']:,}", how, f"**{v['test_acc']:.2f}**", paper, _paper_pair(pair)])
+        kd_rows.append([t, s, m, f"{v['images']:,}", how, _acc(summary, "kd", key, v), paper, _paper_pair(pair)])
     lines += _table(["teacher", "student", "images from", "images", "how", "test acc %", "paper", "paper's row"], kd_rows)
     lines += _table5_shape(cfg, summary)
     for t in cfg.teacher.models:
@@ -104,7 +121,8 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
                 got = summary["kd"].get(f"{t}/{m}/{s}")
                 if real and got:
                     lines.append(f"- {t} → {s}: {m} is **{got['test_acc'] - real['test_acc']:+.2f}** points from real images "
-                                 f"({got['test_acc']:.2f} vs {real['test_acc']:.2f} %).")
+                                 f"({got['test_acc']:.2f} vs {real['test_acc']:.2f} %; "
+                                 f"{_verdict(summary, 'kd', f'{t}/{m}/{s}', m, 'real')}).")
     lines += ["", "Settings that differ from the paper's Table 5 experiments:", ""]
     lines += _table(["setting", "paper", "this run"],
                     [["dataset", row.dataset, manifest["dataset"]],
@@ -119,12 +137,14 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
               "inverted) and of each evaluator (trained on real data, not inverted). `real` = held-out test images: the floor.", ""]
     nets = _nets(summary)
     lines += _table(["teacher/images", *(f"{n}: FD / P / R" for n in nets), "paper Table 8 FD"],
-                    [[k, *(f"{v[f'{n}/fd']:.3f} / {v[f'{n}/precision']:.3f} / {v[f'{n}/recall']:.3f}" for n in nets),
+                    [[k, *(f"{_acc(summary, 'metrics', k, v, f'{n}/fd', 3)} / {v[f'{n}/precision']:.3f} / {v[f'{n}/recall']:.3f}"
+                           for n in nets),
                       _table8_cell(cfg, k.split("/")[1], nets)] for k, v in summary["metrics"].items()])
     lines += [f"Paper Table 8 (FD of 50k images from a ResNet-34 teacher, {table8_dataset(cfg.data.dataset)}): the "
               "embedding networks trained on the dataset itself, beside ours of the same role (the teacher; an evaluator "
               "of the same architecture). Our images, teacher, data and counts differ, so compare the order of the "
               "methods, not the values.", ""]
+    lines += _sureness_section(cfg, summary)
     lines += _inception_section(cfg, summary)
     lines += _components_section(cfg, summary)
     lines += _ftp_section(cfg, summary, manifest)
@@ -171,6 +191,24 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     return "\n".join(lines)
 
 
+def _sureness_section(cfg: Config, summary: dict) -> list[str]:
+    """Every comparison of a method with DI and with real images, with the gap, the spread and the verdict."""
+    rows = [[c["section"], c["row"], c["value"], f"{c['a']} vs {c['b']}", f"{c['gap']:+.3f}",
+             "-" if c["spread"] is None else f"±{c['spread']:.3f}", "×".join(map(str, c["n"])),
+             f"**{c['verdict']}**"] for c in summary.get("comparisons", [])]
+    if not rows:
+        return []
+    n = len(summary["seeds"]["seeds"])
+    lines = ["## How sure are the comparisons", "",
+             (f"Each result above is the mean ± sample std over the run's {n} seeds ({', '.join(map(str, summary['seeds']['seeds']))}: "
+              "synthesis, student initialization and data order all change with the seed; the teacher does not). "
+              if n > 1 else "This run has one seed (`seed`), so no comparison can say whether its gap exceeds the "
+              "spread: list several in `seeds` (e.g. `seeds: [0, 1, 2]`) to know. ")
+             + "A gap is *within noise* when it is no larger than the two standard deviations added. FD: lower is "
+               "better; accuracies: higher.", ""]
+    return lines + _table(["application", "row", "value", "comparison", "gap", "spread", "seeds", "verdict"], rows)
+
+
 def _scratch_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
     if not summary["scratch"]:
         return []
@@ -186,7 +224,7 @@ def _scratch_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
         where, cells = table9_row(cfg.data.dataset, cfg.models[t].arch, cfg.models[s].arch)
         paper = cells.get(paper_key(cfg, m))
         rows.append([t, s, m, f"{v['images']:,}", f"{v['own_acc']:.2f}", f"**{v['train_acc']:.2f}** ({v['train_loss']:.3f})",
-                     f"**{v['test_acc']:.2f}** ({v['test_loss']:.3f})",
+                     f"{_acc(summary, 'scratch', key, v)} ({v['test_loss']:.3f})",
                      f"{paper[0]} ({paper[1]}) / {paper[2]} ({paper[3]})" if paper else "-", where])
     lines += _table(["teacher", "student", "images from", "images", "acc on its own images %", "real train acc % (loss)",
                      "test acc % (loss)", "paper train / test acc % (loss)", "paper's row"], rows)
@@ -223,7 +261,7 @@ def _prune_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str
                 continue
             rows.append([t, f"{r:.0%}", f"{first['params_before']:,} → {first['params_after']:,}",
                          f"{first['macs_before'] / 1e6:.1f}M → {first['macs_after'] / 1e6:.1f}M",
-                         *(f"**{c['test_acc']:.2f}**" if c else "-" for c in cells)])
+                         *(_acc(summary, "prune", f"{t}/{m}/{r:g}", c) if c else "-" for m, c in zip(methods, cells))])
     lines += _table(["teacher", "ratio", "parameters", "MACs", *methods], rows)
     lines += [FIG6_TEXT, ""]
     return lines + [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("prune/")]
@@ -284,7 +322,7 @@ def _table5_shape(cfg: Config, summary: dict) -> list[str]:
 
             def cell(method: str, paper: float | None) -> str:
                 got = summary["kd"].get(f"{t}/{method}/{s}")
-                ours = "-" if got is None else f"**{got['test_acc']:.2f}**" + ("†" if got.get("cotrained") else "")
+                ours = "-" if got is None else _acc(summary, "kd", f"{t}/{method}/{s}", got) + ("†" if got.get("cotrained") else "")
                 return f"{ours} ({paper:.2f})" if paper is not None else ours
             teacher_acc = summary["teachers"].get(t, {}).get("test_acc")
             rows.append([f"{t} → {s}", _paper_pair(row), "-" if teacher_acc is None else f"{teacher_acc:.2f} ({row.teacher_acc:.2f})",

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from natinv import figures, paths, plan
-from natinv.config import Config
+from natinv.config import Config, seeds
 from natinv.io import atomic_write_bytes, read_npz
 from natinv.report.collect import read_if_present
 from natinv.report.identity import fig5_methods
@@ -72,7 +72,7 @@ def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
             made[f"prune/{t}"] = f"figures/prune-{t}.png"
         acc: dict[str, np.ndarray] = {}
         for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
-                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for kt, m, s in plan.kd_jobs(cfg) if kt == t]:
+                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for kt, m, s in plan.kd_jobs(cfg) if kt == t and seeds.split(m)[1] is None]:
             if (j := read_if_present(path)) is None or not j["epochs"]:  # a co-trained student has no KD epochs
                 continue
             acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])

@@ -11,7 +11,7 @@ import torch
 
 from natinv import data, paths
 from natinv.checkpoint import ModelMeta
-from natinv.config import Config
+from natinv.config import Config, seeds
 from natinv.errors import ConfigError
 from natinv.io import atomic_write_json
 from natinv.models import build_model
@@ -59,9 +59,9 @@ def training_images(cfg: Config, ds: data.Dataset, teacher: str, method: str, re
                     seed_name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """What a student trains on: (teacher, method)'s synthesized tensors and labels, or for method=real as many real
     training images (`real_images`, default synthesis.num_images) with their labels."""
-    if method == "real":
+    if seeds.split(method)[0] == "real":
         return data.real_subset(ds, real_images or cfg.synthesis.num_images, derive_seed(cfg.seed, seed_name))
-    choose(method, cfg.synthesis.methods, "method")
+    choose(method, cfg.job_methods, "method")
     return load_synthesized(cfg, teacher, method)
 
 

@@ -23,7 +23,7 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
     from natinv.metrics import embeddings, frechet_distance, precision_recall
 
     if method != "real":
-        choose(method, cfg.synthesis.methods, "method")
+        choose(method, cfg.job_methods, "method")
     mc = cfg.metrics
     start = time.perf_counter()
     ds = dataset(cfg)

@@ -16,7 +16,7 @@ from natinv.tracking import Outcome
 
 
 def check_shard(cfg: Config, method: str, shard: int) -> None:
-    choose(method, cfg.synthesis.methods, "method")
+    choose(method, cfg.job_methods, "method")
     shards = cfg.shards_of(method)
     if not 0 <= shard < shards:
         why = "it trains a student while it synthesizes" if cfg.cotrained(method) else f"synthesis.shards = {shards}"
@@ -28,7 +28,7 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
     model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
     co = cfg.cotrained(method)
     student = None if co is None else new_model(meta, cfg.models[co.student], student_seed(cfg, teacher, method, co.student))
-    arrays, summary, series = synthesize_shard(model, meta, teacher, method, cfg.synthesis.methods[method], cfg.synthesis,
+    arrays, summary, series = synthesize_shard(model, meta, teacher, method, cfg.job_methods[method], cfg.synthesis,
                                                cfg.seed, shard, device, student, log=log, engine=cfg.engine)
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
     write_npz(npz, arrays)
