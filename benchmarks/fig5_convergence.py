@@ -4,6 +4,8 @@ one-to-one (one-to-many) and NaturalInversion, at the paper's own budget and hyp
     .venv/bin/python benchmarks/fig5_convergence.py --params params/default.yaml --batches 2 --batch-size 64 --iterations 2000 \
         --out benchmarks/fig5-default.jsonl [--only ni,di] [--threads 2]
     .venv/bin/python benchmarks/fig5_convergence.py --plot benchmarks/fig5-default.jsonl --png benchmarks/fig5-default.png
+    .venv/bin/python benchmarks/fig5_convergence.py --batches 1 --iterations 1000 --only ni-clean-ftp,... \
+        --out benchmarks/fig5-diagnosis.jsonl       # one change against `ni` each; plot with --first-batch --upto 1000
 
 Each variant is a method config built from the schema's defaults (the paper's NI settings, NVlabs' DI settings) plus
 the keys in VARIANTS; only the generator width is scaled with the teacher (`--generator-width`, the default profile's
@@ -32,6 +34,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ni-pytorch-init": ("naturalinversion", {"generator_init": "pytorch"}),
     "ni-head-at-lr-g": ("naturalinversion", {"lr_head": 1e-3}),
     "ni-lr-x10": ("naturalinversion", {"lr_generator": 1e-2, "lr_ftp": 5e-3}),
+    "ni-w128": ("naturalinversion", {"generator_width": 128}),  # the paper's generator width
     "di-flip": ("deepinversion", {"flip": True}),
 }
 
@@ -74,33 +77,41 @@ def run(args: argparse.Namespace) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
-def checkpoints(row: dict, at: tuple[int, ...] = (10, 100, 500, 1000, 2000)) -> dict:
-    """CE and BN (mean over batches) after `at` iterations, where the run had them."""
-    return {f"{t}@{i}": round(row[t][i - 1], 3) for t in ("ce", "bn") for i in at if i <= len(row[t])}
+def checkpoints(row: dict, at: tuple[int, ...], window: int = 50) -> dict:
+    """CE and BN after `at` iterations: the mean of the `window` iterations up to each (the per-iteration values jump
+    with the random jitter)."""
+    return {f"{t}@{i}": round(float(np.mean(row[t][max(0, i - window):i])), 3) for t in ("ce", "bn") for i in at
+            if i <= len(row[t])}
 
 
-def plot(src: str, png: str) -> None:
+def plot(srcs: list[str], png: str, first_batch: bool = False, upto: int | None = None) -> None:
+    """Every run of the jsonl files `srcs` on one figure; first_batch: batch 0's curves (the diagnosis runs have one
+    batch; a longer run's first `upto` iterations are the same trajectory, Adam having no schedule)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in open(src)]
+    rows = [json.loads(line) for src in srcs for line in open(src)]
+    for row in rows:
+        for term in ("ce", "bn"):
+            row[term] = (row[f"{term}_per_batch"][0] if first_batch else row[term])[:upto]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for row in rows:
         style = "-" if row["variant"] in ("di", "ni", "ni-o2m") else ":"
         for ax, term in zip(axes, ("ce", "bn")):
             ax.plot(np.arange(1, len(row[term]) + 1), row[term], style, label=row["variant"], lw=1.2)
-    for ax, title in zip(axes, ("cross-entropy (mean over batches)", "BN statistics loss (mean over batches)")):
+    for ax, title in zip(axes, ("cross-entropy", "BN statistics loss")):
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"Fig. 5 on {rows[0]['teacher']}: {rows[0]['batches']} batches of {rows[0]['batch_size']}, seed 0")
+    what = "batch 0" if first_batch else f"mean of {rows[0]['batches']} batches"
+    fig.suptitle(f"Fig. 5 on {rows[0]['teacher']}: {what} of {rows[0]['batch_size']} images, seed 0")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     for row in rows:
-        print(row["variant"], checkpoints(row), f"agreement {row['agree_f16']:.1f} / {row['agree_u8']:.1f} %",
+        print(row["variant"], checkpoints(row, tuple(i for i in (10, 100, 500, 1000, 2000) if i <= len(row["ce"]))), f"agreement {row['agree_f16']:.1f} / {row['agree_u8']:.1f} %",
               f"{row['s_per_iter']} s/it")
 
 
@@ -115,11 +126,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/fig5-default.jsonl")
     ap.add_argument("--images", help="save each variant's first 64 uint8 images as PREFIX-<variant>.npy")
-    ap.add_argument("--plot", help="a jsonl written by a run: plot it instead of running")
+    ap.add_argument("--plot", help="jsonl files written by runs, comma-separated: plot them instead of running")
+    ap.add_argument("--first-batch", action="store_true", help="plot batch 0's curves, not the mean over batches")
+    ap.add_argument("--upto", type=int, help="plot the first N iterations")
     ap.add_argument("--png", default="benchmarks/fig5-default.png")
     args = ap.parse_args()
     if args.plot:
-        plot(args.plot, args.png)
+        plot(args.plot.split(","), args.png, args.first_batch, args.upto)
     else:
         run(args)
 

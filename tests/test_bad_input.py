@@ -210,7 +210,7 @@ CASES = [
          make=lambda d: (torch.save(build_model("vgg11", 10, 1, 4).state_dict(), d / "other.pt"), ["--checkpoint", str(d / "other.pt")])[1]),
     # --- numbers that go wrong
     Case("synthesis-diverges", SYN[:4] + ["di"] + SYN[5:], ["resnet8-w16/di batch 0 (shard 0): loss or images not finite from iteration"],
-         ["synthesis.methods.di.lr=1e30", "synthesis.retries=0"]),
+         ["synthesis.methods.di.lr=1e30", "synthesis.methods.di.clamp=false", "synthesis.retries=0"]),
     Case("teacher-diverges", ["teacher", "--teacher", TEACHER], ["teacher resnet8-w16 epoch 1/1: the training loss is", "diverged at lr 1e+12"],
          ["teacher.lr=1e12"]),
     Case("results-is-a-file", ["data"], ["is a file, not a folder"], make=lambda d: ["--set", f"results={(d / 'f').touch() or d / 'f'}"]),

@@ -141,6 +141,10 @@ def test_paper_profiles_plan_the_paper_jobs(profile):
     assert cfg.job_gpus == 1
     ni = cfg.synthesis.methods["ni"]
     assert (ni.lr_generator, ni.lr_ftp, ni.lr_alpha, ni.alpha_mean, ni.generator_width) == (1e-3, 5e-4, 5e-2, 5.0, 128)
+    # the authors' code (NI) and NVlabs' CIFAR script (DI), whatever default.yaml chose for its own budget
+    di = cfg.synthesis.methods["di"]
+    assert (ni.ftp_input, ni.generator_init, ni.lr_head, ni.priors_on, ni.flip) == ("jittered", "official", None, "jittered", True)
+    assert (di.lr, di.lambda_bn, di.flip, di.clamp, di.priors_on) == (0.05, 10.0, False, False, "jittered")
     assert cfg.synthesis.batch_size == 256 and cfg.synthesis.num_images == 256_000
     assert (cfg.scratch.epochs, cfg.scratch.train_eval_images, cfg.prune.epochs, cfg.prune.lr) == (200, None, 20, 1e-3)
     assert [cfg.models[s].arch for s in cfg.kd.students] == ["resnet18", "vgg11", "mobilenetv2"]
