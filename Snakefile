@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from natinv import pipeline, tracking
-from natinv.config import config_from_dict, file_origins, write_resolved
+from natinv.config import config_from_dict, file_origins, retype_lists, write_resolved
 from natinv.errors import ConfigError
 
 DEFAULT = "params/default.yaml"
@@ -20,7 +20,7 @@ configfile: DEFAULT
 # file first, then the --configfile files in order, then --config.
 ORIGIN = file_origins([DEFAULT, *(f for f in workflow.configfiles if str(f) != DEFAULT)], config, "snakemake --config")
 try:
-    CFG = config_from_dict(config, ORIGIN)
+    CFG = config_from_dict(retype_lists(config, ORIGIN, "snakemake --config"), ORIGIN)
 except ConfigError as exc:
     raise WorkflowError(f"natinv: error: {exc}") from None
 

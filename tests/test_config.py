@@ -101,3 +101,15 @@ def test_bad_metrics_values_give_one_clear_line(tmp_path, text, expected):
     (tmp_path / "profile.yaml").write_text(text)
     with pytest.raises(ConfigError, match=expected):
         load_config([DEFAULT, tmp_path / "profile.yaml"])
+
+
+def test_lists_from_snakemake_config_are_read_as_yaml_scalars():
+    """Snakemake's --config gives `seeds=[0,1,2]` as strings; keys set elsewhere keep theirs."""
+    from natinv.config import config_from_dict, retype_lists
+
+    raw = {"seeds": ["0", "1", "2"], "prune": {"ratios": ["0.5"]}, "kd": {"students": ["resnet8-w8"]}, "experiment": "x"}
+    origin = {"seeds": "snakemake --config", "prune.ratios": "snakemake --config"}
+    typed = retype_lists(raw, origin, "snakemake --config")
+    assert typed == {"seeds": [0, 1, 2], "prune": {"ratios": [0.5]}, "kd": {"students": ["resnet8-w8"]}, "experiment": "x"}
+    with pytest.raises(ConfigError, match=r"seeds: got \['0', '1', '2'\] \(list\); expected a list of integers or null"):
+        config_from_dict({"seeds": ["0", "1", "2"]}, origin)

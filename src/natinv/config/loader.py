@@ -82,6 +82,20 @@ def file_origins(paths: list[str | Path], final: dict | None = None, elsewhere: 
     return origin
 
 
+def retype_lists(tree: dict, origin: dict[str, str], elsewhere: str, prefix: str = "") -> dict:
+    """`tree` with the items of every list set `elsewhere` read as YAML scalars: Snakemake's --config reads
+    `seeds=[0,1,2]` as a list of the strings '0', '1', '2' (YAML's base loader)."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            value = retype_lists(value, origin, elsewhere, path + ".")
+        elif isinstance(value, list) and origin.get(path) == elsewhere:
+            value = [yaml.safe_load(v) if isinstance(v, str) else v for v in value]
+        out[key] = value
+    return out
+
+
 def config_from_dict(raw: dict, origin: dict[str, str] | None = None) -> Config:
     conv = _Converter(origin or {})
     cfg = conv.build(Config, raw, "")
@@ -106,7 +120,8 @@ def _describe(tp: Any) -> str:
         text = " or ".join(_describe(a) for a in args)
         return text + (" or null" if len(args) < len(typing.get_args(tp)) else "")
     if origin is list:
-        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+        item = _describe(typing.get_args(tp)[0])
+        return "a list of " + {"an integer": "integers", "a number": "numbers", "a string": "strings"}.get(item, f"items: {item}")
     if origin is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
