@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from natinv import paths, plan
+from natinv import paths
 from natinv.config import load_config
 from natinv.errors import ConfigError
 from natinv.pipeline import STAGES
