@@ -15,15 +15,20 @@ TABLE5_COLUMNS = {"dafl": "DAFL", "dfad": "DFAD", "deepinversion": "DI", "adi": 
                   "ni-adi": "NI+ADI (A-ours)"}
 
 
+def _stats(summary: dict, section: str, key: str, name: str) -> dict | None:
+    """A result's statistics over the run's seeds (natinv.report.spread), if collected."""
+    return summary.get("seeds", {}).get(section, {}).get(key, {}).get(name)
+
+
 def _acc(summary: dict, section: str, key: str, value: dict, name: str = "test_acc", digits: int = 2) -> str:
     """A result's cell: mean ± std over the run's seeds when it has several, else this seed's value, in bold."""
-    s = summary.get("seeds", {}).get(section, {}).get(key, {}).get(name)
+    s = _stats(summary, section, key, name)
     return spread_cell(s, digits) if s and s["n"] > 1 else f"**{value[name]:.{digits}f}**"
 
 
 def _mean(summary: dict, section: str, key: str, value: dict, name: str = "test_acc") -> float:
     """A result's mean over the run's seeds, or this seed's value."""
-    s = summary.get("seeds", {}).get(section, {}).get(key, {}).get(name)
+    s = _stats(summary, section, key, name)
     return s["mean"] if s else value[name]
 
 
