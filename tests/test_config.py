@@ -86,7 +86,7 @@ def test_missing_file(tmp_path):
     ("ni-o2o-acs", {"ftp": False}),
 ])
 def test_ablation_variants_are_ni_with_only_their_switches_changed(key, changed):
-    """The Table 3/4 variants in default.yaml (YAML merge key) are ni's settings with only the named switches changed."""
+    """The Table 3/4 variants in default.yaml (`base: ni`) are ni's settings with only the named switches changed."""
     cfg = load_config([ROOT / "params/default.yaml"])
     ni = dataclasses.asdict(cfg.synthesis.methods["ni"])
     variant = dataclasses.asdict(cfg.synthesis.methods[key])
@@ -113,3 +113,49 @@ def test_lists_from_snakemake_config_are_read_as_yaml_scalars():
     assert typed == {"seeds": [0, 1, 2], "prune": {"ratios": [0.5]}, "kd": {"students": ["resnet8-w8"]}, "experiment": "x"}
     with pytest.raises(ConfigError, match=r"seeds: got \['0', '1', '2'\] \(list\); expected a list of integers or null"):
         config_from_dict({"seeds": ["0", "1", "2"]}, origin)
+
+
+def test_a_variant_follows_every_change_of_its_base(tmp_path):
+    """`base: ni` derives from ni as the whole stack sets it: a profile that changes ni changes ni-ftp3, and a variant's
+    own keys (and a variant of a variant) still win."""
+    cfg = load_config([DEFAULT, overlay(tmp_path, "synthesis:\n  methods:\n    ni: {iterations: 7, lambda_bn: 2.0}\n"
+                                                  "    ni-x: {base: ni-ftp3, lambda_bn: 5.0}\n")])
+    assert cfg.synthesis.methods["ni-ftp3"].iterations == 7 and cfg.synthesis.methods["ni-ftp3"].lambda_bn == 2.0
+    assert cfg.synthesis.methods["ni-ftp3"].ftp_stages == [3]
+    x = cfg.synthesis.methods["ni-x"]
+    assert (x.iterations, x.lambda_bn, x.ftp_stages) == (7, 5.0, [3])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("synthesis: {methods: {v: {base: nx}}}", r"profile.yaml: synthesis.methods.v.base: got 'nx'; expected the name of another method of synthesis.methods: ni, "),
+    ("synthesis: {methods: {v: {base: w}, w: {base: v}}}", r"synthesis.methods.w.base: got 'v'; methods cannot derive from each other in a circle \(v -> w -> v\)"),
+    ("synthesis: {methods: {v: {base: v}}}", r"synthesis.methods.v.base: got 'v'; expected the name of another method"),
+    ("synthesis: {methods: {v: {base: di, ftp: false}}}", r"synthesis.methods.v.ftp: unknown key; allowed keys here: kind, "),
+])
+def test_a_bad_base_gives_one_clear_line(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config([DEFAULT, overlay(tmp_path, text)])
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("params", sorted(p.name for p in (ROOT / "params").glob("*.yaml")))
+def test_dvc_set_param_changes_only_the_key_it_sets(tmp_path, params):
+    """`dvc exp run -S file:key=value` rewrites the whole params file (ruamel, Hydra): every file is written in the form
+    that survives it (block lists, no anchors, empty for null), so the only line that changes is the key's."""
+    import difflib
+
+    from dvc.utils.hydra import apply_overrides
+
+    text = (ROOT / "params" / params).read_text()
+    assert not any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None) for e in yaml.parse(text)), (
+        f"{params}: YAML anchors/aliases (DVC expands them when it writes the file)")
+    copy = tmp_path / params
+    copy.write_text(text)
+    sets_kd = "\nkd:\n  epochs:" in text
+    apply_overrides(copy, ["kd.epochs=31" if sets_kd else "+probe=1"])
+    changed = [d for d in difflib.unified_diff(text.splitlines(), copy.read_text().splitlines(), lineterm="", n=0)
+               if d[:1] in "+-" and not d.startswith(("+++", "---"))]
+    if sets_kd:
+        assert len(changed) == 2 and changed[0].startswith("-  epochs: ") and changed[1].startswith("+  epochs: 31"), changed
+    else:
+        assert changed == ["+probe: 1"], changed

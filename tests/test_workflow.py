@@ -36,9 +36,10 @@ def generate_dvc_yaml(repo: Path, stack: list[str], out: str | None = None) -> s
 def assert_tracked(stages: dict[str, dict], trees: dict[str, dict], cfg) -> None:
     """Each DVC stage tracks every parameter its job depends on (the stage table's keys) in every params file that sets
     it: the key itself, or a section of it; and nothing the job does not depend on."""
+    bases = dvc_yaml.bases_in(trees.values())
     for name, stage in stages.items():
         kind, wildcards = stage_wildcards(stage["cmd"])
-        keys = STAGES[kind].tracked_keys(wildcards)
+        keys = STAGES[kind].tracked_keys(wildcards, bases)
         for f, tree in trees.items():
             tracked = stage["params"].get(f, [])
             assert all(any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for key in keys) for k in tracked), (
@@ -80,8 +81,9 @@ def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
     repo = copy_repo(tmp_path / "repo")  # the default runs every stage
     default = repo / "params/default.yaml"
     text = default.read_text()  # plus a co-trained inversion (one shard), a generator method and a second seed
-    assert "  run: [ni, di]\n" in text
-    default.write_text(text.replace("  run: [ni, di]\n", "  run: [ni, di, adi, dafl]\n") + "seeds: [0, 1]\n")
+    run, seeds = "  run:\n  - ni\n  - di\n", "\nseeds:                #"
+    assert run in text and seeds in text  # plus a variant (`base: ni`) whose stages track ni's settings too
+    default.write_text(text.replace(run, run + "  - adi\n  - dafl\n  - ni-ftp3\n").replace(seeds, "\nseeds: [0, 1]  #"))
     generate_dvc_yaml(repo, ["params/default.yaml"], "dvc.yaml")
     git_commit(repo)
     jobs = snakemake_jobs(repo)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import yaml
 
-from natinv.config import Config, load_config, read_params_file
+from natinv.config import Config, load_config, method_bases, read_params_file
 from natinv.pipeline import STAGES, Stage
 
 
@@ -38,10 +39,20 @@ def _outermost(keys: list[str]) -> list[str]:
     return [k for k in dict.fromkeys(keys) if not any(k.startswith(other + ".") for other in keys)]
 
 
+def bases_in(trees: Iterable[dict]) -> Callable[[str], list[str]]:
+    """method -> the methods it derives from (`base:`), as a stack of params files (`trees`, in order) writes them."""
+    methods: dict[str, dict] = {}  # each method's top-level keys over the stack (only `base` is read)
+    for tree in trees:
+        for name, spec in ((tree.get("synthesis") or {}).get("methods") or {}).items():
+            methods.setdefault(name, {}).update(spec if isinstance(spec, dict) else {})
+    return lambda method: method_bases(methods, method)
+
+
 class _Writer:
     def __init__(self, cfg: Config, files: list[str], wdir: str):
         self.cfg, self.files, self.wdir = cfg, files, wdir
         self.trees = {f: read_params_file(Path(f)) for f in files}
+        self.bases = bases_in(self.trees.values())
         self.stages: dict[str, dict] = {}
 
     def params(self, tracked: list[str]) -> list[dict]:
@@ -60,7 +71,7 @@ class _Writer:
         entry: dict[str, Any] = {"cmd": cmd, "wdir": self.wdir}
         if deps := [*map(str, stage.inputs(self.cfg, job, True)), *map(str, stage.sources(self.cfg, job))]:
             entry["deps"] = deps
-        if params := self.params(stage.tracked_keys(job)):
+        if params := self.params(stage.tracked_keys(job, self.bases)):
             entry["params"] = params
         outputs = stage.dvc_outputs or stage.outputs
         files = {name: str(exp / o.template.format(**job)) for name, o in outputs.items()}

@@ -86,11 +86,15 @@ class Stage:
     def variant(self, w: Wildcards) -> Variant | None:
         return self.variants.get(seeds.split(w.get("method", ""))[0])
 
-    def tracked_keys(self, w: Wildcards) -> list[str]:
-        """The dotted parameter keys one job depends on (a seed replica's: its method's; its seed is in its name)."""
+    def tracked_keys(self, w: Wildcards, bases: Callable[[str], list[str]] = lambda method: []) -> list[str]:
+        """The dotted parameter keys one job depends on (a seed replica's: its method's; its seed is in its name). A
+        method's settings as written in the params files (DVC tracks those) are its own and, for a variant, the
+        settings of the methods it derives from (`bases(method)`: `base: ni` in synthesis.methods)."""
         v = self.variant(w)
         named = {**w, "method": seeds.split(w["method"])[0]} if "method" in w else w
-        return [k.format(**named) for k in (v.tracked if v else self.tracked)]
+        keys = [k.format(**named) for k in (v.tracked if v else self.tracked)]
+        own = f"synthesis.methods.{named.get('method')}"
+        return [*keys, *(f"synthesis.methods.{b}" for b in bases(named["method"]) if own in keys)] if "method" in w else keys
 
     def params(self, cfg: Config, w: Wildcards) -> dict[str, Any]:
         """{dotted key: value} of the parameters one job depends on (None for a key the params lack)."""

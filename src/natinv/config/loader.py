@@ -2,6 +2,7 @@
 dataclasses. Every error names the file and key that set the bad value, the value, and what is allowed, in one line."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -96,9 +97,49 @@ def retype_lists(tree: dict, origin: dict[str, str], elsewhere: str, prefix: str
     return out
 
 
+def method_bases(methods: Any, name: str) -> list[str]:
+    """The methods `name` derives from, nearest first (`base: ni` in synthesis.methods; raw params, not checked)."""
+    chain: list[str] = []
+    while isinstance(methods, dict) and isinstance(spec := methods.get(name), dict) and isinstance(spec.get("base"), str):
+        name = spec["base"]
+        if name in chain:
+            break
+        chain.append(name)
+    return chain
+
+
+def derive_methods(raw: dict, fail: Any) -> dict:
+    """`raw` with each method of synthesis.methods that names a `base` replaced by that method's settings (derived the
+    same way) updated with its own: a variant states only how it differs, and follows every change of its base."""
+    methods = raw.get("synthesis", {}).get("methods") if isinstance(raw.get("synthesis"), dict) else None
+    if not isinstance(methods, dict) or not any(isinstance(m, dict) and "base" in m for m in methods.values()):
+        return raw
+    derived: dict[str, Any] = {}
+
+    def derive(name: str, seen: tuple[str, ...]) -> Any:
+        spec = methods[name]
+        if name in derived or not isinstance(spec, dict) or "base" not in spec:
+            return derived.get(name, spec)
+        base, where = spec["base"], f"synthesis.methods.{name}.base"
+        others = [k for k in methods if k != name]
+        if not isinstance(base, str) or base not in others:
+            fail(where, f"got {base!r}; expected the name of another method of synthesis.methods: {', '.join(others) or '(none)'}")
+        if base in seen:
+            fail(where, f"got {base!r}; methods cannot derive from each other in a circle ({' -> '.join([*seen, name, base])})")
+        tree = copy.deepcopy(derive(base, (*seen, name)))
+        if not isinstance(tree, dict):
+            return spec  # the base's own error is reported where it is converted
+        _merge(tree, {k: v for k, v in spec.items() if k != "base"}, {}, "")
+        derived[name] = tree
+        return tree
+
+    out = {**raw, "synthesis": {**raw["synthesis"], "methods": {k: derive(k, ()) for k in methods}}}
+    return out
+
+
 def config_from_dict(raw: dict, origin: dict[str, str] | None = None) -> Config:
     conv = _Converter(origin or {})
-    cfg = conv.build(Config, raw, "")
+    cfg = conv.build(Config, derive_methods(raw, conv.fail), "")
     check_references(cfg, conv.fail)
     return cfg
 
