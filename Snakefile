@@ -1,7 +1,8 @@
 # The whole pipeline for Snakemake: one rule per stage of natinv.pipeline.STAGES (the stage table: its paths,
 # inputs, tracked parameters, threads and GPUs), each running `python -m natinv <stage>`. Wiring only.
 #
-#   snakemake --cores 2                                                        # the embedded default
+#   snakemake                                                                  # the embedded default (profiles/default)
+#   snakemake --report report.html                                             # its HTML report, after a run
 #   snakemake --cores 2 --configfile params/default.yaml params/<profile>.yaml # a profile on top of it
 #   snakemake --profile workflow/profiles/slurm --configfile ...               # on a SLURM cluster
 import os
@@ -11,6 +12,7 @@ from pathlib import Path
 from natinv import pipeline, tracking
 from natinv.config import config_from_dict, file_origins, retype_lists, write_resolved
 from natinv.errors import ConfigError
+from natinv.io import atomic_write_bytes
 
 DEFAULT = "params/default.yaml"
 
@@ -45,13 +47,30 @@ def job(w):
     return dict(w.items())
 
 
+def caption(stage, name, text):
+    """The caption file of one output for Snakemake's report (it takes captions as files), written from the stage table."""
+    path = Path(".snakemake/natinv-captions") / f"{stage}-{name}.rst"
+    if not path.is_file() or path.read_text() != text + "\n":
+        atomic_write_bytes(path, (text + "\n").encode())
+    return str(path)
+
+
+def declared(stage, name, o):
+    """An output as Snakemake declares it: a folder with directory(), a figure of the HTML report with report()."""
+    path = (directory if o.directory else str)(str(EXP / o.template))
+    if o.caption is None:
+        return path
+    return report(path, caption=caption(stage.name, name, o.caption), category=o.category, subcategory=o.subcategory,
+                  patterns=list(o.patterns))
+
+
 for stage in pipeline.STAGES.values():
     rule:
         name: stage.name
         input:
             lambda w, stage=stage: [str(p) for p in stage.inputs(CFG, job(w), False)],
         output:
-            **{k: (directory if o.directory else str)(str(EXP / o.template)) for k, o in stage.outputs.items()},
+            **{k: declared(stage, k, o) for k, o in stage.outputs.items()},
         params:
             command=f"python -m natinv {stage.name}" + "".join(f" --{k} {{{k}}}" for k in stage.wildcards),
             file=PARAMS,
@@ -63,6 +82,8 @@ for stage in pipeline.STAGES.values():
             gpu=lambda w, stage=stage: CFG.job_gpus if stage.uses_gpu(job(w)) else 0,
         log:
             str(EXP / stage.log_template),
+        benchmark:
+            str(EXP / stage.benchmark_template),
         shell:
             "{params.command} --params {params.file} --threads {threads} 2>&1 | tee {log}"
 

@@ -212,3 +212,38 @@ def test_cotrained_methods_through_the_stages(chain):
     assert report.count("†") >= 4  # three co-trained students in the layout, and the legend
     summary = json.loads((exp / "report/summary.json").read_text())
     assert summary["synthesis"]["resnet8-w16/dafl"]["final_ce"] is None and summary["kd"]["resnet8-w16/adi/resnet8-w8"]["cotrained"]
+
+
+def test_every_shard_in_turn_keeps_the_shards_already_made_from_these_settings(prepared, capsys):
+    """`synthesize` without --shard (a DVC stage, whose folder persists): shards made from the same parameters and code
+    are kept, so an interrupted run loses none; a changed setting makes them again; shards beyond the count go."""
+    tmp, params = prepared
+    job = ["synthesize", *params, "--teacher", "resnet8-w16", "--method", "di", "--set", "synthesis.methods.di.iterations=3"]
+    folder = tmp / "results/tiny/synth/resnet8-w16/di"
+    assert main(job) == 0
+    first = {p.name: p.read_bytes() for p in folder.glob("shard-*.[np][pn]*")}  # arrays and grids (JSONs hold times)
+    (folder / "shard-1.npz").unlink()  # as a run killed after shard 0
+    stamp = (folder / "shard-0.npz").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(job) == 0
+    assert "resnet8-w16/di: kept shard 0 (made from these parameters and this code)" in capsys.readouterr().err
+    assert (folder / "shard-0.npz").stat().st_mtime_ns == stamp
+    assert {p.name: p.read_bytes() for p in folder.glob("shard-*.[np][pn]*")} == first  # shard 1 again, the same bytes
+    assert main([*job, "--set", "synthesis.methods.di.lambda_bn=2.0"]) == 0
+    assert "kept shard" not in capsys.readouterr().err and (folder / "shard-0.npz").stat().st_mtime_ns != stamp
+    assert main([*job, "--set", "synthesis.shards=1", "--set", "synthesis.num_images=32"]) == 0
+    assert sorted(p.name for p in folder.glob("shard-*")) == ["shard-0.json", "shard-0.npz", "shard-0.png"]
+
+
+def test_outputs_follow_the_umask(prepared, tmp_path):
+    """Files are written under a temporary name and renamed, with the mode a new file gets from the umask."""
+    import os
+
+    from natinv.io import atomic_write_bytes
+
+    old = os.umask(0o002)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o664

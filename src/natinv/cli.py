@@ -78,6 +78,25 @@ def check_job_names(cfg, keys: dict) -> None:
         raise ConfigError(f"--teacher = {keys['teacher']!r}: expected one of the keys of `models`: {', '.join(cfg.models) or '(none)'}")
 
 
+def _still_to_do(cfg, teacher: str, method: str, jobs: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """The shards of `jobs` whose outputs are missing or were made from other parameters or code; the others are kept
+    (an interrupted run of every shard loses none), and files of shards beyond the shard count are deleted."""
+    from natinv.runtime import log
+    from natinv.stages.synthesize import is_done, remove_extra_shards
+
+    for f in remove_extra_shards(cfg, teacher, method):
+        log(f"removed {f}: shard beyond synthesis.shards")
+    todo, kept = [], []
+    for keys, names in jobs:
+        if is_done(cfg.for_job(method), teacher, method, keys["shard"]):
+            kept.append(names["shard"])
+        else:
+            todo.append((keys, names))
+    if kept:
+        log(f"{teacher}/{method}: kept shard {', '.join(kept)} (made from these parameters and this code)")
+    return todo
+
+
 def _runner(stage: str):
     import importlib
 
@@ -126,6 +145,8 @@ def run(args: argparse.Namespace) -> None:
     for _, names in jobs:  # before any work: every output can be written
         for path in STAGES[args.stage].output_files(cfg.exp_dir, names).values():
             check_writable(path)
+    if args.stage == "synthesize" and args.shard is None:  # every shard in turn (DVC): keep those already made
+        jobs = _still_to_do(cfg, args.teacher, args.method, jobs)
     for keys, names in jobs:
         for path in STAGES[args.stage].output_files(cfg.exp_dir, names).values():
             for stale in remove_stale_temps(path):

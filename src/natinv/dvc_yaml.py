@@ -18,6 +18,7 @@ import yaml
 
 from natinv.config import Config, load_config, method_bases, read_params_file
 from natinv.pipeline import STAGES, Stage
+from natinv.report.charts import charts
 
 
 def default_out(cfg: Config) -> Path:
@@ -75,13 +76,9 @@ class _Writer:
             entry["params"] = params
         outputs = stage.dvc_outputs or stage.outputs
         files = {name: str(exp / o.template.format(**job)) for name, o in outputs.items()}
-        by_role = {role: [(files[n], o) for n, o in outputs.items() if o.dvc == role] for role in ("outs", "uncached", "metrics", "plots")}
-        if by_role["outs"] or by_role["uncached"]:
-            entry["outs"] = [f for f, _ in by_role["outs"]] + [{f: {"cache": False}} for f, _ in by_role["uncached"]]
-        if by_role["metrics"]:
-            entry["metrics"] = [{f: {"cache": False}} for f, _ in by_role["metrics"]]
-        if by_role["plots"]:
-            entry["plots"] = [{f: {"cache": False, **(o.plot or {})}} for f, o in by_role["plots"]]
+        for role in ("outs", "metrics"):
+            if listed := [{files[n]: {"persist": True}} if o.persist else files[n] for n, o in outputs.items() if o.dvc == role]:
+                entry[role] = listed
         self.stages["--".join([stage.name, *job.values()])] = entry
 
 
@@ -95,7 +92,9 @@ def build(files: list[str], wdir: str = ".") -> dict:
             jobs = list({tuple(j[k] for k in stage.dvc_job): {k: j[k] for k in stage.dvc_job} for j in jobs}.values())
         for job in jobs:
             w.add(stage, job)
-    return {"stages": w.stages}
+    plots = [{c.name: {"title": c.title, "x": c.x, "y": {os.path.normpath(os.path.join(wdir, f)): c.y for f in c.files}}}
+             for c in charts(cfg)]  # one chart per curve and teacher, a line per method
+    return {"stages": w.stages, "plots": plots}
 
 
 def render(files: list[str], out: Path) -> str:

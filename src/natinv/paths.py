@@ -19,7 +19,7 @@ METRICS = {"json": "metrics/{teacher}/{method}.json"}
 TSNE = {ext: "tsne/{teacher}." + ext for ext in ("json", "npz", "png")}
 SCRATCH = {"json": "scratch/{teacher}/{method}/{student}.json"}
 PRUNE = {"json": "prune/{teacher}/{method}/ratio-{ratio}.json"}
-REPORT = {"report": "report/report.md", "summary": "report/summary.json", "figures": "report/figures",
+REPORT = {"report": "report/report.md", "html": "report/report.html", "summary": "report/summary.json", "figures": "report/figures",
           "plots": "report/plots"}
 
 

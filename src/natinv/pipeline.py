@@ -51,9 +51,16 @@ _METRICS = _settings(MetricsConfig, "metrics", skip=("tsne",))
 @dataclass(frozen=True)
 class Output:
     template: str  # natinv.paths template under the experiment folder
-    dvc: str = "outs"  # how dvc.yaml lists it: outs (cached), metrics, plots or uncached
+    dvc: str = "outs"  # how dvc.yaml lists it: outs or metrics (both cached: `dvc exp show` reads an experiment's metrics
+    # from the cache); the report's curves are DVC plots (natinv.report.charts)
     directory: bool = False
-    plot: dict[str, str] | None = None  # DVC plot properties of a folder of CSV files (x, y)
+    persist: bool = False  # DVC keeps it when the stage re-runs (the stage itself skips what is already done)
+    # Snakemake's HTML report (`snakemake --report`): the caption (reStructuredText; Jinja sees `snakemake.wildcards`),
+    # its category and subcategory ({wildcards} allowed) and, for a folder, the patterns of the files it shows
+    caption: str | None = None
+    category: str | None = None
+    subcategory: str | None = None
+    patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,10 +131,23 @@ class Stage:
             digest.update(f"{f}\0{_file_digest(SRC.parent / f)}\0".encode())
         return digest.hexdigest()[:16]
 
+    def digest(self, cfg: Config, w: Wildcards) -> str:
+        """What one job's outputs are made from: the values of its parameters and the contents of its code."""
+        import hashlib
+        import json
+
+        text = json.dumps(self.params(cfg, w), sort_keys=True, default=str) + self.code_version(cfg, w)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     @property
     def log_template(self) -> str:
         """A job's log under the experiment folder: logs/{stage}/{wildcard values joined by -}.log."""
         return f"logs/{self.name}/" + ("-".join(f"{{{k}}}" for k in self.wildcards) or self.name) + ".log"
+
+    @property
+    def benchmark_template(self) -> str:
+        """A Snakemake job's resource record (wall time, CPU time, peak memory, I/O) under the experiment folder."""
+        return "benchmarks/" + self.log_template.removeprefix("logs/").removesuffix(".log") + ".tsv"
 
     @property
     def module(self) -> str:
@@ -194,6 +214,17 @@ def _o(templates: dict[str, str], **dvc: str) -> dict[str, Output]:
     return {name: Output(t, dvc.get(name, "outs")) for name, t in templates.items()}
 
 
+_SHARD_CAPTION = ("Shard {{ snakemake.wildcards.shard }} of {{ snakemake.wildcards.method }}, synthesized from teacher "
+                  "{{ snakemake.wildcards.teacher }}: the first images of each class (one row per class, in label "
+                  "order), as stored in uint8.")
+_TSNE_CAPTION = ("t-SNE of teacher {{ snakemake.wildcards.teacher }}'s features for real images and every method's "
+                 "synthesized images (paper Figs. 4 and 7), one panel per layer.")
+_REPORT_CAPTION = ("The run's report: every table (teachers, synthesis, KD beside the paper's Table 5, image metrics, "
+                   "training from scratch, pruning, and how sure each comparison is) with its figures, as one page.")
+_FIGURES_CAPTION = ("A figure of the report, named by what it shows: grid-*: class grids of real and synthesized images; "
+                    "loss-* and fig5-*: synthesis losses per iteration; kd-*: student accuracy per epoch; prune-*: "
+                    "accuracy per pruning ratio; tsne-*: feature embeddings.")
+
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("data", "fetch the dataset and write canonical uint8 arrays + manifest", "natinv.stages.data:run", (),
           _o(paths.DATA, manifest="metrics"), lambda cfg, w, pm: [], _DATA, lambda cfg: [{}], gpu=False),
@@ -206,10 +237,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           [*_DATA, "seed", "models.{evaluator}", *_settings(TeacherConfig, "teacher", skip=("models",))],
           lambda cfg: _jobs([(e,) for e in cfg.metrics.evaluators], "evaluator")),
     Stage("synthesize", "synthesize images from a teacher: one shard, or all shards in turn",
-          "natinv.stages.synthesize:run", ("teacher", "method", "shard"), _o(paths.SHARD), lambda cfg, w, pm: _teacher(cfg, w),
+          "natinv.stages.synthesize:run", ("teacher", "method", "shard"),
+          {**_o(paths.SHARD), "png": Output(paths.SHARD["png"], category="2. Synthesized images", subcategory="{teacher}: {method}",
+                                            caption=_SHARD_CAPTION)}, lambda cfg, w, pm: _teacher(cfg, w),
           _SYNTH, lambda cfg: _jobs(plan.synthesis_jobs(cfg), "teacher", "method", "shard"),
           priority=2,  # the longest chain is shards -> their KD: start it before the jobs that only need the teacher
-          dvc_job=("teacher", "method"), dvc_outputs={"shards": Output(paths.SYNTH_DIR, "uncached", directory=True)},
+          dvc_job=("teacher", "method"), dvc_outputs={"shards": Output(paths.SYNTH_DIR, directory=True, persist=True)},
           networks=lambda cfg, w: _cotrained_student(cfg, w["method"]), method_module=True),
     Stage("kd", "distill a student from synthesized images (--method real: from real images)", "natinv.stages.kd:run",
           ("teacher", "method", "student"), _o(paths.KD, json="metrics"),
@@ -222,7 +255,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           [*_SYNTH, *_METRICS], lambda cfg: _jobs(plan.metrics_jobs(cfg), "teacher", "method"),
           variants={"real": Variant([*_TEACHER, *_METRICS])}, networks=lambda cfg, w: cfg.metrics.evaluators),
     Stage("tsne", "t-SNE of the teacher's features for real and every method's images (paper Figs. 4, 7)",
-          "natinv.stages.tsne:run", ("teacher",), _o(paths.TSNE, json="metrics", png="plots"),
+          "natinv.stages.tsne:run", ("teacher",),
+          {**_o(paths.TSNE, json="metrics"), "png": Output(paths.TSNE["png"], category="4. t-SNE", caption=_TSNE_CAPTION)},
           lambda cfg, w, pm: [*_data(cfg), *_teacher(cfg, w),
                               *(f for m in plan.tsne_methods(cfg, w["teacher"]) for f in images(cfg, w["teacher"], m, pm))],
           [*_TEACHER, "synthesis", "metrics.tsne"], lambda cfg: _jobs([(t,) for t in cfg.teacher.models], "teacher"),
@@ -239,11 +273,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           variants={"real": Variant([*_TEACHER, *_PRUNE, "prune.real_images", "synthesis.num_images"]),
                     "none": Variant(_TEACHER, gpu=False)}),
     Stage("report", "write report.md, figures and summary.json from the stage outputs", "natinv.report:run", (),
-          {"report": Output(paths.REPORT["report"], "uncached"), "summary": Output(paths.REPORT["summary"], "metrics"),
-           "figures": Output(paths.REPORT["figures"], "uncached", directory=True),
-           **{name: Output(f"{paths.REPORT['plots']}/{name}", "plots", directory=True, plot={"x": x, "y": y})
-              for name, x, y in (("synthesis-loss", "iteration", "ce"), ("synthesis-bn", "iteration", "bn"),
-                                 ("accuracy", "epoch", "test_acc"))}},
+          {"report": Output(paths.REPORT["report"]), "summary": Output(paths.REPORT["summary"], "metrics"),
+           "html": Output(paths.REPORT["html"], category="1. Report", caption=_REPORT_CAPTION),
+           "figures": Output(paths.REPORT["figures"], directory=True, category="3. Figures", patterns=("{name}.png",),
+                             caption=_FIGURES_CAPTION),
+           "plots": Output(paths.REPORT["plots"], directory=True)},
           _report_inputs, ["data", "seed", "seeds", "models", "teacher", "synthesis", "kd", "metrics", "scratch", "prune"],
           lambda cfg: [{}], gpu=False, networks=lambda cfg, w: cfg.teacher.models),  # the FTP table counts their stages
 )}

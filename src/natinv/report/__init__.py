@@ -1,5 +1,6 @@
 """Stage `report`: report.md, figures and summary.json from the stage outputs. collect gathers the results, plots
-draws the figures, markdown writes the tables (identity: which paper method each configured method is)."""
+draws the figures, markdown writes the tables (identity: which paper method each configured method is), html the
+self-contained page of report.md."""
 from __future__ import annotations
 
 import time
@@ -8,6 +9,7 @@ from natinv import paths
 from natinv.config import Config
 from natinv.data import read_manifest
 from natinv.io import atomic_write_bytes, atomic_write_json
+from natinv.report import html
 from natinv.report.collect import collect
 from natinv.report.markdown import render
 from natinv.report.plots import write_figures
@@ -19,13 +21,14 @@ def run(cfg: Config, device=None) -> Outcome:
     manifest = read_manifest(paths.data_dir(cfg.exp_dir))
     summary = collect(cfg)
     made = write_figures(cfg, summary, manifest)
-    report, summary_json = (paths.at(cfg.exp_dir, paths.REPORT[k]) for k in ("report", "summary"))
+    report, page, summary_json = (paths.at(cfg.exp_dir, paths.REPORT[k]) for k in ("report", "html", "summary"))
     text = render(cfg, summary, manifest, made)
     atomic_write_bytes(report, text.encode())
+    atomic_write_bytes(page, html.render(text, report.parent, f"natinv report: {cfg.experiment}").encode())
     summary["report_seconds"] = time.perf_counter() - start
     atomic_write_json(summary_json, summary)
     from natinv.runtime import log
 
     log(f"report: {report} ({len(made)} figures, {summary['report_seconds']:.1f} s)")
     out = paths.report_dir(cfg.exp_dir)  # the figures' paths in `made` are relative to it, as report.md links them
-    return Outcome(summary, artifacts=[report, summary_json, *(out / p for p in made.values())])
+    return Outcome(summary, artifacts=[report, page, summary_json, *(out / p for p in made.values())])

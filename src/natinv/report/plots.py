@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from natinv import figures, paths, plan
-from natinv.config import Config, seeds
+from natinv.config import Config
 from natinv.io import atomic_write_bytes, read_npz
+from natinv.report import charts
 from natinv.report.collect import read_if_present
 from natinv.report.identity import fig5_methods
 from natinv.synthesis import registry
@@ -28,7 +29,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
     """Image grids, loss curves, accuracy curves (PNG under figures/) and the same curves as CSV under plots/ (DVC plots)."""
-    fig_dir, plot_dir = (paths.at(cfg.exp_dir, paths.REPORT[k]) for k in ("figures", "plots"))
+    fig_dir = paths.at(cfg.exp_dir, paths.REPORT["figures"])
     made: dict[str, str] = {}
     n_classes = manifest["num_classes"]
     with np.load(paths.at(cfg.exp_dir, paths.DATA["test"])) as z:
@@ -48,11 +49,8 @@ def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
             curves = paths.read_shards(cfg.exp_dir, t, m, cfg.shards_of(m), ("loss_curves",))["loss_curves"]  # (batches, iterations, terms)
             loss_panels["cross-entropy (CE) per batch"][m] = curves[:, :, TERMS.index("ce")]
             loss_panels["BN-statistics term per batch"][m] = curves[:, :, TERMS.index("bn")]
-            mean = curves.mean(0)
-            _write_csv(plot_dir / "synthesis-loss" / f"{t}-{m}.csv", ["iteration", *TERMS],
-                       [[i + 1, *(f"{v:.6g}" for v in row)] for i, row in enumerate(mean)])
-            _write_csv(plot_dir / "synthesis-bn" / f"{t}-{m}.csv", ["iteration", "bn"],  # DVC draws one column per file
-                       [[i + 1, f"{row[TERMS.index('bn')]:.6g}"] for i, row in enumerate(mean)])
+            _write_csv(charts.loss_csv(cfg, t, m), ["iteration", *TERMS],
+                       [[i + 1, *(f"{v:.6g}" for v in row)] for i, row in enumerate(curves.mean(0))])
         if loss_panels["cross-entropy (CE) per batch"]:
             figures.curve_plot(loss_panels, fig_dir / f"loss-{t}.png", "iteration", log_y=True)
             made[f"loss/{t}"] = f"figures/loss-{t}.png"
@@ -71,12 +69,11 @@ def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
                             "test accuracy (%)", f"{t}: L1 filter pruning, fine-tuned on each method's images")
             made[f"prune/{t}"] = f"figures/prune-{t}.png"
         acc: dict[str, np.ndarray] = {}
-        for name, path in [(f"teacher {t}", paths.teacher_json(cfg.exp_dir, t))] + [
-                (f"KD {m} -> {s}", paths.kd_json(cfg.exp_dir, t, m, s)) for kt, m, s in plan.kd_jobs(cfg) if kt == t and seeds.split(m)[1] is None]:
-            if (j := read_if_present(path)) is None or not j["epochs"]:  # a co-trained student has no KD epochs
+        for name, path in charts.trained_curves(cfg, t):
+            if (j := read_if_present(path)) is None or not j["epochs"]:
                 continue
             acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])
-            _write_csv(plot_dir / "accuracy" / f"{name.replace(' -> ', '-').replace(' ', '-')}.csv", ["epoch", "train_loss", "test_acc"],
+            _write_csv(charts.accuracy_csv(cfg, name), ["epoch", "train_loss", "test_acc"],
                        [[e["epoch"], f"{e['train_loss']:.6g}", f"{e['test_acc_subset']:.4g}"] for e in j["epochs"]])
         kd_only = {k: v for k, v in acc.items() if k.startswith("KD")}
         if kd_only:

@@ -2,6 +2,9 @@
 written as arrays (npz), a summary (json) and a class grid (png)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from natinv import figures, paths
@@ -23,6 +26,33 @@ def check_shard(cfg: Config, method: str, shard: int) -> None:
         raise ConfigError(f"shard = {shard}: method {method} has {shards} shard(s), 0..{shards - 1} ({why})")
 
 
+def job_digest(cfg: Config, teacher: str, method: str, shard: int) -> str:
+    from natinv.pipeline import STAGES
+
+    return STAGES["synthesize"].digest(cfg, {"teacher": teacher, "method": method, "shard": str(shard)})
+
+
+def is_done(cfg: Config, teacher: str, method: str, shard: int) -> bool:
+    """Whether the shard's files are all there and were made from these parameters and this code (its JSON's `job`)."""
+    files = [paths.at(cfg.exp_dir, t, teacher=teacher, method=method, shard=shard) for t in paths.SHARD.values()]
+    if not all(f.is_file() for f in files):
+        return False
+    try:
+        made_from = json.loads(paths.shard_json(cfg.exp_dir, teacher, method, shard).read_text()).get("job")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return made_from == job_digest(cfg, teacher, method, shard)
+
+
+def remove_extra_shards(cfg: Config, teacher: str, method: str) -> list[Path]:
+    """Delete the files of shards beyond the method's shard count (left by a run with more shards) in its folder."""
+    folder = paths.at(cfg.exp_dir, paths.SYNTH_DIR, teacher=teacher, method=method)
+    extra = [f for f in folder.glob("shard-*.*") if (n := f.name.split(".")[0][6:]).isdigit() and int(n) >= cfg.shards_of(method)]
+    for f in extra:
+        f.unlink()
+    return extra
+
+
 def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int) -> Outcome:
     check_shard(cfg, method, shard)
     model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
@@ -30,6 +60,7 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
     student = None if co is None else new_model(meta, cfg.models[co.student], student_seed(cfg, teacher, method, co.student))
     arrays, summary, series = synthesize_shard(model, meta, teacher, method, cfg.job_methods[method], cfg.synthesis,
                                                cfg.seed, shard, device, student, log=log, engine=cfg.engine)
+    summary["job"] = job_digest(cfg, teacher, method, shard)  # a re-run of every shard keeps this one while it matches
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
     write_npz(npz, arrays)
     atomic_write_json(paths.shard_json(cfg.exp_dir, teacher, method, shard), summary)
