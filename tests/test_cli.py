@@ -247,3 +247,19 @@ def test_outputs_follow_the_umask(prepared, tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o664
+
+
+def test_a_missing_input_names_the_stage_and_command_that_make_it(tmp_path, capsys):
+    params = tiny_params(tmp_path)
+    assert main(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "ni", "--shard", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("natinv synthesize: error: ") and "teachers/resnet8-w16.safetensors is missing: " in err
+    assert f"stage teacher makes it (`python -m natinv teacher {' '.join(params)} --teacher resnet8-w16`" in err
+
+
+def test_synthesis_logs_every_batch_with_the_time_left(prepared, capsys):
+    tmp, params = prepared
+    assert main(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "ni", "--shard", "1",  # 2 of the 3 batches
+                 "--set", "synthesis.methods.ni.iterations=2"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if " batch " in line]
+    assert len(lines) == 2 and "; ETA " in lines[0] and lines[0].endswith(" for the shard") and "ETA" not in lines[1], lines

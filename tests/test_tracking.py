@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from natinv.config import Config
 from natinv.tracking import Outcome, StageRun
 cfg = Config(experiment="par", results=sys.argv[1])
 run = StageRun(cfg, "synthesize", {"teacher": "t", "method": "ni", "shard": int(sys.argv[2])}, {"synthesis.num_images": 8})
+run.start()
 run.close("FINISHED", Outcome({"seconds": 1.0, "final": {"ce": 0.5}}, {"loss/ce": [3.0, 2.0, 1.0]}))
 """
 
@@ -50,7 +52,7 @@ def test_parallel_stage_processes_lose_no_run(tmp_path, monkeypatch):
 def test_a_broken_store_is_one_warning_and_the_stage_goes_on(tmp_path, monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")  # cannot be created
-    run = StageRun(Config(results=str(tmp_path)), "teacher", {"teacher": "t"}, {})
+    run = StageRun(Config(results=str(tmp_path)), "teacher", {"teacher": "t"}, {}).start()
     run.close("FINISHED", Outcome({"test_acc": 90.0}, artifacts=[Path(tmp_path / "missing.json")]))
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning: MLflow tracking failed (teacher t:"), err
@@ -119,3 +121,72 @@ def test_the_parent_run_of_a_killed_pipeline_is_marked_killed_by_the_next_one(tm
     start_pipeline(Config(experiment="par", results=str(tmp_path)), "snakemake")  # its driver (this process) is alive
     assert client.get_run(current).info.status == "RUNNING"
     os.environ.pop(PARENT_ENV, None)
+
+
+KILLED_STAGE = """
+import os, signal, sys
+from natinv.config import Config
+from natinv.tracking import StageRun
+run = StageRun(Config(experiment="par", results=sys.argv[1]), "kd", {"teacher": "t", "method": "ni", "student": "s"}, {}).start()
+print(run.run_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # a job killed mid-stage: its run exists, RUNNING
+"""
+
+
+def test_a_stage_run_exists_from_its_start_and_a_killed_one_is_marked_killed(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    proc = subprocess.run([sys.executable, "-c", KILLED_STAGE, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(proc.stdout.strip())
+    assert run.info.status == "RUNNING" and run.info.run_name == "ni kd s (t)"
+    start_pipeline(Config(experiment="par", results=str(tmp_path)), "snakemake")
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    os.environ.pop(PARENT_ENV, None)
+
+
+def test_curves_arrive_while_the_stage_runs_with_their_own_times(tmp_path, monkeypatch):
+    """Emitted points reach the RUNNING run within a flush interval, stamped with when they were reached, beside system
+    metrics; settings are params under method-neutral names; inputs are datasets with digests; weights are
+    artifacts; results that describe the job are params, not metrics."""
+    from mlflow import MlflowClient
+
+    from natinv import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    monkeypatch.setattr(tracking, "FLUSH_SECONDS", 0.2)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/train.npz").write_bytes(b"real")
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    cfg = Config(experiment="live", results=str(tmp_path))
+    inputs = tracking.datasets_of(tmp_path, [tmp_path / "data/train.npz"], "fashion-mnist")
+    params = {"synthesis.methods.di": {"kind": "deepinversion", "lr": 0.4}, "synthesis.num_images": 8}
+    run = StageRun(cfg, "synthesize", {"teacher": "t", "method": "di", "shard": 0}, params, inputs, [weights]).start()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(run.run_id).info.status == "RUNNING"
+    tracking.emit("batch-0/ce", [3.0, 2.0], [1, 2], times=[1_700_000_000.0, 1_700_000_001.5])
+    deadline = time.time() + 20
+    while not client.get_metric_history(run.run_id, "batch-0/ce") and time.time() < deadline:
+        time.sleep(0.1)
+    history = client.get_metric_history(run.run_id, "batch-0/ce")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [(1, 3.0, 1_700_000_000_000), (2, 2.0, 1_700_000_001_500)]
+    assert client.get_run(run.run_id).info.status == "RUNNING"
+    while "system/cpu_utilization_percentage" not in client.get_run(run.run_id).data.metrics and time.time() < deadline:
+        time.sleep(0.1)
+    assert "system/process_memory_rss_megabytes" in client.get_run(run.run_id).data.metrics
+    run.close("FINISHED", Outcome({"batch_size": 16, "agreement_float16": 90.0}, {"batch-0/ce": [3.0, 2.0]}))
+    done = client.get_run(run.run_id)
+    assert done.info.status == "FINISHED" and done.info.run_name == "di synthesize shard-0 (t)"
+    assert done.data.params["method.lr"] == "0.4" and done.data.params["method.kind"] == "deepinversion"
+    assert done.data.tags["method"] == "di" and done.data.tags["method.kind"] == "deepinversion"
+    assert done.data.params["result.batch_size"] == "16" and "batch_size" not in done.data.metrics
+    assert done.data.metrics["agreement_float16"] == 90.0
+    assert len(client.get_metric_history(run.run_id, "batch-0/ce")) == 2  # not logged again at the end
+    (dataset,) = done.inputs.dataset_inputs
+    assert dataset.dataset.name == "fashion-mnist (real)" and len(dataset.dataset.digest) == 16
+    assert [a.path for a in client.list_artifacts(run.run_id, "weights")] == ["weights/w.safetensors"]

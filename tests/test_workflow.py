@@ -312,9 +312,17 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
         assert r.data.tags["git_commit"] == head
     shard = next(r for r in children if r.data.tags["stage"] == "synthesize")
     assert len(client.get_metric_history(shard.info.run_id, "loss/ce")) == 10  # one point per iteration
-    method = shard.data.tags["method"]  # whichever shard the store lists first: its own method's settings are logged
-    assert shard.data.params[f"synthesis.methods.{method}.iterations"] == "10"
-    assert f"synthesis.methods.{method}.lambda_bn" in shard.data.params
+    # whichever shard the store lists first: its own method's settings, under method-neutral names
+    assert shard.data.params["method.iterations"] == "10" and "method.lambda_bn" in shard.data.params
+    assert shard.data.params["method.kind"] == shard.data.tags["method.kind"] and shard.data.params["result.images"] == "24"
+    assert not any(k.startswith("synthesis.methods.") for k in shard.data.params)
+    assert len(client.get_metric_history(shard.info.run_id, "batch-0/ce" if shard.data.tags["shard"] == "0" else "batch-1/ce")) == 10
+    assert {d.dataset.name for d in shard.inputs.dataset_inputs} == {"teacher resnet8-w16"}
+    kd = next(r for r in children if r.data.tags["stage"] == "kd" and r.data.tags["method"] == "ni")
+    assert {d.dataset.name for d in kd.inputs.dataset_inputs} == {"fashion-mnist (real)", "teacher resnet8-w16", "ni/resnet8-w16 images"}
+    assert [a.path for a in client.list_artifacts(kd.info.run_id, "weights")] == ["weights/resnet8-w8.safetensors"]
+    location = client.get_experiment_by_name("tiny").artifact_location
+    assert location == "results/mlartifacts", location  # relative to the project: a copy keeps its own
     names = {a.path for a in client.list_artifacts(shard.info.run_id)}
     assert any(n.endswith(".png") for n in names) and any(n.endswith(".json") for n in names)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from natinv.errors import ConfigError, NatinvError
-from natinv.pipeline import STAGES, WILDCARD_TYPES
+from natinv.pipeline import STAGES, WILDCARD_TYPES, missing_input_hint
 
 
 def _override(text: str) -> dict:
@@ -142,7 +142,9 @@ def run(args: argparse.Namespace) -> None:
         check_shard(cfg, args.method, 0 if args.shard is None else args.shard)
     runner = _runner(args.stage)
     jobs = [(keys, {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in keys.items()}) for keys in _jobs(cfg, args)]
-    for _, names in jobs:  # before any work: every output can be written
+    for _, names in jobs:  # before any work: every input is there and every output can be written
+        if args.stage != "report" and (hint := missing_input_hint(cfg, STAGES[args.stage], names, args.params)):
+            raise NatinvError(hint)
         for path in STAGES[args.stage].output_files(cfg.exp_dir, names).values():
             check_writable(path)
     if args.stage == "synthesize" and args.shard is None:  # every shard in turn (DVC): keep those already made
@@ -152,7 +154,10 @@ def run(args: argparse.Namespace) -> None:
             for stale in remove_stale_temps(path):
                 log(f"removed {stale}, left by an interrupted run")
         job_cfg = cfg.for_job(keys.get("method"))  # a seed replica (`ni-seed1`) runs with its own seed
-        run = tracking.StageRun(job_cfg, args.stage, keys, STAGES[args.stage].params(cfg, names))
+        stage = STAGES[args.stage]
+        inputs = tracking.datasets_of(cfg.exp_dir, [f for f in stage.inputs(cfg, names, False) if f.is_file()], cfg.data.dataset)
+        weights = [f for f in stage.output_files(cfg.exp_dir, names).values() if f.suffix == ".safetensors"]
+        run = tracking.StageRun(job_cfg, args.stage, keys, stage.params(cfg, names), inputs, weights).start()
         try:
             outcome = runner(job_cfg, device, **keys)
         except BaseException as exc:

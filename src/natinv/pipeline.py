@@ -292,6 +292,29 @@ def _file_digest(path: Path) -> str:
 WILDCARD_TYPES: dict[str, type] = {"shard": int, "ratio": float}  # the others are names
 
 
+def producer(cfg: Config, path: Path) -> tuple[Stage, Wildcards] | None:
+    """The job of this run's plan that writes `path`, or None."""
+    for stage in STAGES.values():
+        for job in stage.jobs(cfg):
+            if path in stage.output_files(cfg.exp_dir, job).values():
+                return stage, job
+    return None
+
+
+def missing_input_hint(cfg: Config, stage: Stage, w: Wildcards, params: list[str]) -> str | None:
+    """One line naming the first input of a job of the plan that is not there and the command that makes it; None if all
+    are (or the job is not one of the plan's: the stage then says what is wrong with its names)."""
+    missing = next((f for f in stage.inputs(cfg, w, False) if not f.exists()), None) if w in stage.jobs(cfg) else None
+    if missing is None:
+        return None
+    found = producer(cfg, missing)
+    if found is None:
+        return f"{missing} is missing, and no job of these params makes it"
+    maker, job = found
+    flags = "".join(f" --params {p}" for p in params) + "".join(f" --{k} {v}" for k, v in job.items())
+    return f"{missing} is missing: stage {maker.name} makes it (`python -m natinv {maker.name}{flags}`, or `snakemake` for every stage)"
+
+
 def stage_params(cfg: Config, stage: str, **wildcards: str) -> dict[str, Any]:
     """{dotted key: value} of the parameters one job of `stage` depends on."""
     return STAGES[stage].params(cfg, wildcards)

@@ -48,6 +48,43 @@ def reuse_host_memory() -> bool:
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
+def eta(seconds_per_unit: float, remaining: int) -> str:
+    """The time `remaining` units still take at `seconds_per_unit`, for a progress line: 'ETA 3 min 20 s'."""
+    left = max(0.0, seconds_per_unit * remaining)
+    if left < 60:
+        return f"ETA {left:.0f} s"
+    minutes = int(left // 60)
+    return f"ETA {minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"ETA {minutes} min {int(left % 60)} s"
+
+
+class IterationProgress:
+    """`on_step` of an optimization run in groups of batches: on a terminal, a progress bar with its ETA over each
+    group's iterations (elsewhere none: the caller logs a line per batch); and when each iteration was reached (the
+    MLflow curves' timestamps)."""
+
+    def __init__(self, name: str, iterations: int, batches: int, per_group: int = 1):
+        self.name, self.iterations, self.batches, self.per_group = name, iterations, batches, per_group
+        self.group, self.times, self.bar = 0, [], None
+
+    def __call__(self, it: int) -> None:
+        import sys
+        import time
+
+        from tqdm import tqdm
+
+        if it == 0:
+            first, last = self.group * self.per_group + 1, min((self.group + 1) * self.per_group, self.batches)
+            self.group += 1
+            self.times = []
+            which = f"batch {first}/{self.batches}" if first == last else f"batches {first}-{last}/{self.batches}"
+            self.bar = tqdm(total=self.iterations, desc=f"{self.name} {which}", unit="it", leave=False, mininterval=1,
+                            disable=None, file=sys.stderr)  # a bar on a terminal only
+        self.times.append(time.time())
+        self.bar.update(1)
+        if it + 1 == self.iterations:
+            self.bar.close()
+
+
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed from any tuple of names and numbers (stable across runs, platforms and Python versions)."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()

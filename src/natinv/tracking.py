@@ -2,11 +2,18 @@
 
 The files under results/ are the truth; tracking only mirrors them. Every tracking call is wrapped so that a
 failure (no MLflow, a locked database, a server that is down) is one warning line, never a failed stage.
-Runs are written in one go when the stage ends (a few batched calls), which keeps parallel shard jobs from
-holding SQLite's single write lock for long; "database is locked" is retried with back-off.
 
-Store: `MLFLOW_TRACKING_URI` if set, else SQLite at `{results}/mlflow.db` with artifacts in `{results}/mlartifacts`.
-`NATINV_TRACKING=off` disables tracking. The parent run's id travels in `NATINV_MLFLOW_PARENT_RUN`.
+A stage's run is created (RUNNING) when the stage starts, with its settings as params (a synthesis method's under
+method-neutral names, `method.lr_generator`, so NI and DI line up in MLflow's compare view), its inputs as datasets
+(name and content digest) and its tags. While it runs, the curves the stage emits (`emit`: per-epoch accuracy, each
+synthesis batch's losses with the times they were reached) and a sample of system metrics (CPU, memory) are sent
+every FLUSH_SECONDS in one batched call; at the end its results, files and output weights, and its status. Writers
+of one SQLite store take turns (a file lock) and retry "database is locked", so parallel shard jobs never hold
+SQLite's single write lock for long. A run whose process was killed is marked KILLED by the next pipeline start.
+
+Store: `MLFLOW_TRACKING_URI` if set, else SQLite at `{results}/mlflow.db` with artifacts in `{results}/mlartifacts`
+(stored relative to the project when `results` is: run `mlflow ui` from the project folder). `NATINV_TRACKING=off`
+disables tracking. The parent run's id travels in `NATINV_MLFLOW_PARENT_RUN`.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import os
 import random
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +35,12 @@ from natinv.config import Config
 from natinv.runtime import log
 
 PARENT_ENV = "NATINV_MLFLOW_PARENT_RUN"
+FLUSH_SECONDS = float(os.environ.get("NATINV_MLFLOW_FLUSH_SECONDS", "15"))  # how often a running stage's points are sent
 T = TypeVar("T")
+# Result entries that describe the job rather than measure it: logged as params, not metrics
+SETTING_KEYS = {"batch_size", "batches", "iterations", "shard", "images", "steps", "ratio", "train_images", "test_images",
+                "reference_images", "retries"}
+SETTING_PREFIXES = ("model.", "engine.", "images.")
 
 
 @dataclass
@@ -51,6 +64,19 @@ def _artifact_location(cfg: Config) -> str | None:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return None  # the server decides
     return (Path(cfg.results) / "mlartifacts").resolve().as_uri()
+
+
+def _keep_artifacts_relative(cfg: Config, experiment_id: str) -> None:
+    """MLflow stores a new experiment's artifact location as an absolute path; with a relative `results` it is set back
+    to the relative one, so a copied or moved project keeps its artifacts in its own folder (every stage and
+    `mlflow ui` run in the project folder)."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or Path(cfg.results).is_absolute():
+        return
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tracking_uri(cfg)[len("sqlite:///"):], timeout=60)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                   ((Path(cfg.results) / "mlartifacts").as_posix(), experiment_id))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -91,12 +117,16 @@ def _retry(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 @contextlib.contextmanager
-def _warn_on_failure(what: str) -> Iterator[None]:
+def _warn_on_failure(what: str, said: list[bool] | None = None) -> Iterator[None]:
+    """A failure inside is one warning line (once per `said` flag: a run whose start failed does not warn again)."""
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - tracking must never fail a stage
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log(f"warning: MLflow tracking failed ({what}): {first[:300]}; the stage's files under results/ are complete")
+        if said is None or not said[0]:
+            log(f"warning: MLflow tracking failed ({what}): {first[:300]}; the stage's files under results/ are complete")
+        if said is not None:
+            said[0] = True
 
 
 @contextlib.contextmanager
@@ -136,18 +166,23 @@ def _experiment_id(client, cfg: Config) -> str:
     if found is not None:
         return found.experiment_id
     try:
-        return _retry(client.create_experiment, cfg.experiment, artifact_location=_artifact_location(cfg))
+        experiment_id = _retry(client.create_experiment, cfg.experiment, artifact_location=_artifact_location(cfg))
     except Exception:  # noqa: BLE001 - created by a parallel job in the meantime
         return _retry(client.get_experiment_by_name, cfg.experiment).experiment_id
+    _retry(_keep_artifacts_relative, cfg, experiment_id)
+    return experiment_id
 
 
-def _log_batches(client, run_id: str, params: dict[str, Any], tags: dict[str, str], points: list[tuple[str, float, int]]) -> None:
+Point = tuple[str, float, int, int | None]  # (metric, value, step, time in ms; None: when it is sent)
+
+
+def _log_batches(client, run_id: str, params: dict[str, Any], tags: dict[str, str], points: list[Point]) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
     param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
     tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
-    metric_list = [Metric(k, float(v), now, step) for k, v, step in points]
+    metric_list = [Metric(k, float(v), now if ms is None else ms, step) for k, v, step, ms in points]
     for i in range(0, len(param_list), 100):
         _retry(client.log_batch, run_id, params=param_list[i:i + 100])
     for i in range(0, len(tag_list), 100):
@@ -156,45 +191,201 @@ def _log_batches(client, run_id: str, params: dict[str, Any], tags: dict[str, st
         _retry(client.log_batch, run_id, metrics=metric_list[i:i + 1000])
 
 
-def _points(outcome: Outcome) -> list[tuple[str, float, int]]:
-    """Scalar results as step-0 metrics; per-epoch records and explicit series as stepped metrics."""
-    points = [(k, float(v), 0) for k, v in flatten({k: v for k, v in outcome.result.items() if k != "settings"}).items()
-              if isinstance(v, (int, float)) and not isinstance(v, bool)]
+def _is_setting(key: str) -> bool:
+    return key in SETTING_KEYS or key.startswith(SETTING_PREFIXES)
+
+
+def _results(outcome: Outcome, sent: set[str]) -> tuple[dict[str, Any], list[Point]]:
+    """(params, points) of a stage's outcome: entries that describe the job as `result.*` params; measured scalars as
+    step-0 metrics; per-epoch records and series as stepped metrics, except the curves `sent` while it ran."""
+    scalars = {k: v for k, v in flatten({k: v for k, v in outcome.result.items() if k != "settings"}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    params = {f"result.{k}": v for k, v in scalars.items() if _is_setting(k)}
+    points: list[Point] = [(k, float(v), 0, None) for k, v in scalars.items() if not _is_setting(k)]
     for record in outcome.result.get("epochs", []):
-        points += [(f"epoch/{k}", float(v), int(record["epoch"])) for k, v in record.items() if k != "epoch"]
+        points += [(f"epoch/{k}", float(v), int(record["epoch"]), None) for k, v in record.items()
+                   if k != "epoch" and f"epoch/{k}" not in sent]
     for name, values in outcome.series.items():
-        points += [(name, float(v), step) for step, v in enumerate(values, start=1)]
-    return points
+        if name not in sent:
+            points += [(name, float(v), step, None) for step, v in enumerate(values, start=1)]
+    return params, points
+
+
+def neutral_params(params: Mapping[str, Any], method: str | None) -> dict[str, Any]:
+    """The job's settings with its synthesis method's under `method.*` (`synthesis.methods.ni.lr` -> `method.lr`), so
+    every method's run has the same names and MLflow's compare view lines NI and DI up."""
+    prefix = f"synthesis.methods.{method}"
+    out: dict[str, Any] = {}
+    for key, value in flatten(params).items():
+        out["method" + key[len(prefix):] if method and (key == prefix or key.startswith(prefix + ".")) else key] = value
+    return out
+
+
+def _system_sample(process: Any) -> list[Point]:
+    """CPU and memory of the machine and of this process, under MLflow's system-metric names (its System metrics tab)."""
+    import psutil
+
+    ms, memory = int(time.time() * 1000), psutil.virtual_memory()
+    sample = {"system/cpu_utilization_percentage": psutil.cpu_percent(),
+              "system/system_memory_usage_megabytes": (memory.total - memory.available) / 2**20,
+              "system/system_memory_usage_percentage": memory.percent,
+              "system/process_memory_rss_megabytes": process.memory_info().rss / 2**20,
+              "system/process_cpu_percentage": process.cpu_percent()}
+    return [(k, float(v), 0, ms) for k, v in sample.items()]
+
+
+_current: StageRun | None = None
+
+
+def emit(name: str, values: Sequence[float], steps: Sequence[int], times: Sequence[float] | None = None) -> None:
+    """Points of a curve of the running stage (`times`: when each was reached, in seconds since the epoch; default now),
+    sent to its MLflow run with the next batch. Nothing happens when no run is open."""
+    if _current is not None:
+        _current.queue(name, values, steps, times)
+
+
+def emit_record(prefix: str, record: Mapping[str, float], step: int) -> None:
+    """Every number of one record (an epoch's train loss, accuracy, seconds) as a point at `step`: `{prefix}/{key}`."""
+    for key, value in record.items():
+        if key != prefix and isinstance(value, (int, float)) and not isinstance(value, bool):
+            emit(f"{prefix}/{key}", [value], [step])
 
 
 class StageRun:
-    """One MLflow run for one stage invocation; opened when the stage starts, written when it ends."""
+    """One MLflow run for one stage invocation: created RUNNING by `start`, fed while the stage runs, ended by `close`."""
 
-    def __init__(self, cfg: Config, stage: str, keys: Mapping[str, Any], params: Mapping[str, Any]):
+    def __init__(self, cfg: Config, stage: str, keys: Mapping[str, Any], params: Mapping[str, Any],
+                 inputs: Sequence[tuple[str, str, list[Path]]] = (), weights: Sequence[Path] = ()):
         self.cfg, self.stage, self.keys, self.params = cfg, stage, dict(keys), dict(params)
+        self.inputs, self.weights = list(inputs), list(weights)  # (name, context, files) per dataset; output weights
         self.started = time.time()
+        self.run_id: str | None = None
+        self.pending: list[Point] = []
+        self.sent: set[str] = set()  # the curves emitted while it ran (not logged again at the end)
+        self.guard = threading.Lock()
+        self.stop = threading.Event()
+        self.worker: threading.Thread | None = None
+        self.warned = [False]  # one warning per run
 
     @property
     def name(self) -> str:
-        return " ".join([self.stage, *(f"{v}" if k != "shard" else f"shard-{v}" for k, v in self.keys.items())])
+        """The method first and its teacher last, so a narrow column of MLflow's runs table still tells runs apart."""
+        keys = self.keys
+        if "method" not in keys:
+            return " ".join([self.stage, *map(str, keys.values())])
+        rest = [f"shard-{v}" if k == "shard" else f"{v}" for k, v in keys.items() if k not in ("method", "teacher")]
+        return " ".join([str(keys["method"]), self.stage, *rest, *([f"({keys['teacher']})"] if "teacher" in keys else [])])
 
-    def close(self, status: str, outcome: Outcome | None = None) -> None:
+    def tags(self) -> dict[str, str]:
+        tags = {"stage": self.stage, **{k: str(v) for k, v in self.keys.items()}, "experiment": self.cfg.experiment,
+                "mlflow.runName": self.name, "host": socket.gethostname(), "pid": str(os.getpid()), **_git_commit()}
+        if "method" in self.keys and (kind := self.params.get(f"synthesis.methods.{self.keys['method']}")):
+            tags["method.kind"] = str(kind.get("kind")) if isinstance(kind, Mapping) else ""
+        if parent := os.environ.get(PARENT_ENV):
+            tags["mlflow.parentRunId"] = parent
+        return tags
+
+    def start(self) -> StageRun:
+        """Create the run (RUNNING) with its params, tags and inputs, and start sending what the stage emits."""
+        global _current
         if not enabled():
-            return
-        with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}"):
-            tags = {"stage": self.stage, **{k: str(v) for k, v in self.keys.items()}, "experiment": self.cfg.experiment,
-                    "mlflow.runName": self.name, **_git_commit()}
-            if parent := os.environ.get(PARENT_ENV):
-                tags["mlflow.parentRunId"] = parent
-            points = _points(outcome) if outcome else []
+            return self
+        with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}", self.warned):
+            datasets = _datasets(self.inputs)
             with _store(self.cfg) as client:
                 run = _retry(client.create_run, _experiment_id(client, self.cfg), start_time=int(self.started * 1000))
-                run_id = run.info.run_id
-                _log_batches(client, run_id, flatten(self.params), tags, points)
+                self.run_id = run.info.run_id
+                _log_batches(client, self.run_id, neutral_params(self.params, self.keys.get("method")), self.tags(), [])
+                if datasets:
+                    _retry(client.log_inputs, self.run_id, datasets=datasets)
+            _current = self
+            self.worker = threading.Thread(target=self._send_every, name="mlflow", daemon=True)
+            self.worker.start()
+        return self
+
+    def queue(self, name: str, values: Sequence[float], steps: Sequence[int], times: Sequence[float] | None) -> None:
+        now = time.time()
+        with self.guard:
+            self.sent.add(name)
+            self.pending += [(name, float(v), int(s), int(1000 * (now if times is None else times[i])))
+                             for i, (v, s) in enumerate(zip(values, steps))]
+
+    def _send_every(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        process.cpu_percent()  # the first reading only starts the count
+        while not self.stop.wait(FLUSH_SECONDS):
+            self._send(_system_sample(process))
+
+    def _send(self, extra: list[Point] = ()) -> None:
+        with self.guard:
+            points, self.pending = self.pending + list(extra), []
+        if points and self.run_id is not None:
+            with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}", self.warned), _store(self.cfg) as client:
+                _log_batches(client, self.run_id, {}, {}, points)
+
+    def close(self, status: str, outcome: Outcome | None = None) -> None:
+        global _current
+        if not enabled():
+            return
+        _current = None
+        self.stop.set()
+        if self.worker is not None:
+            self.worker.join()
+        with _warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}", self.warned):
+            params, points = _results(outcome, self.sent) if outcome else ({}, [])
+            with self.guard:
+                points, self.pending = self.pending + points, []
+            with _store(self.cfg) as client:
+                if self.run_id is None:  # the start failed (e.g. the store was down): the whole run now
+                    run = _retry(client.create_run, _experiment_id(client, self.cfg), start_time=int(self.started * 1000))
+                    self.run_id = run.info.run_id
+                    params |= neutral_params(self.params, self.keys.get("method"))
+                    _log_batches(client, self.run_id, {}, self.tags(), [])
+                _log_batches(client, self.run_id, params, {}, points)
                 for path in outcome.artifacts if outcome else []:
                     if path.is_file():
-                        _retry(client.log_artifact, run_id, str(path))
-                _retry(client.set_terminated, run_id, status, int(time.time() * 1000))
+                        _retry(client.log_artifact, self.run_id, str(path))
+                for path in self.weights if outcome else []:
+                    if path.is_file():
+                        _retry(client.log_artifact, self.run_id, str(path), "weights")
+                _retry(client.set_terminated, self.run_id, status, int(time.time() * 1000))
+
+
+def datasets_of(exp: Path, files: Sequence[Path], dataset: str) -> list[tuple[str, str, list[Path]]]:
+    """A job's input files as MLflow datasets (name, context, files), by the file contract's folders: the real data,
+    a teacher or evaluator checkpoint, a method's synthesized images."""
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for f in files:
+        parts = Path(f).relative_to(exp).parts
+        name, context = {
+            "data": (f"{dataset} (real)", "real data"),
+            "teachers": (f"teacher {Path(parts[-1]).stem}", "teacher"),
+            "evaluators": (f"evaluator {Path(parts[-1]).stem}", "evaluator"),
+            "synth": (f"{'/'.join(parts[1:3][::-1])} images", "synthesized images"),
+        }.get(parts[0], ("/".join(parts), "input"))
+        groups.setdefault((name, context), []).append(Path(f))
+    return [(name, context, fs) for (name, context), fs in groups.items()]
+
+
+def _datasets(inputs: Sequence[tuple[str, str, list[Path]]]) -> list[Any]:
+    """MLflow dataset inputs: per input, its name, a digest of its files' contents, where it is and how it is used."""
+    import hashlib
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    out = []
+    for name, context, files in inputs:
+        digest = hashlib.sha256()
+        for f in files:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        source = str(files[0].parent if len(files) > 1 else files[0])
+        out.append(DatasetInput(Dataset(name, digest.hexdigest()[:16], "local", f'{{"uri": "{source}"}}'),
+                                [InputTag("mlflow.data.context", context)]))
+    return out
 
 
 def start_pipeline(cfg: Config, driver: str) -> str | None:
@@ -235,13 +426,15 @@ def _alive(pid: int) -> bool:
 
 
 def _end_orphans(client, experiment_id: str) -> None:
-    """Parent runs still RUNNING whose driver (Snakemake, on this host) no longer exists were killed: mark them KILLED,
-    ended now, so a killed pipeline does not stay running in the UI for ever."""
+    """Runs still RUNNING whose process (Snakemake for a pipeline's parent run, the stage's own process for a stage
+    run), on this host, no longer exists were killed: mark them KILLED, ended now, so they do not stay running in
+    the UI for ever."""
     host = socket.gethostname()
-    runs = _retry(client.search_runs, [experiment_id], "tags.stage = 'pipeline' and attributes.status = 'RUNNING'",
-                  max_results=1000)
+    runs = _retry(client.search_runs, [experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
     for run in runs:
         tags = run.data.tags
-        if tags.get("driver_host") == host and tags.get("driver_pid", "").isdigit() and not _alive(int(tags["driver_pid"])):
+        run_host, pid = tags.get("driver_host", tags.get("host")), tags.get("driver_pid", tags.get("pid", ""))
+        if run_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             _retry(client.set_terminated, run.info.run_id, "KILLED")
-            log(f"MLflow: parent run {run.info.run_id} of a pipeline that was killed (pid {tags['driver_pid']}) marked KILLED")
+            what = "a pipeline" if tags.get("stage") == "pipeline" else f"stage {tags.get('mlflow.runName', '')!r}"
+            log(f"MLflow: run {run.info.run_id} of {what} that was killed (pid {pid}) marked KILLED")

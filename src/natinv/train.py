@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from natinv.data import crop_flip
 from natinv.errors import NatinvError
-from natinv.runtime import log
+from natinv import tracking
+from natinv.runtime import eta, log
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
@@ -132,8 +133,11 @@ def fit(
         if on_epoch is not None:
             record.update(on_epoch(epoch))
         history.append(record)
+        tracking.emit_record("epoch", record, epoch + 1)
+        left = schedule.epochs - epoch - 1
         log(f"{desc} epoch {epoch + 1}/{schedule.epochs}: " + ", ".join(
-            f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
+            f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
+            + (f"; {eta(sum(r['seconds'] for r in history) / len(history), left)}" if left else ""))
     return history
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from natinv.errors import NatinvError
-from natinv.runtime import derive_seed
+from natinv import tracking
+from natinv.runtime import IterationProgress, derive_seed, eta
 from natinv.synthesis.competition import Competitor
 from natinv.synthesis.labels import batch_labels
 from natinv.synthesis.objective import TERMS, BatchResult, InversionObjective, LossWeights
@@ -33,9 +34,14 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
 
     images, labels, curves, best_iters, retries = [], [], [], [], []
     student_gen = torch.Generator().manual_seed(derive_seed(job.seed, job.teacher_key, job.method_key, "cotrain"))
+    name = f"{job.teacher_key}/{job.method_key} shard {job.shard}"
+    job.on_step = progress = IterationProgress(name, method.iterations, len(plan), objective.engine.batches_per_step)
     start = time.perf_counter()
     for k, res in enumerate(optimize(objective, batches)):
         res, tries = _until_finite(job, objective, optimize, res, plan[k][0])
+        times = progress.times if len(progress.times) == len(res.curve) else None
+        for t in ("ce", "bn"):  # to MLflow while the shard runs, stamped with when each iteration was reached
+            tracking.emit(f"batch-{plan[k][0]}/{t}", res.curve[:, TERMS.index(t)].tolist(), range(1, len(res.curve) + 1), times)
         seeds[k] = res.seed
         retries.append(tries)
         images.append(res.images.float().cpu())
@@ -46,10 +52,12 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
             co.distill_on(job.teacher, torch.cat(images), method.cotrain.steps, student_gen)
         final = dict(zip(TERMS, res.curve[res.best_iteration].tolist()))
         elapsed = time.perf_counter() - start
-        job.log(f"{job.teacher_key}/{job.method_key} shard {job.shard} batch {k + 1}/{len(plan)}: best iteration "
+        left = len(plan) - k - 1
+        job.log(f"{name} batch {k + 1}/{len(plan)}: best iteration "
                 f"{res.best_iteration + 1}, loss {final['total']:.3f} (CE {final['ce']:.3f}, BN {final['bn']:.3f}"
                 + (f", competition {final['competition']:.3f}; student KD loss {co.losses[-1].item():.3f}" if co else "")
-                + f"), {elapsed / ((k + 1) * method.iterations):.3f} s/iteration")
+                + f"), {elapsed / ((k + 1) * method.iterations):.3f} s/iteration"
+                + (f"; {eta(elapsed / (k + 1), left)} for the shard" if left else ""))
     objective.close()
     curve = torch.stack(curves).numpy().astype(np.float32)  # (batches, iterations, terms)
     best = np.asarray(best_iters, dtype=np.int64)

@@ -120,4 +120,4 @@ def run_shard(job):
     from natinv.synthesis.inversion import run_batches
 
     return run_batches(job, lambda objective, batches: synthesize(
-        objective, batches, job.method, job.meta.num_classes, job.shape, job.device))
+        objective, batches, job.method, job.meta.num_classes, job.shape, job.device, on_step=job.on_step))

@@ -58,6 +58,7 @@ class ShardJob:
     co: CoStudent | None  # the student a co-trained method distils while it synthesizes
     log: object = print
     engine: EngineConfig = field(default_factory=EngineConfig)
+    on_step: object = None  # called after every optimizer step (natinv.runtime.IterationProgress, set by run_batches)
 
     @property
     def shape(self) -> tuple[int, int, int]:
