@@ -73,3 +73,27 @@ def smoke_run(tmp_path_factory):
         return runs[profile]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """chromium(path): the DOM of a local HTML file after headless Chromium ran its scripts (Debian's chromium,
+    installed here when missing and this is root with apt-get)."""
+    import os
+    import subprocess
+
+    exe = shutil.which("chromium")
+    if exe is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium", shell=True,
+                       check=True, capture_output=True)
+        exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("no chromium, and no root with apt-get to install Debian's")
+
+    def render(page: Path) -> str:
+        proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom",
+                               page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    return render

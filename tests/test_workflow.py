@@ -16,7 +16,7 @@ import pytest
 from natinv import dvc_yaml, plan
 from natinv.config import load_config, read_params_file
 from natinv.pipeline import STAGES
-from pipeline import (ROOT, TINY, assert_same_graph, copy_repo, dvc_stages, git_commit, job_counts, normalize,
+from pipeline import (BIN, ROOT, TINY, assert_same_graph, copy_repo, dvc_stages, git_commit, job_counts, normalize,
                       snakemake_jobs, stage_wildcards, tool)
 
 PAPER = ["paper-cifar10", "paper-cifar100"]
@@ -295,10 +295,11 @@ def test_snakemake_runs_the_tiny_profile_end_to_end(tiny_run):
 
 
 @pytest.mark.slow
-def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_run):
+def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_run, monkeypatch):
     from mlflow import MlflowClient
 
     repo, _ = tiny_run
+    monkeypatch.chdir(repo)  # the artifact store is relative to the project, as `mlflow ui` run there sees it
     client = MlflowClient(f"sqlite:///{repo / 'results/mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
@@ -314,7 +315,7 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
     assert len(client.get_metric_history(shard.info.run_id, "loss/ce")) == 10  # one point per iteration
     # whichever shard the store lists first: its own method's settings, under method-neutral names
     assert shard.data.params["method.iterations"] == "10" and "method.lambda_bn" in shard.data.params
-    assert shard.data.params["method.kind"] == shard.data.tags["method.kind"] and shard.data.params["result.images"] == "24"
+    assert shard.data.params["method.kind"] == shard.data.tags["method.kind"] and shard.data.params["result.images"] in ("16", "32")
     assert not any(k.startswith("synthesis.methods.") for k in shard.data.params)
     assert len(client.get_metric_history(shard.info.run_id, "batch-0/ce" if shard.data.tags["shard"] == "0" else "batch-1/ce")) == 10
     assert {d.dataset.name for d in shard.inputs.dataset_inputs} == {"teacher resnet8-w16"}
@@ -364,3 +365,86 @@ def test_a_changed_parameter_or_code_file_invalidates_exactly_its_downstream(tin
     prune.write_text(prune.read_text() + "\n# an edit\n")
     changed = {k.split(":")[-1] for k in json.loads(tool(repo, "dvc", "status", "--json", dvcfile).stdout)}
     assert changed == {f"prune--resnet8-w16--{m}--0.5" for m in ("ni", "di", "ni-o2m", "real", "none")}
+
+
+@pytest.mark.slow
+def test_dvc_experiments_compare_every_number_and_leave_the_params_file_as_it_was(tiny_run, tmp_path):
+    """`dvc exp run -S` on a tracked key re-runs what depends on it; `dvc exp show` then lists the KD, scratch, pruning
+    and metrics numbers of the baseline and the experiment side by side (the metric files are cached), and the params
+    file differs from the committed one by that key's line only."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_run[0], repo, symlinks=True)
+    dvcfile = generate_dvc_yaml(repo, TINY[1:])
+    tool(repo, "dvc", "commit", "-f", dvcfile)  # adopt the Snakemake run's outputs as the baseline
+    subprocess.run("git add -A && git -c user.email=t@t -c user.name=t commit -qm baseline", shell=True, cwd=repo, check=True)
+    before = (repo / "params/default.yaml").read_text()
+    out = tool(repo, "dvc", "exp", "run", "-n", "kd-lr", "-S", "params/default.yaml:kd.lr=0.1", dvcfile).stdout
+    assert {name.split(":")[-1].split("--")[0] for name in re.findall(r"Running stage '([^']+)'", out)} == {"kd", "report"}
+    after = (repo / "params/default.yaml").read_text()
+    assert [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b] == [("  lr: 0.05", "  lr: 0.1")]
+    assert len(before.splitlines()) == len(after.splitlines())
+    show = json.loads(tool(repo, "dvc", "exp", "show", "--json").stdout)
+    baseline = next(b for b in show if b["rev"] != "workspace")
+    (experiment,) = [r for e in baseline["experiments"] for r in e["revs"] if r["name"] == "kd-lr"]
+    files = {"kd/resnet8-w16/ni/resnet8-w8.json": "test_acc", "scratch/resnet8-w16/ni/resnet8-w8.json": "test_acc",
+             "prune/resnet8-w16/ni/ratio-0.5.json": "test_acc", "metrics/resnet8-w16/ni.json": "reference_images"}
+    for row in (baseline, experiment):
+        metrics = row["data"]["metrics"]
+        for f, key in files.items():
+            assert isinstance(metrics[f"results/tiny/{f}"]["data"][key], (int, float)), (row["name"], f)
+    # `dvc plots show`: one chart per curve and teacher with a line per method (Snakemake's folder markers ignored)
+    plots = json.loads(tool(repo, "dvc", "plots", "show", "--json").stdout)["data"]
+    chart = plots[f"{dvcfile}::synthesis-ce-resnet8-w16"][0]["content"]["data"]["values"]
+    assert {r["filename"] for r in chart} == {f"resnet8-w16-{m}.csv" for m in ("ni", "di", "ni-o2m")}
+    accuracy = plots[f"{dvcfile}::accuracy-resnet8-w16"][0]["content"]["data"]["values"]
+    assert {r["filename"] for r in accuracy} >= {"teacher-resnet8-w16.csv", "KD-ni-resnet8-w8.csv", "KD-real-resnet8-w8.csv"}
+    kd = "results/tiny/kd/resnet8-w16/ni/resnet8-w8.json"
+    assert baseline["data"]["metrics"][kd]["data"]["settings"]["lr"] == 0.05
+    assert experiment["data"]["metrics"][kd]["data"]["settings"]["lr"] == 0.1  # the experiment's own KD, re-run
+
+
+@pytest.mark.slow
+def test_an_interrupted_dvc_repro_keeps_the_shards_it_finished(tmp_path):
+    """Ctrl-C of `dvc repro` during synthesis: the shard folder persists and the re-run keeps the finished shard (the
+    same file, not made again), makes the rest, and leaves the pipeline up to date."""
+    import os
+    import signal
+    import time
+
+    repo = copy_repo(tmp_path / "repo")
+    (repo / "slow.yaml").write_text("synthesis: {methods: {ni: {iterations: 300}}}\n")
+    dvcfile = generate_dvc_yaml(repo, [*TINY[1:], "slow.yaml"])
+    git_commit(repo)
+    target = f"{dvcfile}:synthesize--resnet8-w16--ni"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NATINV_TRACKING": "off"}
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro", target], cwd=repo, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = repo / "results/tiny/synth/resnet8-w16/ni"
+    deadline = time.time() + 300
+    while not (folder / "shard-0.png").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "dvc repro finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(60)
+    assert (folder / "shard-0.npz").is_file() and not (folder / "shard-1.npz").exists()
+    stamp = (folder / "shard-0.npz").stat().st_mtime_ns
+    again = tool(repo, "dvc", "repro", target, env={"NATINV_TRACKING": "off"})
+    assert "resnet8-w16/ni: kept shard 0 (made from these parameters and this code)" in again.stdout + again.stderr
+    assert (folder / "shard-0.npz").stat().st_mtime_ns == stamp and (folder / "shard-1.npz").is_file()
+    assert "up to date" in tool(repo, "dvc", "status", target).stdout
+
+
+@pytest.mark.slow
+def test_snakemakes_html_report_shows_the_run_in_a_real_browser(tiny_run, tmp_path, chromium):
+    """`snakemake --report` makes one self-contained page holding the outputs marked with report() (the run's report
+    page, shard grids, figures, t-SNE) under their categories, as headless Chromium renders it; the report stage's own
+    report.html holds every table and embeds every figure."""
+    repo, _ = tiny_run
+    page = tmp_path / "report.html"
+    tool(repo, "snakemake", "--report", str(page), *TINY)
+    dom = chromium(page)
+    for category in ("1. Report", "2. Synthesized images", "3. Figures", "4. t-SNE"):
+        assert category in dom, category
+    own = chromium(repo / "results/tiny/report/report.html")
+    assert own.count("<table>") >= 5 and own.count('src="data:image/png;base64,') >= 5
+    assert "Knowledge distillation" in own and 'src="figures/' not in own
