@@ -279,6 +279,7 @@ def test_snakemake_runs_the_tiny_profile_end_to_end(tiny_run):
         assert (exp / "report" / fig).stat().st_size > 0, fig
     assert set(summary["metrics"]) == {f"resnet8-w16/{m}" for m in ("ni", "di", "ni-o2m", "real")}
     assert summary["metrics"]["resnet8-w16/real"]["evaluator:vgg11-w8/fd"] < summary["metrics"]["resnet8-w16/ni"]["evaluator:vgg11-w8/fd"]
+    assert "against 2,000 real training images" in report  # all the profile's 2,000, not metrics.reference_images (5,000)
     assert len(list((exp / "logs").rglob("*.log"))) == 28  # one per job
     assert set(summary["scratch"]) == {f"resnet8-w16/{m}/resnet8-w8" for m in ("ni", "di", "ni-o2m", "real")}
     assert set(summary["prune"]) == {f"resnet8-w16/{m}/0.5" for m in ("ni", "di", "ni-o2m", "real", "none")}

@@ -59,7 +59,7 @@ def collect(cfg: Config) -> dict:
     for t, m in _plain(plan.metrics_jobs(cfg)):  # the synthesized methods, then real (the reference row)
         if (mj := read_if_present(paths.metrics_json(cfg.exp_dir, t, m))) is not None:
             out["metrics"][f"{t}/{m}"] = {f"{net}/{k}": v for net, scores in mj["embeddings"].items() for k, v in scores.items()}
-            out["metrics"][f"{t}/{m}"]["seconds"] = mj["seconds"]
+            out["metrics"][f"{t}/{m}"] |= {"seconds": mj["seconds"], "images": mj["images"], "reference_images": mj["reference_images"]}
             inc = mj.get("inception") or {"available": False, "reason": "this metrics file predates the Inception metrics"}
             if inc["available"]:
                 out["inception"][f"{t}/{m}"] = {k: inc[k] for k in ("is", "is_std", "fid", "precision", "recall", "f_score")}

@@ -144,7 +144,7 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
 
     lines += ["## How real are the images (paper Tables 1 and 8)", "",
               f"Fréchet distance (FD, lower is closer) and k-NN precision / recall (k = {cfg.metrics.neighborhood}) against "
-              f"{cfg.metrics.reference_images:,} real training images, in the embedding of the teacher (the network that was "
+              f"{_reference_count(summary)} real training images, in the embedding of the teacher (the network that was "
               "inverted) and of each evaluator (trained on real data, not inverted). `real` = held-out test images: the floor.", ""]
     nets = _nets(summary)
     lines += _table(["teacher/images", *(f"{n}: FD / P / R" for n in nets), "paper Table 8 FD"],
@@ -383,6 +383,13 @@ def _components_section(cfg: Config, summary: dict) -> list[str]:
     return lines + [""]
 
 
+def _reference_count(summary: dict) -> str:
+    """How many real training images the metrics jobs compared against, as they report it (metrics.reference_images,
+    or every training image when there are fewer)."""
+    counts = sorted({v["reference_images"] for v in summary["metrics"].values() if "reference_images" in v})
+    return " to ".join(f"{n:,}" for n in (counts[:1] + counts[-1:] if len(counts) > 1 else counts)) or "the"
+
+
 def _nets(summary: dict) -> list[str]:
     """The embeddings the metrics were computed in: the teacher first, then the evaluators."""
     return sorted({k.split("/")[0] for v in summary["metrics"].values() for k in v if "/" in k}, key=lambda n: (n != "teacher", n))
@@ -404,7 +411,7 @@ def _inception_section(cfg: Config, summary: dict) -> list[str]:
         p = paper.get(paper_key(cfg, key.split("/")[1]), {})
         rows.append([key, f"**{v['is']:.2f}** ± {v['is_std']:.2f}", f"**{v['fid']:.2f}**", f"{v['precision']:.3f}",
                      f"{v['recall']:.3f}", " / ".join(str(p.get(k, "-")) for k in ("IS", "FID", "precision", "recall"))])
-    lines += [f"IS of the images, FID and k-NN precision / recall against the same {cfg.metrics.reference_images:,} real "
+    lines += [f"IS of the images, FID and k-NN precision / recall against the same {_reference_count(summary)} real "
               f"training images, in the embedding of `{ic.feature_extractor}` (uint8 renderings, torch-fidelity).", ""]
     lines += _table(["teacher/images", "IS", "FID", "precision", "recall", "paper IS / FID / P / R (CIFAR-10)"], rows)
     return lines + ["Settings that differ from the paper's Table 1: its images are 50k CIFAR-10 images from a ResNet-34 "
