@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import BIN, TINY, compare_runs, copy_repo, tiny_params, tool
+from pipeline import BIN, TINY, compare_runs, copy_repo, snakemake_jobs, tiny_params, tool
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +86,11 @@ def test_a_killed_snakemake_run_resumes_to_the_uninterrupted_outputs(tiny_run, t
     assert any(p.suffix == ".safetensors" for p in done)  # some jobs finished, ...
     assert not (repo / "results/tiny/report/report.md").exists()  # ... not all
     tool(repo, "snakemake", "--unlock", *TINY)
+    planned = snakemake_jobs(repo, "--rerun-incomplete", *TINY)  # what the re-run will make
+    finished = {p: p.stat().st_mtime_ns for p in (repo / "results/tiny/synth").rglob("shard-*.npz")
+                if str(p.relative_to(repo)) not in planned}
     tool(repo, "snakemake", "--cores", "2", "--rerun-incomplete", *TINY)
+    assert finished and all(p.stat().st_mtime_ns == t for p, t in finished.items())  # kept, not made again
     assert compare_runs(tiny_run[0], repo, "results/tiny") > 50
     assert not list((repo / "results").rglob(".*.tmp"))
     client = MlflowClient(f"sqlite:///{repo / 'results/mlflow.db'}")
