@@ -23,6 +23,16 @@ run.close("FINISHED", Outcome({"seconds": 1.0, "final": {"ce": 0.5}}, {"loss/ce"
 """
 
 
+def test_a_methods_settings_are_logged_under_neutral_names_for_its_seed_replicas_too():
+    from natinv.tracking import neutral_params
+
+    params = {"synthesis.methods.ni": {"lr_generator": 0.01, "kind": "naturalinversion"}, "kd.lr": 0.05}
+    for method in ("ni", "ni-seed2"):
+        assert neutral_params(params, method) == {"method.lr_generator": 0.01, "method.kind": "naturalinversion", "kd.lr": 0.05}
+    assert neutral_params(params, None) == {"synthesis.methods.ni.lr_generator": 0.01, "synthesis.methods.ni.kind": "naturalinversion",
+                                            "kd.lr": 0.05}
+
+
 def test_flatten_nests_with_dots():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": "x"}) == {"a.b": 1, "a.c.d": [1, 2], "e": "x"}
 

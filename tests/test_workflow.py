@@ -380,14 +380,14 @@ def test_dvc_experiments_compare_every_number_and_leave_the_params_file_as_it_wa
     tool(repo, "dvc", "commit", "-f", dvcfile)  # adopt the Snakemake run's outputs as the baseline
     subprocess.run("git add -A && git -c user.email=t@t -c user.name=t commit -qm baseline", shell=True, cwd=repo, check=True)
     before = (repo / "params/default.yaml").read_text()
-    out = tool(repo, "dvc", "exp", "run", "-n", "kd-lr", "-S", "params/default.yaml:kd.lr=0.1", dvcfile).stdout
-    assert {name.split(":")[-1].split("--")[0] for name in re.findall(r"Running stage '([^']+)'", out)} == {"kd", "report"}
+    out = tool(repo, "dvc", "exp", "run", "-n", "tsne-p", "-S", "params/default.yaml:metrics.tsne.perplexity=20.0", dvcfile).stdout
+    assert {name.split(":")[-1].split("--")[0] for name in re.findall(r"Running stage '([^']+)'", out)} == {"tsne", "report"}
     after = (repo / "params/default.yaml").read_text()
-    assert [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b] == [("  lr: 0.05", "  lr: 0.1")]
+    assert [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b] == [("    perplexity: 30.0", "    perplexity: 20.0")]
     assert len(before.splitlines()) == len(after.splitlines())
     show = json.loads(tool(repo, "dvc", "exp", "show", "--json").stdout)
     baseline = next(b for b in show if b["rev"] != "workspace")
-    (experiment,) = [r for e in baseline["experiments"] for r in e["revs"] if r["name"] == "kd-lr"]
+    (experiment,) = [r for e in baseline["experiments"] for r in e["revs"] if r["name"] == "tsne-p"]
     files = {"kd/resnet8-w16/ni/resnet8-w8.json": "test_acc", "scratch/resnet8-w16/ni/resnet8-w8.json": "test_acc",
              "prune/resnet8-w16/ni/ratio-0.5.json": "test_acc", "metrics/resnet8-w16/ni.json": "reference_images"}
     for row in (baseline, experiment):
@@ -400,9 +400,9 @@ def test_dvc_experiments_compare_every_number_and_leave_the_params_file_as_it_wa
     assert {r["filename"] for r in chart} == {f"resnet8-w16-{m}.csv" for m in ("ni", "di", "ni-o2m")}
     accuracy = plots[f"{dvcfile}::accuracy-resnet8-w16"][0]["content"]["data"]["values"]
     assert {r["filename"] for r in accuracy} >= {"teacher-resnet8-w16.csv", "KD-ni-resnet8-w8.csv", "KD-real-resnet8-w8.csv"}
-    kd = "results/tiny/kd/resnet8-w16/ni/resnet8-w8.json"
-    assert baseline["data"]["metrics"][kd]["data"]["settings"]["lr"] == 0.05
-    assert experiment["data"]["metrics"][kd]["data"]["settings"]["lr"] == 0.1  # the experiment's own KD, re-run
+    tsne = "results/tiny/tsne/resnet8-w16.json"
+    assert baseline["data"]["metrics"][tsne]["data"]["settings"]["perplexity"] == 30.0
+    assert experiment["data"]["metrics"][tsne]["data"]["settings"]["perplexity"] == 20.0  # the experiment's own t-SNE
 
 
 @pytest.mark.slow
@@ -414,7 +414,7 @@ def test_an_interrupted_dvc_repro_keeps_the_shards_it_finished(tmp_path):
     import time
 
     repo = copy_repo(tmp_path / "repo")
-    (repo / "slow.yaml").write_text("synthesis: {methods: {ni: {iterations: 300}}}\n")
+    (repo / "slow.yaml").write_text("synthesis: {methods: {ni: {iterations: 150}}}\n")
     dvcfile = generate_dvc_yaml(repo, [*TINY[1:], "slow.yaml"])
     git_commit(repo)
     target = f"{dvcfile}:synthesize--resnet8-w16--ni"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from natinv.config import Config
+from natinv.config import Config, seeds
 from natinv.runtime import log
 
 PARENT_ENV = "NATINV_MLFLOW_PARENT_RUN"
@@ -212,9 +212,10 @@ def _results(outcome: Outcome, sent: set[str]) -> tuple[dict[str, Any], list[Poi
 
 
 def neutral_params(params: Mapping[str, Any], method: str | None) -> dict[str, Any]:
-    """The job's settings with its synthesis method's under `method.*` (`synthesis.methods.ni.lr` -> `method.lr`), so
-    every method's run has the same names and MLflow's compare view lines NI and DI up."""
-    prefix = f"synthesis.methods.{method}"
+    """The job's settings with its synthesis method's under `method.*` (`synthesis.methods.ni.lr` -> `method.lr`; a seed
+    replica's, `ni-seed1`, are its method's), so every method's run has the same names and MLflow's compare view lines
+    NI and DI up."""
+    prefix = f"synthesis.methods.{seeds.split(method)[0] if method else method}"
     out: dict[str, Any] = {}
     for key, value in flatten(params).items():
         out["method" + key[len(prefix):] if method and (key == prefix or key.startswith(prefix + ".")) else key] = value
@@ -279,7 +280,7 @@ class StageRun:
     def tags(self) -> dict[str, str]:
         tags = {"stage": self.stage, **{k: str(v) for k, v in self.keys.items()}, "experiment": self.cfg.experiment,
                 "mlflow.runName": self.name, "host": socket.gethostname(), "pid": str(os.getpid()), **_git_commit()}
-        if "method" in self.keys and (kind := self.params.get(f"synthesis.methods.{self.keys['method']}")):
+        if "method" in self.keys and (kind := self.params.get(f"synthesis.methods.{seeds.split(str(self.keys['method']))[0]}")):
             tags["method.kind"] = str(kind.get("kind")) if isinstance(kind, Mapping) else ""
         if parent := os.environ.get(PARENT_ENV):
             tags["mlflow.parentRunId"] = parent
