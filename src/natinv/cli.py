@@ -140,21 +140,20 @@ def run(args: argparse.Namespace) -> None:
         from natinv.stages.synthesize import check_shard
 
         check_shard(cfg, args.method, 0 if args.shard is None else args.shard)
-    runner = _runner(args.stage)
+    runner, stage = _runner(args.stage), STAGES[args.stage]
     jobs = [(keys, {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in keys.items()}) for keys in _jobs(cfg, args)]
     for _, names in jobs:  # before any work: every input is there and every output can be written
-        if args.stage != "report" and (hint := missing_input_hint(cfg, STAGES[args.stage], names, args.params)):
+        if args.stage != "report" and (hint := missing_input_hint(cfg, stage, names, args.params)):
             raise NatinvError(hint)
-        for path in STAGES[args.stage].output_files(cfg.exp_dir, names).values():
+        for path in stage.output_files(cfg.exp_dir, names).values():
             check_writable(path)
     if args.stage == "synthesize" and args.shard is None:  # every shard in turn (DVC): keep those already made
         jobs = _still_to_do(cfg, args.teacher, args.method, jobs)
     for keys, names in jobs:
-        for path in STAGES[args.stage].output_files(cfg.exp_dir, names).values():
+        for path in stage.output_files(cfg.exp_dir, names).values():
             for stale in remove_stale_temps(path):
                 log(f"removed {stale}, left by an interrupted run")
         job_cfg = cfg.for_job(keys.get("method"))  # a seed replica (`ni-seed1`) runs with its own seed
-        stage = STAGES[args.stage]
         inputs = tracking.datasets_of(cfg.exp_dir, [f for f in stage.inputs(cfg, names, False) if f.is_file()], cfg.data.dataset)
         weights = [f for f in stage.output_files(cfg.exp_dir, names).values() if f.suffix == ".safetensors"]
         run = tracking.StageRun(job_cfg, args.stage, keys, stage.params(cfg, names), inputs, weights).start()

@@ -203,8 +203,7 @@ def _results(outcome: Outcome, sent: set[str]) -> tuple[dict[str, Any], list[Poi
     params = {f"result.{k}": v for k, v in scalars.items() if _is_setting(k)}
     points: list[Point] = [(k, float(v), 0, None) for k, v in scalars.items() if not _is_setting(k)]
     for record in outcome.result.get("epochs", []):
-        points += [(f"epoch/{k}", float(v), int(record["epoch"]), None) for k, v in record.items()
-                   if k != "epoch" and f"epoch/{k}" not in sent]
+        points += [(name, v, step, None) for name, v, step in _epoch_points(record) if name not in sent]
     for name, values in outcome.series.items():
         if name not in sent:
             points += [(name, float(v), step, None) for step, v in enumerate(values, start=1)]
@@ -245,11 +244,15 @@ def emit(name: str, values: Sequence[float], steps: Sequence[int], times: Sequen
         _current.queue(name, values, steps, times)
 
 
-def emit_record(prefix: str, record: Mapping[str, float], step: int) -> None:
-    """Every number of one record (an epoch's train loss, accuracy, seconds) as a point at `step`: `{prefix}/{key}`."""
-    for key, value in record.items():
-        if key != prefix and isinstance(value, (int, float)) and not isinstance(value, bool):
-            emit(f"{prefix}/{key}", [value], [step])
+def _epoch_points(record: Mapping[str, float]) -> list[tuple[str, float, int]]:
+    """One epoch's record (train loss, accuracy, seconds) as `epoch/{key}` points at its epoch."""
+    return [(f"epoch/{k}", float(v), int(record["epoch"])) for k, v in record.items() if k != "epoch"]
+
+
+def emit_epoch(record: Mapping[str, float]) -> None:
+    """One epoch's record, sent to the running stage's MLflow run with the next batch."""
+    for name, value, step in _epoch_points(record):
+        emit(name, [value], [step])
 
 
 class StageRun:

@@ -133,7 +133,7 @@ def fit(
         if on_epoch is not None:
             record.update(on_epoch(epoch))
         history.append(record)
-        tracking.emit_record("epoch", record, epoch + 1)
+        tracking.emit_epoch(record)
         left = schedule.epochs - epoch - 1
         log(f"{desc} epoch {epoch + 1}/{schedule.epochs}: " + ", ".join(
             f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")

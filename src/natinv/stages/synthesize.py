@@ -2,7 +2,6 @@
 written as arrays (npz), a summary (json) and a class grid (png)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,8 +9,8 @@ import torch
 from natinv import figures, paths
 from natinv.checkpoint import load_model
 from natinv.config import Config
-from natinv.errors import ConfigError
-from natinv.io import atomic_write_json, write_npz
+from natinv.errors import ConfigError, NatinvError
+from natinv.io import atomic_write_json, read_json, write_npz
 from natinv.runtime import log
 from natinv.stages.common import choose, new_model, student_seed
 from natinv.synthesis.shard import synthesize_shard
@@ -38,8 +37,8 @@ def is_done(cfg: Config, teacher: str, method: str, shard: int) -> bool:
     if not all(f.is_file() for f in files):
         return False
     try:
-        made_from = json.loads(paths.shard_json(cfg.exp_dir, teacher, method, shard).read_text()).get("job")
-    except (ValueError, UnicodeDecodeError):
+        made_from = read_json(paths.shard_json(cfg.exp_dir, teacher, method, shard)).get("job")
+    except (NatinvError, UnicodeDecodeError, AttributeError):  # unreadable, or not a summary
         return False
     return made_from == job_digest(cfg, teacher, method, shard)
 
