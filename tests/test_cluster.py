@@ -74,5 +74,7 @@ def test_a_paper_profile_at_smoke_scale_runs_on_slurm_like_it_runs_locally(slurm
     repo, rules = run_on_slurm(tmp_path, SMOKE_CIFAR10)
     assert sum(rules.values()) == 140 and rules["synthesize"] == 24 and rules["kd"] == 36 + 6
     local, _ = smoke_run("paper-cifar10")
-    assert compare_runs(local, repo, "results/smoke/paper-cifar10") > 300
+    # the 140 jobs leave 296 compared files (a shard three, a KD job a JSON and weights); under two a job means
+    # outputs missing from both runs, which the equal listings alone would not catch
+    assert compare_runs(local, repo, "results/smoke/paper-cifar10") >= 2 * sum(rules.values())
     assert mlflow_children(repo, "paper-cifar10", "results/smoke") == rules
