@@ -263,3 +263,25 @@ def test_synthesis_logs_every_batch_with_the_time_left(prepared, capsys):
                  "--set", "synthesis.methods.ni.iterations=2"]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if " batch " in line]
     assert len(lines) == 2 and "; ETA " in lines[0] and lines[0].endswith(" for the shard") and "ETA" not in lines[1], lines
+
+
+def test_a_meta_learned_method_warms_up_once_and_its_shards_stay_independent(prepared, capsys):
+    """ni-fast: the `meta` stage writes the meta-parameters every shard starts from; a shard made alone and the same
+    shard made after another (whose batches moved that shard's meta-parameters) hold the same bytes, and a shard
+    without the warm-up's file says which stage makes it."""
+    tmp, params = prepared
+    exp = tmp / "results/tiny"
+    job = ["--teacher", "resnet8-w16", "--method", "ni-fast", "--set", "synthesis.run=[ni-fast]"]
+    assert main(["synthesize", *params, *job, "--shard", "0"]) == 2
+    assert "meta/resnet8-w16/ni-fast.safetensors is missing: stage meta makes it (`python -m natinv meta" in capsys.readouterr().err
+    assert main(["meta", *params, *job]) == 0
+    warm = json.loads((exp / "meta/resnet8-w16/ni-fast.json").read_text())
+    assert warm["batches"] == warm["updates"] == 2 and warm["iterations"] == 5
+    folder = exp / "synth/resnet8-w16/ni-fast"
+    assert main(["synthesize", *params, *job, "--shard", "1"]) == 0
+    alone = (folder / "shard-1.npz").read_bytes()
+    assert main(["synthesize", *params, *job, "--shard", "0"]) == 0
+    assert main(["synthesize", *params, *job, "--shard", "1"]) == 0
+    assert (folder / "shard-1.npz").read_bytes() == alone
+    summary = json.loads((folder / "shard-1.json").read_text())
+    assert summary["iterations"] == 3 and summary["cpu_seconds"] > 0

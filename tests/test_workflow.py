@@ -78,12 +78,13 @@ def test_each_dvc_stage_depends_on_the_source_files_its_runner_imports(monkeypat
 
 
 def test_snakemake_and_dvc_describe_the_same_graph(tmp_path):
-    repo = copy_repo(tmp_path / "repo")  # the default runs every stage
+    repo = copy_repo(tmp_path / "repo")  # with the methods below, every stage has jobs
     default = repo / "params/default.yaml"
-    text = default.read_text()  # plus a co-trained inversion (one shard), a generator method and a second seed
+    text = default.read_text()  # plus a co-trained inversion (one shard), a generator method, a second seed and a
+    # method with a warm-up stage (ni-fast: its shards read the meta stage's file)
     run, seeds = "  run:\n  - ni\n  - di\n", "\nseeds:                #"
     assert run in text and seeds in text  # plus a variant (`base: ni`) whose stages track ni's settings too
-    default.write_text(text.replace(run, run + "  - adi\n  - dafl\n  - ni-ftp3\n").replace(seeds, "\nseeds: [0, 1]  #"))
+    default.write_text(text.replace(run, run + "  - adi\n  - dafl\n  - ni-ftp3\n  - ni-fast\n").replace(seeds, "\nseeds: [0, 1]  #"))
     generate_dvc_yaml(repo, ["params/default.yaml"], "dvc.yaml")
     git_commit(repo)
     jobs = snakemake_jobs(repo)
@@ -117,7 +118,7 @@ def test_profiles_plan_the_expected_jobs():
     # two more seeds: every synthesis and application job three times; `none` and the metrics' real floor once
     cfg = load_config([ROOT / f for f in tiny], [{"seeds": [0, 1, 2]}])
     assert {name: len(stage.jobs(cfg)) for name, stage in STAGES.items()} == {
-        "data": 1, "teacher": 1, "evaluator": 1, "synthesize": 18, "kd": 12, "metrics": 9 + 1, "tsne": 1, "scratch": 12,
+        "data": 1, "teacher": 1, "evaluator": 1, "meta": 0, "synthesize": 18, "kd": 12, "metrics": 9 + 1, "tsne": 1, "scratch": 12,
         "prune": 12 + 1, "report": 1}
     assert planned(*tiny, "params/baselines.yaml") == {"data": 1, "teacher": 1, "evaluator": 1, "synthesize": 8, "kd": 6 + 1,
                                                        "metrics": 6 + 1, "tsne": 1, "scratch": 6 + 1, "prune": 6 + 1 + 1,

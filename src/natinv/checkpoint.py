@@ -103,7 +103,7 @@ def _read_header(path: Path) -> tuple[ModelMeta, str | None]:
 
 
 
-def _fit(model: StagedNet, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+def _fit(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -149,3 +149,28 @@ def import_torch_checkpoint(path: Path, meta: ModelMeta, out: Path) -> None:
     model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.width)
     _fit(model, state, path, meta.arch)
     save_model(out, model, meta)
+
+
+def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Tensors of a module that is not a network of `models` (ni-fast's meta-parameters) as safetensors, atomically."""
+    from safetensors.torch import save
+
+    from natinv.io import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
+
+
+def load_state(path: Path, model: torch.nn.Module, what: str) -> torch.nn.Module:
+    """Load `save_state`'s file into `model` (whose layout `what` names), refusing a missing, corrupt, ill-fitting or
+    non-finite file with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
+    if bad := _non_finite(state):
+        raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]})")
+    _fit(model, state, path, what)
+    return model

@@ -14,6 +14,7 @@ TEACHER = {"weights": "teachers/{teacher}.safetensors", "json": "teachers/{teach
 EVALUATOR = {"weights": "evaluators/{evaluator}.safetensors", "json": "evaluators/{evaluator}.json"}
 SHARD = {ext: "synth/{teacher}/{method}/shard-{shard}." + ext for ext in ("npz", "json", "png")}
 SYNTH_DIR = "synth/{teacher}/{method}"  # a method's shards
+META = {"weights": "meta/{teacher}/{method}.safetensors", "json": "meta/{teacher}/{method}.json"}  # ni-fast's warm-up
 KD = {"json": "kd/{teacher}/{method}/{student}.json", "weights": "kd/{teacher}/{method}/{student}.safetensors"}
 METRICS = {"json": "metrics/{teacher}/{method}.json"}
 TSNE = {ext: "tsne/{teacher}." + ext for ext in ("json", "npz", "png")}
@@ -53,6 +54,14 @@ def shard_npz(exp: Path, teacher: str, method: str, shard: int) -> Path:
 
 def shard_json(exp: Path, teacher: str, method: str, shard: int) -> Path:
     return at(exp, SHARD["json"], teacher=teacher, method=method, shard=shard)
+
+
+def meta_weights(exp: Path, teacher: str, method: str) -> Path:
+    return at(exp, META["weights"], teacher=teacher, method=method)
+
+
+def meta_json(exp: Path, teacher: str, method: str) -> Path:
+    return at(exp, META["json"], teacher=teacher, method=method)
 
 
 def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -40,6 +40,7 @@ _DATA = ["data"]
 _TEACHER = [*_DATA, "seed", "models.{teacher}", *_settings(TeacherConfig, "teacher", skip=("models",))]
 _SYNTH = [*_TEACHER, *_settings(SynthesisConfig, "synthesis", skip=("run", "methods", "teachers")),
           "synthesis.methods.{method}"]
+_META = [*_TEACHER, "synthesis.batch_size", "synthesis.methods.{method}"]
 _KD = ["models.{student}", *_settings(KDConfig, "kd", skip=("students", "methods", "real_images"))]
 _SCRATCH = ["models.{student}", *_settings(ScratchConfig, "scratch", skip=("students", "methods", "real_images"))]
 _PRUNE = _settings(PruneConfig, "prune", skip=("ratios", "teachers", "methods", "real_images"))  # the ratio is in the job's name
@@ -178,6 +179,12 @@ def _teacher(cfg: Config, w: Wildcards) -> list[Path]:
     return [paths.teacher_weights(cfg.exp_dir, w["teacher"])]
 
 
+def _shard_inputs(cfg: Config, w: Wildcards) -> list[Path]:
+    """A shard reads the teacher and, for a method that starts from meta-parameters, the warm-up stage's file."""
+    has_meta = (w["teacher"], w["method"]) in plan.meta_jobs(cfg)
+    return [*_teacher(cfg, w), *([paths.meta_weights(cfg.exp_dir, w["teacher"], w["method"])] if has_meta else [])]
+
+
 def images(cfg: Config, teacher: str, method: str, per_method: bool) -> list[Path]:
     """What a job reads of (teacher, method)'s synthesized images: every shard's arrays, or (per_method, as a DVC stage
     sees it) the method's folder; nothing for a reference row."""
@@ -236,10 +243,14 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           lambda cfg, w, pm: _data(cfg),
           [*_DATA, "seed", "models.{evaluator}", *_settings(TeacherConfig, "teacher", skip=("models",))],
           lambda cfg: _jobs([(e,) for e in cfg.metrics.evaluators], "evaluator")),
+    Stage("meta", "learn the meta-parameters every shard of a method with `meta` starts from (ni-fast's warm-up)",
+          "natinv.stages.meta:run", ("teacher", "method"), _o(paths.META, json="metrics"),
+          lambda cfg, w, pm: _teacher(cfg, w), _META, lambda cfg: _jobs(plan.meta_jobs(cfg), "teacher", "method"),
+          priority=2, method_module=True),
     Stage("synthesize", "synthesize images from a teacher: one shard, or all shards in turn",
           "natinv.stages.synthesize:run", ("teacher", "method", "shard"),
           {**_o(paths.SHARD), "png": Output(paths.SHARD["png"], category="2. Synthesized images", subcategory="{teacher}: {method}",
-                                            caption=_SHARD_CAPTION)}, lambda cfg, w, pm: _teacher(cfg, w),
+                                            caption=_SHARD_CAPTION)}, lambda cfg, w, pm: _shard_inputs(cfg, w),
           _SYNTH, lambda cfg: _jobs(plan.synthesis_jobs(cfg), "teacher", "method", "shard"),
           priority=2,  # the longest chain is shards -> their KD: start it before the jobs that only need the teacher
           dvc_job=("teacher", "method"), dvc_outputs={"shards": Output(paths.SYNTH_DIR, directory=True, persist=True)},

@@ -33,6 +33,14 @@ def synthesis_jobs(cfg: Config) -> list[tuple[str, str, int]]:
             for s in range(cfg.shards_of(m))]
 
 
+def meta_jobs(cfg: Config) -> list[tuple[str, str]]:
+    """(teacher, method) of every meta job: the warm-up of each method that starts from meta-parameters (ni-fast)."""
+    from natinv.synthesis import registry
+
+    return [(t, m) for t in cfg.teacher.models for m in replicated(methods_of(cfg, t), cfg.extra_seeds)
+            if registry.of(cfg.job_methods[m]).meta(cfg.job_methods[m]) is not None]
+
+
 def kd_jobs(cfg: Config) -> list[tuple[str, str, str]]:
     """(teacher, method or real, student) of every kd job."""
     return [(t, m, s) for t in cfg.teacher.models

@@ -359,7 +359,7 @@ class StageRun:
 
 def datasets_of(exp: Path, files: Sequence[Path], dataset: str) -> list[tuple[str, str, list[Path]]]:
     """A job's input files as MLflow datasets (name, context, files), by the file contract's folders: the real data,
-    a teacher or evaluator checkpoint, a method's synthesized images (other stages' results, which the report reads,
+    a teacher or evaluator checkpoint, a method's synthesized images or meta-learned start (other stages' results, which the report reads,
     are not datasets)."""
     groups: dict[tuple[str, str], list[Path]] = {}
     for f in files:
@@ -369,6 +369,7 @@ def datasets_of(exp: Path, files: Sequence[Path], dataset: str) -> list[tuple[st
             "teachers": (f"teacher {Path(parts[-1]).stem}", "teacher"),
             "evaluators": (f"evaluator {Path(parts[-1]).stem}", "evaluator"),
             "synth": (f"{'/'.join(parts[1:3][::-1])} images", "synthesized images"),
+            "meta": (f"{Path(parts[-1]).stem}/{parts[-2]} meta-parameters", "meta-learned start"),
         }.get(parts[0])
         if kind is not None and (parts[0] != "synth" or f.suffix == ".npz"):  # the images, not the shards' summaries
             groups.setdefault(kind, []).append(Path(f))

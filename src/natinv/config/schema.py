@@ -59,6 +59,21 @@ class CoTrainConfig:
 
 
 @dataclass
+class MetaConfig:
+    """A meta-learned starting point for NaturalInversion's generator, FTP and output head (the `ni-fast` variant): each
+    batch starts from shared meta-parameters instead of a fresh initialization, is adapted for the method's (few)
+    `iterations`, and the meta-parameters then move toward what the batch learned. A warm-up stage (`python -m natinv
+    meta`) learns them on `warmup_batches` batches of its own, whose images are discarded; every shard starts from its
+    output and carries the meta-updates over its own batches, in order."""
+
+    algorithm: Literal["reptile", "fomaml"] = "reptile"  # reptile: theta += lr (adapted - theta); fomaml: theta -= lr *
+    # inner rate * the gradient at the adapted parameters (first-order MAML)
+    lr: float = field(default=0.5, metadata=_min(0, exclusive=True))  # the meta step (reptile: 1 = take the adapted one)
+    warmup_batches: int = field(default=8, metadata=_min(1))  # batches of the warm-up stage
+    warmup_iterations: int | None = field(default=None, metadata=_min(1))  # their iterations; empty = the method's
+
+
+@dataclass
 class NIConfig:
     """NaturalInversion (paper Alg. 1). Defaults are the paper's CIFAR-10 settings."""
 
@@ -90,6 +105,7 @@ class NIConfig:
     ftp_stages: list[int] | None = None  # 1-based teacher stages the FTP uses (paper Table 4); None = all
     competition: float = field(default=0.0, metadata=_min(0))  # ADI's teacher-student competition weight (needs cotrain)
     cotrain: CoTrainConfig | None = None  # a student distilled while synthesizing (ADI; the method then runs as one shard)
+    meta: MetaConfig | None = None  # start every batch from meta-learned parameters (needs o2o; ni-fast)
 
 
 @dataclass
@@ -256,6 +272,7 @@ class JobThreads:
     data: int = field(default=1, metadata=_min(1))
     teacher: int = field(default=2, metadata=_min(1))
     synthesize: int = field(default=1, metadata=_min(1))
+    meta: int = field(default=1, metadata=_min(1))
     kd: int = field(default=1, metadata=_min(1))
     evaluator: int = field(default=1, metadata=_min(1))
     metrics: int = field(default=1, metadata=_min(1))

@@ -23,9 +23,15 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
     def mean(get) -> float:  # image-weighted over shards
         return sum(get(s) * s["images"] for s in shards) / n
 
+    warm = read_if_present(paths.meta_json(cfg.exp_dir, teacher, method))  # ni-fast's warm-up stage
+    cpu = sum(s.get("cpu_seconds", s["seconds"]) for s in shards)
     return {
         "images": n, "iterations": shards[0]["iterations"], "batch_size": shards[0]["batch_size"],
         "seconds": sum(s["seconds"] for s in shards), "shard_seconds": [s["seconds"] for s in shards],
+        # CPU time of the synthesis loops (all threads), and of the warm-up stage a method with `meta` reads first
+        "cpu_seconds": cpu, "warmup_seconds": None if warm is None else warm["seconds"],
+        "warmup_cpu_seconds": None if warm is None else warm["cpu_seconds"],
+        "total_cpu_seconds": cpu + (0.0 if warm is None else warm["cpu_seconds"]),
         "s_per_iter": sum(s["seconds"] for s in shards) / sum(s["steps"] for s in shards),
         "final_ce": mean(lambda s: s["final"]["ce"]) if "ce" in shards[0]["final"] else None,  # DAFL, DFAD: no CE / BN
         "final_bn": mean(lambda s: s["final"]["bn"]) if "bn" in shards[0]["final"] else None,

@@ -168,9 +168,13 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
               "Per method: the budget (equal for all methods), speed, the loss terms at the kept (lowest-loss) iteration "
               "averaged over batches, and how often the teacher predicts the synthesis label on the stored float16 tensors "
               "and on the uint8 renderings.", ""]
-    lines += _table(["teacher/method", "images", "batch", "iterations", "s/iteration", "seconds", "CE", "BN term",
+    if any(v["warmup_seconds"] is not None for v in summary["synthesis"].values()):
+        lines += ["A method with a meta-learned start (`meta`, e.g. ni-fast) first runs its warm-up stage; \"CPU s\" "
+                  "counts it (after the +) beside the shards' synthesis loops.", ""]
+    lines += _table(["teacher/method", "images", "batch", "iterations", "s/iteration", "seconds", "CPU s", "CE", "BN term",
                      "agreement f16 %", "agreement uint8 %"],
                     [[k, f"{v['images']:,}", v["batch_size"], v["iterations"], f"{v['s_per_iter']:.3f}", f"{v['seconds']:.0f}",
+                      f"{v['cpu_seconds']:.0f}" + ("" if v["warmup_cpu_seconds"] is None else f" + {v['warmup_cpu_seconds']:.0f}"),
                       *("-" if v[k] is None else f"{v[k]:.3f}" for k in ("final_ce", "final_bn")),
                       f"{v['agreement_float16']:.1f}", f"{v['agreement_uint8']:.1f}"]
                      for k, v in summary["synthesis"].items()])
@@ -191,6 +195,8 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
               "Compute seconds each stage's jobs reported (process start-up excluded). Under Snakemake, shards and "
               "students run side by side, so the pipeline's wall time is less than the sum.", ""]
     timing = [["teacher", len(summary["teachers"]), *_sum_max([v["seconds"] for v in summary["teachers"].values()])]]
+    timing += [[f"meta {k}", 1, *_sum_max([v["warmup_seconds"]])] for k, v in summary["synthesis"].items()
+               if v["warmup_seconds"] is not None]
     timing += [[f"synthesize {k}", len(v["shard_seconds"]), *_sum_max(v["shard_seconds"])] for k, v in summary["synthesis"].items()]
     timing += [["kd", len(summary["kd"]), *_sum_max([v["seconds"] for v in summary["kd"].values()])]]
     timing += [["evaluator", len(summary["evaluators"]), *_sum_max([v["seconds"] for v in summary["evaluators"].values()])]]
@@ -326,6 +332,8 @@ def _table5_shape(cfg: Config, summary: dict) -> list[str]:
     columns = {k: m for k, m in columns.items() if m is not None}
     if len(columns) < 2:
         return []
+    # methods of ours beside the paper's (a meta-learned start, ni-fast): a column each, with no paper cell
+    ours = [m for m in cfg.synthesis.run if registry.of(cfg.synthesis.methods[m]).meta(cfg.synthesis.methods[m]) is not None]
     rows = []
     for t in cfg.teacher.models:
         for s in cfg.kd.students:
@@ -337,14 +345,16 @@ def _table5_shape(cfg: Config, summary: dict) -> list[str]:
                 return f"{ours} ({paper:.2f})" if paper is not None else ours
             teacher_acc = summary["teachers"].get(t, {}).get("test_acc")
             rows.append([f"{t} → {s}", _paper_pair(row), "-" if teacher_acc is None else f"{teacher_acc:.2f} ({row.teacher_acc:.2f})",
-                         cell("real", row.student_real_acc), *(cell(m, row.kd.get(k)) for k, m in columns.items())])
+                         cell("real", row.student_real_acc), *(cell(m, row.kd.get(k)) for k, m in columns.items()),
+                         *(cell(m, None) for m in ours)])
     return ["### In the shape of the paper's Table 5", "",
             "Ours in bold, the paper's cell in brackets, from its row of the same teacher → student architectures when "
             "it has one, else its headline row (the column \"paper's row\" says which). T. = the teacher; "
             "S. = ours: KD on as many real images, the paper's: the student trained on all real data. † = the student "
-            "trained while the method synthesized (ADI, DAFL, DFAD), not distilled afterwards.", "",
-            *_table(["teacher → student", "paper's row", "T.", "S.", *(f"{TABLE5_COLUMNS[k]}: {m}" for k, m in columns.items())],
-                    rows)]
+            "trained while the method synthesized (ADI, DAFL, DFAD), not distilled afterwards."
+            + (" Not in the paper: " + ", ".join(ours) + " (NaturalInversion from a meta-learned start)." if ours else ""), "",
+            *_table(["teacher → student", "paper's row", "T.", "S.", *(f"{TABLE5_COLUMNS[k]}: {m}" for k, m in columns.items()),
+                     *(f"{m} (not in the paper)" for m in ours)], rows)]
 
 
 def _components_section(cfg: Config, summary: dict) -> list[str]:

@@ -13,6 +13,7 @@ from natinv.errors import ConfigError, NatinvError
 from natinv.io import atomic_write_json, read_json, write_npz
 from natinv.runtime import log
 from natinv.stages.common import choose, new_model, student_seed
+from natinv.synthesis import registry
 from natinv.synthesis.shard import synthesize_shard
 from natinv.tracking import Outcome
 
@@ -57,8 +58,10 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
     model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
     co = cfg.cotrained(method)
     student = None if co is None else new_model(meta, cfg.models[co.student], student_seed(cfg, teacher, method, co.student))
+    has_meta = registry.of(cfg.job_methods[method]).meta(cfg.job_methods[method]) is not None
     arrays, summary, series = synthesize_shard(model, meta, teacher, method, cfg.job_methods[method], cfg.synthesis,
-                                               cfg.seed, shard, device, student, log=log, engine=cfg.engine)
+                                               cfg.seed, shard, device, student, log=log, engine=cfg.engine,
+                                               meta_path=paths.meta_weights(cfg.exp_dir, teacher, method) if has_meta else None)
     summary["job"] = job_digest(cfg, teacher, method, shard)  # a re-run of every shard keeps this one while it matches
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
     write_npz(npz, arrays)

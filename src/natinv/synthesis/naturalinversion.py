@@ -5,7 +5,9 @@ augmentation the teacher's loss pass applies, drawn independently), so the image
 jittered frame; with `clean` (the paper's Alg. 1) x = G(z|y). The kept image is the rendered one either way.
 
 One-to-one (o2o): generator, FTP and alpha are re-initialized for every batch. With o2o off, one generator
-and FTP serve all batches of a shard (alpha and z stay per batch), the paper's one-to-many ablation.
+and FTP serve all batches of a shard (alpha and z stay per batch), the paper's one-to-many ablation. With `meta`
+(ni-fast), each batch's generator, FTP and head start from meta-learned parameters (natinv.synthesis.meta) instead of a
+fresh initialization; alpha and z stay the batch's own.
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from natinv.checkpoint import load_state
 from natinv.config import NIConfig
 from natinv.errors import ConfigError
 from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
+from natinv.synthesis.meta import MetaInit
 from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, concat, optimize, split_batches
 from natinv.synthesis.priors import jitter_flip
 
@@ -50,12 +54,14 @@ def synthesize(
     shape: tuple[int, int, int],
     device: torch.device,
     on_step: Callable[[int], None] | None = None,
+    meta: MetaInit | None = None,
+    fresh_z: bool = False,
 ) -> Iterator[BatchResult]:
     """One BatchResult per batch, in order. With objective.engine.batches_per_step = K > 1 (one-to-one only), K
-    batches advance together: their generators, FTPs and alphas stay separate, the teacher passes are shared."""
-    stage_shapes = objective.teacher.stage_shapes(shape[0], shape[1])
-    if cfg.ftp_stages and max(cfg.ftp_stages) > len(stage_shapes):
-        raise ConfigError(f"ftp_stages = {cfg.ftp_stages}: the teacher has {len(stage_shapes)} stages (1..{len(stage_shapes)})")
+    batches advance together: their generators, FTPs and alphas stay separate, the teacher passes are shared.
+    `meta`: every batch starts from a copy of these meta-parameters, which are updated after each batch (in order).
+    `fresh_z`: a new z every iteration (as one-to-many does), so the generator learns to map any z (a warm-up)."""
+    stage_shapes = check_stages(objective, cfg, shape)
     per_step = objective.engine.batches_per_step if cfg.o2o else 1  # one-to-many: the generator carries over in order
     shared = None
     for group in chunks(batches, per_step):
@@ -63,7 +69,9 @@ def synthesize(
         for labels, seed in group:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                if cfg.o2o or shared is None:
+                if meta is not None:
+                    shared = meta.start()
+                elif cfg.o2o or shared is None:
                     shared = NaturalInversionImage(cfg, num_classes, shape, stage_shapes)
                 models.append(shared)
                 zs.append(torch.randn(len(labels), cfg.latent_dim).to(device))
@@ -71,22 +79,44 @@ def synthesize(
             shared.to(device).train()
             alphas.append(nn.Parameter(alpha0.to(device)) if cfg.acs else torch.ones_like(alpha0, device=device))
             gens.append(torch.Generator().manual_seed(seed))
-        optimizer = torch.optim.Adam([g for model, alpha in zip(models, alphas) for g in param_groups(model, alpha, cfg)])
+        groups = [g for model, alpha in zip(models, alphas) for g in param_groups(model, alpha, cfg)]
+        optimizer = torch.optim.Adam(groups)
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)
         ys = split_batches(y, sizes)
         jitter = gens if cfg.ftp and cfg.ftp_input == "jittered" else None
-        if not cfg.o2o:  # one-to-many: a fresh z every iteration, the generator carries over
+        if not cfg.o2o or fresh_z:  # one-to-many (the generator carries over) or a warm-up: a fresh z every iteration
             def make_images():
                 z = torch.randn(len(y), cfg.latent_dim, generator=gens[0]).to(device)
-                return _images(models, [z], ys, alphas, objective, jitter)
+                return _images(models, split_batches(z, sizes), ys, alphas, objective, jitter)
         else:
             def make_images():
                 return _images(models, zs, ys, alphas, objective, jitter)
         best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, gens, on_step=on_step,
                                            sizes=sizes)
+        if meta is not None:
+            rates = {id(p): g["lr"] for g in groups for p in g["params"]}
+            for model in models:
+                meta.update(model, rates)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)
+
+
+def check_stages(objective: InversionObjective, cfg: NIConfig, shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """The teacher's stage shapes for images of `shape`; an error when ftp_stages names a stage it does not have."""
+    stage_shapes = objective.teacher.stage_shapes(shape[0], shape[1])
+    if cfg.ftp_stages and max(cfg.ftp_stages) > len(stage_shapes):
+        raise ConfigError(f"ftp_stages = {cfg.ftp_stages}: the teacher has {len(stage_shapes)} stages (1..{len(stage_shapes)})")
+    return stage_shapes
+
+
+def new_meta(objective: InversionObjective, cfg: NIConfig, num_classes: int, shape: tuple[int, int, int], seed: int,
+             device: torch.device) -> MetaInit:
+    """Meta-parameters initialized as one batch's generator, FTP and head would be (from `seed`), on `device`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = NaturalInversionImage(cfg, num_classes, shape, check_stages(objective, cfg, shape))
+    return MetaInit(model.to(device).train(), cfg.meta)
 
 
 def param_groups(model: NaturalInversionImage, alpha: torch.Tensor, cfg: NIConfig) -> list[dict]:
@@ -119,5 +149,12 @@ def run_shard(job):
     """One shard of NaturalInversion (natinv.synthesis.shard.ShardJob -> ShardImages)."""
     from natinv.synthesis.inversion import run_batches
 
-    return run_batches(job, lambda objective, batches: synthesize(
-        objective, batches, job.method, job.meta.num_classes, job.shape, job.device, on_step=job.on_step))
+    def optimize(objective: InversionObjective, batches: list[tuple[torch.Tensor, int]]) -> Iterator[BatchResult]:
+        meta = None
+        if job.method.meta is not None:
+            meta = new_meta(objective, job.method, job.meta.num_classes, job.shape, 0, job.device)
+            load_state(job.meta_path, meta.model, "the meta-parameters of this method's generator, FTP and head")
+        return synthesize(objective, batches, job.method, job.meta.num_classes, job.shape, job.device,
+                          on_step=job.on_step, meta=meta)
+
+    return run_batches(job, optimize)

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from natinv.config.schema import DAFLConfig, DFADConfig, DIConfig, MethodConfig, NIConfig, SynthesisConfig
+from natinv.config.schema import DAFLConfig, DFADConfig, DIConfig, MetaConfig, MethodConfig, NIConfig, SynthesisConfig
 
 
 def _none(config) -> None:
@@ -34,6 +34,9 @@ class MethodKind:
     # the teacher stages (1-based) a method's FTP reads, given the teacher's stage count; None without an FTP
     ftp_stages: Callable[[MethodConfig, int], list[int] | None] = lambda c, stages: None
     competition: Callable[[MethodConfig], float] = lambda c: 0.0  # ADI's teacher-student competition weight
+    # the meta-learned initialization a method's batches start from (ni-fast: NI with `meta`); its warm-up is the
+    # `meta` stage, which every shard reads
+    meta: Callable[[MethodConfig], MetaConfig | None] = _none
     check: Callable[[MethodConfig, str, Callable[[str, str], None]], None] = lambda c, where, fail: None
 
     def synthesizer(self) -> Callable:
@@ -50,26 +53,30 @@ class MethodKind:
 
 
 def _ni_key(c: NIConfig) -> str | None:
-    if c.ftp_stages or not (c.o2o and c.ftp and c.acs):
+    if c.ftp_stages or c.meta is not None or not (c.o2o and c.ftp and c.acs):
         return None
     return "ni-adi" if c.competition else "naturalinversion"
 
 
 def _ni_switches(c: NIConfig) -> tuple[bool, bool, bool] | None:
-    return None if c.ftp_stages or c.competition else (c.o2o, c.ftp, c.acs)
+    return None if c.ftp_stages or c.competition or c.meta is not None else (c.o2o, c.ftp, c.acs)
 
 
 def _ni_check(c: NIConfig, where: str, fail: Callable[[str, str], None]) -> None:
     s = c.ftp_stages
     if s is not None and (not s or any(k < 1 for k in s) or len(set(s)) != len(s)):
         fail(f"{where}.ftp_stages", f"got {s!r}; expected distinct stage numbers >= 1")
+    if c.meta is not None and not c.o2o:
+        fail(f"{where}.meta", "set with o2o: false; meta-parameters are the start of each batch's own generator (one-to-one)")
+    if c.meta is not None and c.cotrain is not None:
+        fail(f"{where}.meta", "set with cotrain; a co-trained method runs as one shard, with no warm-up stage")
 
 
 METHODS: dict[str, MethodKind] = {k.kind: k for k in (
     MethodKind("naturalinversion", NIConfig, "NaturalInversion", "naturalinversion", False, "tab:orange",
                paper_key=_ni_key, switches=_ni_switches,
                ftp_stages=lambda c, stages: list(c.ftp_stages or range(1, stages + 1)) if c.ftp else None,
-               competition=lambda c: c.competition, check=_ni_check),
+               competition=lambda c: c.competition, check=_ni_check, meta=lambda c: c.meta),
     MethodKind("deepinversion", DIConfig, "DeepInversion", "deepinversion", False, "tab:purple",
                paper_key=lambda c: "adi" if c.competition else "deepinversion", competition=lambda c: c.competition),
     MethodKind("dafl", DAFLConfig, "DAFL", "dafl", True),

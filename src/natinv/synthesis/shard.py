@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +60,7 @@ class ShardJob:
     log: object = print
     engine: EngineConfig = field(default_factory=EngineConfig)
     on_step: object = None  # called after every optimizer step (natinv.runtime.IterationProgress, set by run_batches)
+    meta_path: Path | None = None  # a method with `meta`: the warm-up stage's meta-parameters every batch starts from
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -80,12 +82,13 @@ class ShardImages:
 def synthesize_shard(
     teacher: StagedNet, meta: ModelMeta, teacher_key: str, method_key: str, method: MethodConfig,
     syn: SynthesisConfig, seed: int, shard: int, device: torch.device, student: nn.Module | None = None, log=print,
-    engine: EngineConfig = EngineConfig(),
+    engine: EngineConfig = EngineConfig(), meta_path: Path | None = None,
 ) -> tuple[dict[str, np.ndarray], dict, dict[str, np.ndarray]]:
     """Synthesize one shard of (teacher, method): its arrays, its summary and its curves for MLflow. `student`: the
     freshly initialised network a co-trained method (method.cotrain) distils while it synthesizes; its final weights go
     into the arrays as `student/*`. `engine`: how the teacher passes run (NI / DI; a co-trained student must see the
-    batches one after another, so they never share a step)."""
+    batches one after another, so they never share a step). `meta_path`: a method with `meta` starts every batch from
+    the meta-parameters in this file (the warm-up stage's output)."""
     teacher = teacher.to(device).eval().requires_grad_(False)
     co = None
     if method.cotrain is not None:
@@ -94,10 +97,13 @@ def synthesize_shard(
         co = CoStudent(student, method.cotrain, _student_steps(method, syn), device)
         engine = replace(engine, batches_per_step=1)
     entry = registry.of(method)
-    job = ShardJob(teacher, meta, teacher_key, method_key, method, syn, seed, shard, device, co, log, engine)
-    start = time.perf_counter()
+    if entry.meta(method) is not None and meta_path is None:
+        raise ValueError(f"{method_key} starts from meta-parameters: pass the warm-up stage's file")
+    job = ShardJob(teacher, meta, teacher_key, method_key, method, syn, seed, shard, device, co, log, engine,
+                   meta_path=meta_path)
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = entry.synthesizer()(job)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 
     x, y = out.images, out.labels
     x16 = x.half()
@@ -112,7 +118,7 @@ def synthesize_shard(
     }
     summary = {
         "teacher": teacher_key, "method": method_key, "shard": shard, "images": len(y), **out.summary,
-        "iterations": method.iterations, "seconds": seconds,
+        "iterations": method.iterations, "seconds": seconds, "cpu_seconds": cpu_seconds,
         "s_per_iter": seconds / out.summary["steps"], "device": str(device), "final": out.final,
         "agreement_float16": agree_f16, "agreement_uint8": agree_u8, "save_scaling": syn.save_scaling,
         "settings": asdict(method),
