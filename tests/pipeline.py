@@ -146,7 +146,8 @@ def stage_wildcards(cmd: str) -> tuple[str, dict[str, str]]:
     return argv[3], wildcards
 
 
-TIMING_KEYS = {"seconds", "s_per_iter", "shard_seconds", "report_seconds"}
+TIMING_KEYS = {"seconds", "s_per_iter", "shard_seconds", "report_seconds", "cpu_seconds", "warmup_seconds",
+               "warmup_cpu_seconds", "total_cpu_seconds"}
 
 
 def _comparable(value, root: str):

@@ -285,3 +285,19 @@ def test_a_meta_learned_method_warms_up_once_and_its_shards_stay_independent(pre
     assert (folder / "shard-1.npz").read_bytes() == alone
     summary = json.loads((folder / "shard-1.json").read_text())
     assert summary["iterations"] == 3 and summary["cpu_seconds"] > 0
+    # like any method: a KD student, and its rows in the report (its own Table 5 column, the warm-up in the CPU time)
+    assert main(["kd", *params, *job, "--student", "resnet8-w8"]) == 0
+    assert main(["report", *params, "--set", "synthesis.run=[ni, di, ni-fast]"]) == 0
+    report = (exp / "report/report.md").read_text()
+    assert "| ni-fast (not in the paper) |" in report and "| meta resnet8-w16/ni-fast | 1 |" in report
+    totals = json.loads((exp / "report/summary.json").read_text())["synthesis"]["resnet8-w16/ni-fast"]
+    assert totals["warmup_cpu_seconds"] == warm["cpu_seconds"] > 0
+    assert totals["total_cpu_seconds"] == pytest.approx(totals["cpu_seconds"] + warm["cpu_seconds"])
+    assert "resnet8-w16/ni-fast/resnet8-w8" in json.loads((exp / "report/summary.json").read_text())["kd"]
+    # a damaged warm-up file: one line naming it, no shard written
+    (exp / "meta/resnet8-w16/ni-fast.safetensors").write_bytes(b"not a tensor file")
+    before = (folder / "shard-0.npz").read_bytes()
+    capsys.readouterr()
+    assert main(["synthesize", *params, *job, "--shard", "0"]) == 2
+    assert "meta/resnet8-w16/ni-fast.safetensors: corrupt safetensors file" in capsys.readouterr().err
+    assert (folder / "shard-0.npz").read_bytes() == before

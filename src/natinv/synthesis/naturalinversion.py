@@ -149,9 +149,11 @@ def run_shard(job):
     """One shard of NaturalInversion (natinv.synthesis.shard.ShardJob -> ShardImages)."""
     from natinv.synthesis.inversion import run_batches
 
+    meta: MetaInit | None = None  # with `meta`: the shard's meta-parameters, from the warm-up's file, then its batches'
+
     def optimize(objective: InversionObjective, batches: list[tuple[torch.Tensor, int]]) -> Iterator[BatchResult]:
-        meta = None
-        if job.method.meta is not None:
+        nonlocal meta
+        if job.method.meta is not None and meta is None:
             meta = new_meta(objective, job.method, job.meta.num_classes, job.shape, 0, job.device)
             load_state(job.meta_path, meta.model, "the meta-parameters of this method's generator, FTP and head")
         return synthesize(objective, batches, job.method, job.meta.num_classes, job.shape, job.device,
