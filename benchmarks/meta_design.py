@@ -1,0 +1,95 @@
+"""Design probes for ni-fast (NaturalInversion from a meta-learned start) on the default teacher: how good a batch is
+after K iterations from the meta-parameters, for each meta-update rule, step and warm-up.
+
+`design`: warm up the meta-parameters on W batches of Kw iterations (optionally a fresh z every iteration), then
+synthesize 4 evaluation batches of K iterations from them (meta-updates continue), and print the CE and BN terms at the
+kept iteration and the teacher's agreement with the labels; without `meta`, plain NI at K iterations (fresh starts).
+`stream`: N batches of K iterations in a row from a fresh meta-initialization, one line per batch (how the start
+improves with the number of meta-updates).
+
+    .venv/bin/python benchmarks/meta_design.py design '[{"K": 10}, {"K": 10, "meta": "reptile", "lr": 1.0, "W": 8, "Kw": 50}]'
+    .venv/bin/python benchmarks/meta_design.py stream '{"K": 20, "meta": "reptile", "lr": 1.0, "N": 16}'
+
+Needs the default run's teacher (results/default/teachers/resnet8-w16.safetensors). Run one at a time: the CPU
+seconds are process times and two runs sharing two cores inflate them.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+from natinv import paths
+from natinv.checkpoint import load_model
+from natinv.config import MetaConfig, load_config
+from natinv.runtime import derive_seed, set_threads
+from natinv.synthesis import naturalinversion as ni
+from natinv.synthesis.labels import batch_labels
+from natinv.synthesis.objective import InversionObjective, LossWeights
+from natinv.train import evaluate
+
+DEVICE = torch.device("cpu")
+
+
+def _setup():
+    cfg = load_config(["params/default.yaml"])
+    teacher, meta = load_model(paths.teacher_weights(cfg.exp_dir, cfg.teacher.models[0]), DEVICE)
+    return cfg, teacher.eval().requires_grad_(False), meta
+
+
+def _batches(tag: str, n: int, size: int, classes: int) -> list[tuple[torch.Tensor, int]]:
+    seeds = [derive_seed(0, tag, i) for i in range(n)]
+    return [(batch_labels(size, classes, torch.Generator().manual_seed(derive_seed(s, "labels"))), s) for s in seeds]
+
+
+def _method(cfg, spec: dict):
+    m = replace(cfg.synthesis.methods["ni"], iterations=spec["K"], **spec.get("set", {}))
+    return replace(m, meta=MetaConfig(algorithm=spec["meta"], lr=spec["lr"])) if spec.get("meta") else m
+
+
+def design(specs: list[dict]) -> None:
+    cfg, teacher, mm = _setup()
+    shape, classes, size = (mm.in_channels, mm.image_size, mm.image_size), mm.num_classes, cfg.synthesis.batch_size
+    for spec in specs:
+        m = _method(cfg, spec)
+        objective = InversionObjective(teacher, LossWeights.of(m))
+        start = time.process_time()
+        meta = None
+        if spec.get("meta"):
+            meta = ni.new_meta(objective, m, classes, shape, derive_seed(0, "meta-init"), DEVICE)
+            warm = replace(m, iterations=spec.get("Kw", spec["K"]))
+            list(ni.synthesize(objective, _batches("warm", spec.get("W", 0), size, classes), warm, classes, shape, DEVICE,
+                               meta=meta, fresh_z=spec.get("fresh", False)))
+        warm_cpu = time.process_time() - start
+        res = list(ni.synthesize(objective, _batches("eval", 4, size, classes), m, classes, shape, DEVICE, meta=meta))
+        x, y = torch.cat([r.images for r in res]), torch.cat([r.labels for r in res])
+        final = torch.stack([r.curve[r.best_iteration] for r in res]).mean(0)
+        print(json.dumps({**spec, "ce": round(float(final[1]), 3), "bn": round(float(final[2]), 3),
+                          "agree": round(evaluate(teacher, x.half().float(), y, DEVICE)["acc"], 1),
+                          "cpu_warm": round(warm_cpu, 1), "cpu_eval": round(time.process_time() - start - warm_cpu, 1)}),
+              flush=True)
+        objective.close()
+
+
+def stream(spec: dict) -> None:
+    cfg, teacher, mm = _setup()
+    shape, classes, size = (mm.in_channels, mm.image_size, mm.image_size), mm.num_classes, cfg.synthesis.batch_size
+    m = _method(cfg, spec)
+    objective = InversionObjective(teacher, LossWeights.of(m))
+    meta = ni.new_meta(objective, m, classes, shape, derive_seed(0, "meta-init"), DEVICE)
+    start = time.process_time()
+    for i, r in enumerate(ni.synthesize(objective, _batches("stream", spec["N"], size, classes), m, classes, shape,
+                                        DEVICE, meta=meta)):
+        final = r.curve[r.best_iteration]
+        print(json.dumps({"spec": spec, "batch": i, "ce": round(float(final[1]), 3), "bn": round(float(final[2]), 3),
+                          "agree": round(evaluate(teacher, r.images.half().float(), r.labels, DEVICE)["acc"], 1),
+                          "cpu": round(time.process_time() - start, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    set_threads(1)
+    what, arg = sys.argv[1], json.loads(sys.argv[2])
+    sys.exit(design(arg) if what == "design" else stream(arg))
