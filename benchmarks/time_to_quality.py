@@ -28,7 +28,7 @@ from natinv.synthesis import registry
 
 def family(cfg: Config, method: str) -> str:
     m = cfg.job_methods[method]
-    return "ni-fast" if registry.of(m).meta(m) is not None else {"naturalinversion": "ni", "deepinversion": "di"}[m.kind]
+    return "ni-fast" if registry.meta_of(m) is not None else {"naturalinversion": "ni", "deepinversion": "di"}[m.kind]
 
 
 def points(cfg: Config) -> list[dict]:
@@ -71,11 +71,11 @@ def table(rows: list[dict], student: str, evaluator: str) -> str:
     lines = ["| method | iterations/batch | seeds | synthesis CPU s (warm-up) | KD acc % | FD (evaluator) | FD (teacher) | agreement % |",
              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["family"], r["iterations"])):
-        teacher_fd = next((v for k, v in r.items() if k.startswith("metrics/") and k.split("/")[1] == r["teacher"]), None)
+        teacher_fd = r.get("metrics/teacher/fd")
         warm = r["warmup_cpu_seconds"]["mean"]
         lines.append(f"| {r['method']} | {r['iterations']} | {r['cpu_seconds']['n']} | {_fmt(r['cpu_seconds'], 0)}"
                      + (f" ({warm:.0f})" if warm else "") + f" | {_fmt(r.get(f'kd/{student}'))} | "
-                     f"{_fmt(r.get(f'metrics/{evaluator}/fd'))} | {_fmt(teacher_fd)} | {_fmt(r['agreement_float16'], 1)} |")
+                     f"{_fmt(r.get(f'metrics/evaluator:{evaluator}/fd'))} | {_fmt(teacher_fd)} | {_fmt(r['agreement_float16'], 1)} |")
     return "\n".join(lines)
 
 
@@ -86,7 +86,7 @@ def compare(rows: list[dict], a: str, b: str, student: str, evaluator: str) -> l
     if ra is None or rb is None:
         return []
     out = []
-    for key, higher in ((f"kd/{student}", True), (f"metrics/{evaluator}/fd", False)):
+    for key, higher in ((f"kd/{student}", True), (f"metrics/evaluator:{evaluator}/fd", False)):
         if key in ra and key in rb:
             v = verdict(ra[key], rb[key], higher, (a, b))
             spread = "unknown" if v["spread"] is None else f"±{v['spread']:.2f}"
@@ -101,11 +101,12 @@ def plot(rows: list[dict], student: str, evaluator: str, png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = {"di": "tab:purple", "ni": "tab:orange", "ni-fast": "tab:green"}
     for ax, key, label in ((axes[0], f"kd/{student}", f"KD accuracy of {student} (%)"),
-                           (axes[1], f"metrics/{evaluator}/fd", f"FD in {evaluator}'s embedding (lower is better)")):
+                           (axes[1], f"metrics/evaluator:{evaluator}/fd", f"FD in {evaluator}'s embedding (lower is better)")):
         for fam, color in colors.items():
             pts = sorted((r for r in rows if r["family"] == fam and key in r), key=lambda r: r["cpu_seconds"]["mean"])
             if not pts:
@@ -117,10 +118,14 @@ def plot(rows: list[dict], student: str, evaluator: str, png: Path) -> None:
             for r, xi, yi in zip(pts, x, y):
                 ax.annotate(str(r["iterations"]), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator([10, 20, 50, 100, 200, 500, 1000]))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("synthesis CPU-seconds (all shards; ni-fast: + warm-up)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle("Accuracy per compute (labels: iterations per batch; error bars: std over 3 seeds where run)")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

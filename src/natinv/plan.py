@@ -38,7 +38,7 @@ def meta_jobs(cfg: Config) -> list[tuple[str, str]]:
     from natinv.synthesis import registry
 
     return [(t, m) for t in cfg.teacher.models for m in replicated(methods_of(cfg, t), cfg.extra_seeds)
-            if registry.of(cfg.job_methods[m]).meta(cfg.job_methods[m]) is not None]
+            if registry.meta_of(cfg.job_methods[m]) is not None]
 
 
 def kd_jobs(cfg: Config) -> list[tuple[str, str, str]]:

@@ -333,7 +333,7 @@ def _table5_shape(cfg: Config, summary: dict) -> list[str]:
     if len(columns) < 2:
         return []
     # methods of ours beside the paper's (a meta-learned start, ni-fast): a column each, with no paper cell
-    ours = [m for m in cfg.synthesis.run if registry.of(cfg.synthesis.methods[m]).meta(cfg.synthesis.methods[m]) is not None]
+    ours = [m for m in cfg.synthesis.run if registry.meta_of(cfg.synthesis.methods[m]) is not None]
     rows = []
     for t in cfg.teacher.models:
         for s in cfg.kd.students:

@@ -23,7 +23,7 @@ from natinv.tracking import Outcome
 
 def meta_methods(cfg: Config) -> dict:
     """The methods of this run that start from meta-parameters."""
-    return {k: m for k, m in cfg.job_methods.items() if registry.of(m).meta(m) is not None}
+    return {k: m for k, m in cfg.job_methods.items() if registry.meta_of(m) is not None}
 
 
 def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome:

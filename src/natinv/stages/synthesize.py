@@ -58,7 +58,7 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
     model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
     co = cfg.cotrained(method)
     student = None if co is None else new_model(meta, cfg.models[co.student], student_seed(cfg, teacher, method, co.student))
-    has_meta = registry.of(cfg.job_methods[method]).meta(cfg.job_methods[method]) is not None
+    has_meta = registry.meta_of(cfg.job_methods[method]) is not None
     arrays, summary, series = synthesize_shard(model, meta, teacher, method, cfg.job_methods[method], cfg.synthesis,
                                                cfg.seed, shard, device, student, log=log, engine=cfg.engine,
                                                meta_path=paths.meta_weights(cfg.exp_dir, teacher, method) if has_meta else None)

@@ -89,6 +89,11 @@ def of(c: MethodConfig) -> MethodKind:
     return METHODS[c.kind]
 
 
+def meta_of(c: MethodConfig) -> MetaConfig | None:
+    """The meta-learned start a method's batches begin from (ni-fast), or None: then no warm-up stage."""
+    return of(c).meta(c)
+
+
 def method_shards(c: MethodConfig, syn: SynthesisConfig) -> int:
     """Shards of a method: synthesis.shards, or 1 for a co-trained method (its student sees the batches in order)."""
     return 1 if c.cotrain is not None else syn.shards

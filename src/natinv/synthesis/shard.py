@@ -97,7 +97,7 @@ def synthesize_shard(
         co = CoStudent(student, method.cotrain, _student_steps(method, syn), device)
         engine = replace(engine, batches_per_step=1)
     entry = registry.of(method)
-    if entry.meta(method) is not None and meta_path is None:
+    if registry.meta_of(method) is not None and meta_path is None:
         raise ValueError(f"{method_key} starts from meta-parameters: pass the warm-up stage's file")
     job = ShardJob(teacher, meta, teacher_key, method_key, method, syn, seed, shard, device, co, log, engine,
                    meta_path=meta_path)
