@@ -2,7 +2,8 @@
 after K iterations from the meta-parameters, for each meta-update rule, step and warm-up.
 
 `design`: warm up the meta-parameters on W batches of Kw iterations (optionally a fresh z every iteration), then
-synthesize 4 evaluation batches of K iterations from them (meta-updates continue), and print the CE and BN terms at the
+synthesize 4 evaluation batches of K iterations from them (meta-updates continue, at step lr_eval when given; 0 =
+frozen), and print the CE and BN terms at the
 kept iteration and the teacher's agreement with the labels; without `meta`, plain NI at K iterations (fresh starts).
 `stream`: N batches of K iterations in a row from a fresh meta-initialization, one line per batch (how the start
 improves with the number of meta-updates).
@@ -63,6 +64,8 @@ def design(specs: list[dict]) -> None:
             warm = replace(m, iterations=spec.get("Kw", spec["K"]))
             list(ni.synthesize(objective, _batches("warm", spec.get("W", 0), size, classes), warm, classes, shape, DEVICE,
                                meta=meta, fresh_z=spec.get("fresh", False)))
+        if meta is not None and "lr_eval" in spec:  # the meta step over the evaluation batches, if not the warm-up's
+            meta.cfg = replace(meta.cfg, lr=spec["lr_eval"])
         warm_cpu = time.process_time() - start
         res = list(ni.synthesize(objective, _batches("eval", 4, size, classes), m, classes, shape, DEVICE, meta=meta))
         x, y = torch.cat([r.images for r in res]), torch.cat([r.labels for r in res])
