@@ -17,6 +17,7 @@ seconds are process times and two runs sharing two cores inflate them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -32,12 +33,13 @@ from natinv.synthesis.labels import batch_labels
 from natinv.synthesis.objective import InversionObjective, LossWeights
 from natinv.train import evaluate
 
-DEVICE = torch.device("cpu")
+DEVICE = torch.device(os.environ.get("NATINV_DEVICE", "cpu"))  # e.g. NATINV_DEVICE=cuda for long streams
 
 
 def _setup():
     cfg = load_config(["params/default.yaml"])
     teacher, meta = load_model(paths.teacher_weights(cfg.exp_dir, cfg.teacher.models[0]), DEVICE)
+    teacher = teacher.to(DEVICE)
     return cfg, teacher.eval().requires_grad_(False), meta
 
 
