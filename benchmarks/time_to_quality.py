@@ -146,7 +146,7 @@ def main() -> None:
     args.out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot(rows, student, evaluator, args.out.with_suffix(".png"))
     text = table(rows, student, evaluator)
-    notes = [line for a, b in (("ni-fast", "ni"), ("ni-fast", "di"), ("ni", "di")) for line in compare(seeded or rows, a, b, student, evaluator)]
+    notes = [line for a, b in (("ni-fast", "ni"), ("ni-fast-50", "ni"), ("ni-fast", "di"), ("ni", "di")) for line in compare(seeded or rows, a, b, student, evaluator)]
     md = text + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     args.out.with_suffix(".md").write_text(md)
     print(md)
