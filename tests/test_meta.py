@@ -78,3 +78,12 @@ def test_without_meta_every_batch_starts_fresh_as_before():
     a = list(ni.synthesize(objective, _batches(2), plain, 10, SHAPE, device))
     (b,) = list(ni.synthesize(objective, _batches(2)[1:], plain, 10, SHAPE, device))
     assert torch.equal(a[1].images, b.images)
+
+
+def test_a_shards_run_in_mlflow_names_the_warm_up_file_among_its_inputs(tmp_path):
+    from natinv.tracking import datasets_of
+
+    warm = tmp_path / "meta/resnet8-w16/ni-fast.safetensors"
+    assert datasets_of(tmp_path, [tmp_path / "teachers/resnet8-w16.safetensors", warm], "fashion-mnist") == [
+        ("teacher resnet8-w16", "teacher", [tmp_path / "teachers/resnet8-w16.safetensors"]),
+        ("ni-fast/resnet8-w16 meta-parameters", "meta-learned start", [warm])]
