@@ -181,7 +181,9 @@ def _teacher(cfg: Config, w: Wildcards) -> list[Path]:
 
 def _shard_inputs(cfg: Config, w: Wildcards) -> list[Path]:
     """A shard reads the teacher and, for a method that starts from meta-parameters, the warm-up stage's file."""
-    has_meta = (w["teacher"], w["method"]) in plan.meta_jobs(cfg)
+    from natinv.synthesis import registry
+
+    has_meta = registry.meta_of(cfg.job_methods[w["method"]]) is not None
     return [*_teacher(cfg, w), *([paths.meta_weights(cfg.exp_dir, w["teacher"], w["method"])] if has_meta else [])]
 
 

@@ -16,8 +16,9 @@ from natinv.errors import ConfigError
 from natinv.runtime import IterationProgress, derive_seed, log
 from natinv.stages.common import choose, finish
 from natinv.synthesis import registry
-from natinv.synthesis.labels import batch_labels
+from natinv.synthesis.inversion import labelled_batches
 from natinv.synthesis.objective import TERMS, InversionObjective, LossWeights
+from natinv.synthesis.shard import first_fault
 from natinv.tracking import Outcome
 
 
@@ -38,7 +39,7 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
     shape = (mm.in_channels, mm.image_size, mm.image_size)
     batch = cfg.synthesis.batch_size
     seeds = [derive_seed(cfg.seed, teacher, method, "meta", i) for i in range(m.meta.warmup_batches)]
-    batches = [(batch_labels(batch, mm.num_classes, torch.Generator().manual_seed(derive_seed(s, "labels"))), s) for s in seeds]
+    batches = labelled_batches(seeds, [batch] * len(seeds), mm.num_classes)
     objective = InversionObjective(model, LossWeights.of(m), None, replace(cfg.engine, batches_per_step=1))
     meta = new_meta(objective, m, mm.num_classes, shape, derive_seed(cfg.seed, teacher, method, "meta-init"), device)
     name = f"{teacher}/{method} warm-up"
@@ -47,7 +48,7 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
     finals = []
     for k, res in enumerate(synthesize(objective, batches, warm, mm.num_classes, shape, device, progress, meta)):
         final = dict(zip(TERMS, res.curve[res.best_iteration].tolist()))
-        if not all(map(_finite, final.values())):
+        if first_fault(res.curve, res.images, res.best_iteration) is not None:
             raise ConfigError(f"{name} batch {k + 1}: the loss is not finite; lower synthesis.methods.{method}'s learning "
                               f"rates or meta.lr ({m.meta.lr:g})")
         finals.append(final)
@@ -63,6 +64,3 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
                   f"{name}: {len(batches)} batches x {warm.iterations} iterations in {seconds:.0f} s; last batch CE "
                   f"{finals[-1]['ce']:.3f}, BN {finals[-1]['bn']:.3f}", [out])
 
-
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")

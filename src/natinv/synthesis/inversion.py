@@ -26,8 +26,7 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     method, meta = job.method, job.meta
     plan = batch_plan(job.syn.num_images, job.syn.batch_size, method_shards(method, job.syn))[job.shard]
     seeds = [derive_seed(job.seed, job.teacher_key, job.method_key, index) for index, _ in plan]
-    batches = [(batch_labels(size, meta.num_classes, torch.Generator().manual_seed(derive_seed(s, "labels"))), s)
-               for (_, size), s in zip(plan, seeds)]
+    batches = labelled_batches(seeds, [size for _, size in plan], meta.num_classes)
     co = job.co
     competitor = Competitor(co.model, method.competition) if co is not None and method.competition > 0 else None
     objective = InversionObjective(job.teacher, LossWeights.of(method), competitor, job.engine)
@@ -73,6 +72,12 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
         {"batches": len(plan), "batch_size": job.syn.batch_size, "steps": (len(plan) + sum(retries)) * method.iterations,
          "retries": sum(retries)},
         series)
+
+
+def labelled_batches(seeds: list[int], sizes: list[int], num_classes: int) -> list[tuple[torch.Tensor, int]]:
+    """(labels, seed) of each batch: its labels drawn from a seed derived from its own."""
+    return [(batch_labels(size, num_classes, torch.Generator().manual_seed(derive_seed(s, "labels"))), s)
+            for size, s in zip(sizes, seeds)]
 
 
 def _until_finite(job: ShardJob, objective: InversionObjective, optimize: Optimizer, res: BatchResult,
