@@ -3,6 +3,7 @@ its outputs are byte-identical to an uninterrupted run's, no temporary file is l
 parent run does not stay RUNNING."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,13 +57,60 @@ def _interrupted_equals_uninterrupted(outputs: list[Path], cmd: list[str], kill_
     assert not list(outputs[0].parent.glob(".*.tmp"))
 
 
-def test_a_shard_killed_mid_synthesis_reruns_to_the_same_bytes(prepared):
+def kill_when(cmd: list[str], ready, env: dict) -> None:
+    """Start `cmd` in its own process group and SIGKILL the whole group as soon as `ready()` holds (polled: the test
+    waits for the event, not for a time)."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not ready():
+        assert proc.poll() is None, f"{cmd[:4]} finished before the event it was to be killed at"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _without_timing(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in ("seconds", "cpu_seconds", "s_per_iter")}
+
+
+@pytest.mark.parametrize("method", ["ni", "adi", "dafl"])
+def test_a_shard_killed_after_saving_its_progress_resumes_there_and_ends_with_the_same_bytes(prepared, method):
+    """kill -9 right after a shard saved its progress (NI: every batch its own; ADI: a co-trained student that has seen
+    the batches so far; DAFL: one generator training): the re-run says where it resumed, and its files equal an
+    uninterrupted run's."""
     exp, params = prepared
-    cmd = natinv(params, "synthesize", "--teacher", "resnet8-w16", "--method", "ni", "--shard", "0",
-                 "--set", "synthesis.methods.ni.iterations=250")
+    size = "synthesis.methods.dafl.iterations=300" if method == "dafl" else f"synthesis.methods.{method}.iterations=40"
+    cmd = natinv(params, "synthesize", "--teacher", "resnet8-w16", "--method", method, "--shard", "0", "--set", size,
+                 "--set", "synthesis.num_images=96", "--set", "synthesis.shards=1", "--set", "engine.save_every_minutes=0")
     subprocess.run(cmd, check=True, capture_output=True, env=QUIET)
-    shard = exp / "synth/resnet8-w16/ni"
-    _interrupted_equals_uninterrupted([shard / "shard-0.npz", shard / "shard-0.png"], cmd, kill_at=5)
+    shard = exp / f"synth/resnet8-w16/{method}"
+    outputs = [shard / "shard-0.npz", shard / "shard-0.png"]
+    reference = {p: p.read_bytes() for p in outputs}
+    summary = _without_timing(json.loads((shard / "shard-0.json").read_text()))
+    progress = shard / "shard-0.progress.safetensors"
+    assert not progress.exists()  # a finished shard leaves no progress behind
+    for p in [*outputs, shard / "shard-0.json"]:
+        p.unlink()
+    kill_when(cmd, progress.is_file, QUIET)
+    assert not any(p.exists() for p in outputs)
+    rerun = subprocess.run(cmd, check=True, capture_output=True, text=True, env=QUIET)
+    unit = "step" if method == "dafl" else "batch"
+    assert f"resuming after {unit} " in rerun.stderr, rerun.stderr[-2000:]
+    for p in outputs:
+        assert p.read_bytes() == reference[p], p
+    assert _without_timing(json.loads((shard / "shard-0.json").read_text())) == summary
+    assert not progress.exists() and not list(shard.glob(".*.tmp"))
+
+
+def test_a_progress_file_of_other_settings_is_not_resumed_from(prepared):
+    exp, params = prepared
+    base = natinv(params, "synthesize", "--teacher", "resnet8-w16", "--method", "di", "--shard", "0",
+                  "--set", "synthesis.num_images=96", "--set", "synthesis.shards=1", "--set", "engine.save_every_minutes=0")
+    progress = exp / "synth/resnet8-w16/di/shard-0.progress.safetensors"
+    kill_when([*base, "--set", "synthesis.methods.di.iterations=60"], progress.is_file, QUIET)
+    rerun = subprocess.run([*base, "--set", "synthesis.methods.di.iterations=30"], check=True, capture_output=True,
+                           text=True, env=QUIET)
+    assert "saved by other parameters or code; starting the shard from the beginning" in rerun.stderr
+    assert "resuming" not in rerun.stderr and not progress.exists()
 
 
 def test_teacher_training_killed_mid_epoch_reruns_to_the_same_bytes(prepared):

@@ -10,8 +10,14 @@ import numpy as np
 from natinv.io import atomic_write_bytes
 
 
+def grid_indices(labels: np.ndarray, num_classes: int, per_class: int = 8) -> np.ndarray:
+    """The images class_grid shows, in order: the first `per_class` of each class."""
+    return np.sort(np.concatenate([np.flatnonzero(labels == cls)[:per_class] for cls in range(num_classes)] or [np.zeros(0, int)]))
+
+
 def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int = 8, pad: int = 2) -> np.ndarray:
-    """uint8 NCHW images -> one HxWxC uint8 picture: row c holds the first `per_class` images of class c (blank if fewer)."""
+    """uint8 NCHW images -> one HxWxC uint8 picture: row c holds the first `per_class` images of class c (blank if fewer).
+    Passing only the images at grid_indices (and their labels) gives the same picture."""
     _, c, h, w = images.shape
     grid = np.full((num_classes * (h + pad) + pad, per_class * (w + pad) + pad, c), 255, dtype=np.uint8)
     for cls in range(num_classes):

@@ -7,7 +7,9 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +32,38 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename over it; the file gets the permissions the umask gives a new
-    file (mkstemp's own are 0600, which a group on a shared file system could not read)."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` for the block to write; when the block ends the file is flushed to disk and
+    renamed over `path` with the permissions the umask gives a new file (mkstemp's own are 0600, which a group on a
+    shared file system could not read). When the block fails the temporary file is removed and `path` is untouched."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     except OSError as exc:
         raise NatinvError(f"{path}: cannot be written ({exc.strerror or exc})") from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise NatinvError(f"{path}: cannot be written ({exc.strerror or exc})") from None
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path` (atomic_path)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def check_writable(path: Path) -> None:
@@ -93,21 +106,58 @@ def _non_finite(obj: Any, key: str = "") -> list[str]:
     return [k for name, value in items for k in _non_finite(value, f"{key}.{name}" if key else str(name))][:3]
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz (readable by np.load) with fixed timestamps, so equal arrays give identical bytes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+@dataclass(frozen=True)
+class Chunked:
+    """An array member of an .npz that is written chunk by chunk and never held whole: its shape, its dtype and a
+    function that yields its rows in order, in chunks along the first axis."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: Callable[[], Iterator[np.ndarray]]
+
+
+def _write_member(fh, value: np.ndarray | Chunked) -> None:
+    if not isinstance(value, Chunked):
+        np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+        return
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(value.dtype)), "fortran_order": False, "shape": value.shape}
+    np.lib.format.write_array_header_2_0(fh, header) if _nbytes(value) >= 2**32 else np.lib.format.write_array_header_1_0(fh, header)
+    rows = 0
+    for chunk in value.chunks():
+        chunk = np.ascontiguousarray(chunk, dtype=value.dtype)
+        fh.write(chunk.tobytes())
+        rows += len(chunk)
+    if rows != value.shape[0]:
+        raise ValueError(f"a chunked member yielded {rows} rows, its shape says {value.shape[0]}")
+
+
+def _nbytes(value: np.ndarray | Chunked) -> int:
+    return int(np.prod(value.shape, dtype=np.int64)) * np.dtype(value.dtype).itemsize
+
+
+def _write_npz_to(target, arrays: dict[str, np.ndarray | Chunked]) -> None:
+    """An .npz (readable by np.load, uncompressed) with fixed timestamps, so equal arrays give identical bytes; each
+    member is streamed into the archive (nothing is built in memory beside it)."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asanyarray(arrays[name]), allow_pickle=False)
+            value = arrays[name]
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
-            zf.writestr(info, member.getvalue())
+            with zf.open(info, "w", force_zip64=_nbytes(value) > 2**30) as fh:
+                _write_member(fh, value)
+
+
+def npz_bytes(arrays: dict[str, np.ndarray | Chunked]) -> bytes:
+    """The bytes write_npz writes for `arrays`."""
+    buf = io.BytesIO()
+    _write_npz_to(buf, arrays)
     return buf.getvalue()
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write_bytes(path, npz_bytes(arrays))
+def write_npz(path: Path, arrays: dict[str, np.ndarray | Chunked]) -> None:
+    """`arrays` as an .npz at `path`, written atomically and streamed: peak memory is the largest chunk, not the file."""
+    with atomic_path(path) as tmp:
+        _write_npz_to(tmp, arrays)
 
 
 def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None = None) -> dict[str, np.ndarray]:

@@ -56,6 +56,11 @@ def shard_json(exp: Path, teacher: str, method: str, shard: int) -> Path:
     return at(exp, SHARD["json"], teacher=teacher, method=method, shard=shard)
 
 
+def shard_progress(exp: Path, teacher: str, method: str, shard: int) -> Path:
+    """A running shard's saved progress (natinv.synthesis.progress), removed once the shard's files are written."""
+    return at(exp, "synth/{teacher}/{method}/shard-{shard}.progress.safetensors", teacher=teacher, method=method, shard=shard)
+
+
 def meta_weights(exp: Path, teacher: str, method: str) -> Path:
     return at(exp, META["weights"], teacher=teacher, method=method)
 

@@ -262,6 +262,9 @@ class EngineConfig:
     autocast: Literal["bf16"] | None = None  # bf16: teacher passes in bfloat16, losses in float32 (changes numerics)
     compile: bool = False  # torch.compile the teacher passes (a one-off compile in every synthesize process)
     batches_per_step: int = field(default=1, metadata=_min(1))  # one-to-one batches advanced in one vectorized step
+    # a shard saves its progress (images so far, a co-trained student, generators) at the first batch or generator-step
+    # boundary after this many minutes, and a re-run continues from there (0: at every boundary)
+    save_every_minutes: float = field(default=10.0, metadata=_min(0))
 
 
 @dataclass

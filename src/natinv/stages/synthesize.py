@@ -9,11 +9,13 @@ import torch
 from natinv import figures, paths
 from natinv.checkpoint import load_model
 from natinv.config import Config
+from natinv.data import render_uint8
 from natinv.errors import ConfigError, NatinvError
-from natinv.io import atomic_write_json, read_json, write_npz
+from natinv.io import atomic_write_json, read_json, remove_stale_temps, write_npz
 from natinv.runtime import log
 from natinv.stages.common import choose, new_model, student_seed
 from natinv.synthesis import registry
+from natinv.synthesis.progress import Progress
 from natinv.synthesis.shard import synthesize_shard
 from natinv.tracking import Outcome
 
@@ -59,15 +61,24 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
     co = cfg.cotrained(method)
     student = None if co is None else new_model(meta, cfg.models[co.student], student_seed(cfg, teacher, method, co.student))
     has_meta = registry.meta_of(cfg.job_methods[method]) is not None
+    digest = job_digest(cfg, teacher, method, shard)
+    progress = Progress(paths.shard_progress(cfg.exp_dir, teacher, method, shard), digest,
+                        60 * cfg.engine.save_every_minutes, log)
+    for stale in remove_stale_temps(progress.path):
+        log(f"removed {stale}, left by an interrupted run")
     arrays, summary, series = synthesize_shard(model, meta, teacher, method, cfg.job_methods[method], cfg.synthesis,
                                                cfg.seed, shard, device, student, log=log, engine=cfg.engine,
-                                               meta_path=paths.meta_weights(cfg.exp_dir, teacher, method) if has_meta else None)
-    summary["job"] = job_digest(cfg, teacher, method, shard)  # a re-run of every shard keeps this one while it matches
+                                               meta_path=paths.meta_weights(cfg.exp_dir, teacher, method) if has_meta else None,
+                                               progress=progress)
+    summary["job"] = digest  # a re-run of every shard keeps this one while it matches
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
     write_npz(npz, arrays)
     atomic_write_json(paths.shard_json(cfg.exp_dir, teacher, method, shard), summary)
     log(f"{teacher}/{method} shard {shard}: {summary['images']} images in {summary['seconds']:.0f} s; teacher agreement "
         f"{summary['agreement_float16']:.1f} % (stored tensors), {summary['agreement_uint8']:.1f} % (uint8 rendering)")
     grid = npz.with_suffix(".png")
-    figures.save_png(figures.class_grid(arrays["images_uint8"], arrays["labels"], meta.num_classes), grid)
+    shown = figures.grid_indices(arrays["labels"], meta.num_classes)
+    rendered = render_uint8(torch.from_numpy(arrays["images"][shown]), meta.mean, meta.std, cfg.synthesis.save_scaling)
+    figures.save_png(figures.class_grid(rendered.numpy(), arrays["labels"][shown], meta.num_classes), grid)
+    progress.clear()
     return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid])

@@ -34,29 +34,36 @@ class CoStudent:
         self.losses.append(loss.detach())
 
     def distill_on(self, teacher: nn.Module, pool: torch.Tensor, steps: int, gen: torch.Generator) -> None:
-        """`steps` KD steps (KL at cfg.temperature, crop+flip) on random batches of the images so far (ADI: the student
+        """`steps` KD steps (KL at cfg.temperature, crop+flip) on random batches of the images so far (`pool`, any float
+        dtype, on any device; ADI: the student
         takes a number of KD iterations after every new batch, Yin et al. 2020, section 4.1)."""
         device = next(self.model.parameters()).device
         self.model.train()
         for _ in range(steps):
             idx = torch.randperm(len(pool), generator=gen)[: self.cfg.batch_size]
-            xb = crop_flip(pool[idx].to(device), generator=gen)
+            xb = crop_flip(pool[idx].to(device).float(), generator=gen)
             with torch.no_grad():
                 t = teacher(xb)
             self.update(soft_kl(self.model(xb), t, self.cfg.temperature))
 
-    def snapshot(self) -> dict:
-        """Everything a step changes (weights, optimizer, schedule, losses), to start a retried synthesis from."""
+    def state(self) -> dict:
+        """A copy of everything a step changes (weights, optimizer, schedule, losses so far): what a retried synthesis
+        starts again from and what a shard's saved progress holds."""
         import copy
 
+        losses = torch.stack(self.losses) if self.losses else torch.zeros(0, device=self.losses_device)
         return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                              "scheduler": self.scheduler.state_dict(), "steps": len(self.losses)})
+                              "scheduler": self.scheduler.state_dict(), "losses": losses})
 
-    def restore(self, snap: dict) -> None:
-        self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
-        self.scheduler.load_state_dict(snap["scheduler"])
-        del self.losses[snap["steps"]:]
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.losses[:] = list(state["losses"].to(self.losses_device).unbind())
+
+    @property
+    def losses_device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def loss_curve(self) -> np.ndarray:
         return torch.stack(self.losses).cpu().numpy().astype(np.float32) if self.losses else np.zeros(0, np.float32)

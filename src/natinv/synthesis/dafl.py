@@ -16,6 +16,7 @@ from natinv.config import DAFLConfig
 from natinv.distill import soft_kl
 from natinv.models import StagedNet
 from natinv.synthesis.cotrain import CoStudent
+from natinv.synthesis.generative import Steps
 from natinv.synthesis.generator import Generator
 
 TERMS = ("total", "onehot", "activation", "entropy", "student_kd")
@@ -32,12 +33,12 @@ def generator_loss(logits: torch.Tensor, features: torch.Tensor, cfg: DAFLConfig
 
 
 def train(teacher: StagedNet, student: CoStudent, cfg: DAFLConfig, shape: tuple[int, int, int], device: torch.device,
-          gen: torch.Generator) -> tuple[Generator, torch.Tensor]:
+          gen: torch.Generator, steps: Steps = Steps()) -> tuple[Generator, torch.Tensor]:
     """Train the generator and the student for cfg.iterations steps; returns (generator, curve (iterations, TERMS))."""
     generator = Generator.unconditional(shape, cfg.latent_dim, cfg.generator_width, device)
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
     curve = torch.empty(cfg.iterations, len(TERMS), device=device)
-    for it in range(cfg.iterations):
+    for it in range(steps.resume(generator, optimizer, curve), cfg.iterations):
         images = generator.sample(cfg.batch_size, gen)
         features = teacher.embed(images)
         logits = teacher.fc(features)
@@ -48,6 +49,7 @@ def train(teacher: StagedNet, student: CoStudent, cfg: DAFLConfig, shape: tuple[
         kd = soft_kl(student.model(images.detach()), logits.detach(), student.cfg.temperature)
         student.update(kd)
         curve[it] = torch.cat([total.detach()[None], terms.detach(), kd.detach()[None]])
+        steps.after(it, generator, optimizer, curve)
     return generator, curve.cpu()
 
 

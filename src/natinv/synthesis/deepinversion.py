@@ -51,5 +51,5 @@ def run_shard(job):
 
     lo, hi = normalizer(job.meta.mean, job.meta.std, job.device)
     pixel_range = ((0 - lo) / hi, (1 - lo) / hi)
-    return run_batches(job, lambda objective, batches: synthesize(
+    return run_batches(job, lambda objective, batches, carry: synthesize(
         objective, batches, job.method, job.meta.num_classes, job.shape, job.device, pixel_range, job.on_step))

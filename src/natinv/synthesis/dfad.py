@@ -12,20 +12,21 @@ import torch.nn.functional as F
 from natinv.config import DFADConfig
 from natinv.models import StagedNet
 from natinv.synthesis.cotrain import CoStudent
+from natinv.synthesis.generative import Steps
 from natinv.synthesis.generator import Generator
 
 TERMS = ("total", "generator_l1", "student_l1")  # total: the generator's loss (-L1)
 
 
 def train(teacher: StagedNet, student: CoStudent, cfg: DFADConfig, shape: tuple[int, int, int], device: torch.device,
-          gen: torch.Generator) -> tuple[Generator, torch.Tensor]:
+          gen: torch.Generator, steps: Steps = Steps()) -> tuple[Generator, torch.Tensor]:
     """Train the generator and the student for cfg.iterations generator steps; returns (generator, curve (iterations, TERMS))."""
     generator = Generator.unconditional(shape, cfg.latent_dim, cfg.generator_width, device)
     optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
     gen_params = list(generator.parameters())
 
     curve = torch.empty(cfg.iterations, len(TERMS), device=device)
-    for it in range(cfg.iterations):
+    for it in range(steps.resume(generator, optimizer, curve), cfg.iterations):
         student.model.train()
         for _ in range(student.cfg.steps):
             with torch.no_grad():
@@ -39,6 +40,7 @@ def train(teacher: StagedNet, student: CoStudent, cfg: DFADConfig, shape: tuple[
         torch.autograd.backward(-generator_l1, inputs=gen_params)  # the student's weights stay out of this step
         optimizer.step()
         curve[it] = torch.stack([-generator_l1.detach(), generator_l1.detach(), student_l1.detach()])
+        steps.after(it, generator, optimizer, curve)
     return generator, curve.cpu()
 
 

@@ -14,15 +14,17 @@ from natinv import tracking
 from natinv.runtime import IterationProgress, derive_seed, eta
 from natinv.synthesis.competition import Competitor
 from natinv.synthesis.labels import batch_labels
-from natinv.synthesis.objective import TERMS, BatchResult, InversionObjective, LossWeights
+from natinv.synthesis.objective import TERMS, BatchResult, Carry, InversionObjective, LossWeights
 from natinv.synthesis.registry import method_shards
 from natinv.synthesis.shard import ShardImages, ShardJob, batch_plan, first_fault
 
-# (objective, [(labels, seed) per batch]) -> each batch's result, in order
-Optimizer = Callable[[InversionObjective, list[tuple[torch.Tensor, int]]], Iterator[BatchResult]]
+# (objective, [(labels, seed) per batch], carry) -> each batch's result, in order
+Optimizer = Callable[[InversionObjective, list[tuple[torch.Tensor, int]], "Carry"], Iterator[BatchResult]]
 
 
 def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
+    """Every batch of the shard in order, its images kept in one float16 pool (on the device when a co-trained student
+    reads them, else on the host); the shard's progress saved at group boundaries and resumed from (natinv.synthesis.progress)."""
     method, meta = job.method, job.meta
     plan = batch_plan(job.syn.num_images, job.syn.batch_size, method_shards(method, job.syn))[job.shard]
     seeds = [derive_seed(job.seed, job.teacher_key, job.method_key, index) for index, _ in plan]
@@ -31,41 +33,61 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     competitor = Competitor(co.model, method.competition) if co is not None and method.competition > 0 else None
     objective = InversionObjective(job.teacher, LossWeights.of(method), competitor, job.engine)
 
-    images, labels, curves, best_iters, retries = [], [], [], [], []
+    pool = torch.empty((sum(size for _, size in plan), *job.shape), dtype=torch.float16,
+                       device=job.device if co is not None else "cpu")
+    labels = torch.empty(len(pool), dtype=torch.int64)
+    curves = torch.empty(len(plan), method.iterations, len(TERMS))
+    best_iters, retries = [], []
     student_gen = torch.Generator().manual_seed(derive_seed(job.seed, job.teacher_key, job.method_key, "cotrain"))
     name = f"{job.teacher_key}/{job.method_key} shard {job.shard}"
+    carry, done, filled = Carry(), 0, 0
+    if (state := job.progress.load()) is not None:
+        done, filled, seeds[:state["batches"]] = state["batches"], state["images"], state["seeds"]
+        pool[:filled], labels[:filled], curves[:done] = state["pool"], state["labels"], state["curves"]
+        best_iters, retries, carry.saved = state["best_iterations"], state["retries"], state["carry"]
+        student_gen.set_state(state["student_gen"])
+        if co is not None:
+            co.load_state(state["student"])
+        job.log(f"{name}: resuming after batch {done}/{len(plan)} ({filled} images) from {job.progress.path}")
     job.on_step = progress = IterationProgress(name, method.iterations, len(plan), objective.engine.batches_per_step)
     start = time.perf_counter()
-    for k, res in enumerate(optimize(objective, batches)):
+    for k, res in enumerate(optimize(objective, batches[done:], carry), start=done):
         res, tries = _until_finite(job, objective, optimize, res, plan[k][0])
         times = progress.times if len(progress.times) == len(res.curve) else None
         for t in ("ce", "bn"):  # to MLflow while the shard runs, stamped with when each iteration was reached
             tracking.emit(f"batch-{plan[k][0]}/{t}", res.curve[:, TERMS.index(t)].tolist(), range(1, len(res.curve) + 1), times)
         seeds[k] = res.seed
         retries.append(tries)
-        images.append(res.images.float().cpu())
-        labels.append(res.labels)
-        curves.append(res.curve)
+        n = len(res.labels)
+        pool[filled:filled + n] = res.images
+        labels[filled:filled + n] = res.labels
+        filled += n
+        curves[k] = res.curve
         best_iters.append(res.best_iteration)
         if co is not None:
-            co.distill_on(job.teacher, torch.cat(images), method.cotrain.steps, student_gen)
+            co.distill_on(job.teacher, pool[:filled], method.cotrain.steps, student_gen)
         final = dict(zip(TERMS, res.curve[res.best_iteration].tolist()))
         elapsed = time.perf_counter() - start
         left = len(plan) - k - 1
         job.log(f"{name} batch {k + 1}/{len(plan)}: best iteration "
                 f"{res.best_iteration + 1}, loss {final['total']:.3f} (CE {final['ce']:.3f}, BN {final['bn']:.3f}"
                 + (f", competition {final['competition']:.3f}; student KD loss {co.losses[-1].item():.3f}" if co else "")
-                + f"), {elapsed / ((k + 1) * method.iterations):.3f} s/iteration"
-                + (f"; {eta(elapsed / (k + 1), left)} for the shard" if left else ""))
+                + f"), {elapsed / ((k + 1 - done) * method.iterations):.3f} s/iteration"
+                + (f"; {eta(elapsed / (k + 1 - done), left)} for the shard" if left else ""))
+        if (k + 1) % objective.engine.batches_per_step == 0 and job.progress.due(last=not left):
+            job.progress.save({"batches": k + 1, "images": filled, "seeds": seeds[:k + 1], "pool": pool[:filled],
+                               "labels": labels[:filled], "curves": curves[:k + 1], "best_iterations": best_iters,
+                               "retries": retries, "carry": carry.state(), "student_gen": student_gen.get_state(),
+                               "student": None if co is None else co.state()}, f"after batch {k + 1}")
     objective.close()
-    curve = torch.stack(curves).numpy().astype(np.float32)  # (batches, iterations, terms)
+    curve = curves.numpy()  # (batches, iterations, terms)
     best = np.asarray(best_iters, dtype=np.int64)
     batch_index = np.asarray([i for i, _ in plan], dtype=np.int64)
     at_best = curve[np.arange(len(best)), best]  # (batches, terms)
     series = {f"loss/{t}": curve[:, :, i].mean(0) for i, t in enumerate(TERMS)}
     series |= {f"batch-{b}/{t}": curve[k, :, TERMS.index(t)] for k, b in enumerate(batch_index) for t in ("ce", "bn")}
     return ShardImages(
-        torch.cat(images), torch.cat(labels),
+        pool, labels,
         {"loss_curves": curve, "loss_terms": np.asarray(TERMS), "seeds": np.asarray(seeds, dtype=np.int64),
          "batch_index": batch_index, "best_iteration": best, "retries": np.asarray(retries, dtype=np.int64)},
         {t: float(at_best[:, i].mean()) for i, t in enumerate(TERMS)},
@@ -94,7 +116,7 @@ def _until_finite(job: ShardJob, objective: InversionObjective, optimize: Optimi
         seed = derive_seed(res.seed, "retry")
         job.log(f"{name}: loss not finite from iteration {fault + 1}; optimizing it again from seed {seed} "
                 f"(retry {attempt + 1} of {job.syn.retries})")
-        (res,) = list(optimize(objective, [(res.labels, seed)]))
+        (res,) = list(optimize(objective, [(res.labels, seed)], Carry()))
     raise NatinvError(f"{name}: loss or images not finite from iteration {fault + 1} of {job.method.iterations}, in "
                       f"{job.syn.retries + 1} tries from different seeds; nothing was written. Lower the method's "
                       f"learning rates or check the teacher")

@@ -22,7 +22,7 @@ from natinv.errors import ConfigError
 from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
 from natinv.synthesis.meta import MetaInit
-from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, concat, optimize, split_batches
+from natinv.synthesis.objective import BatchResult, Carry, InversionObjective, chunks, concat, optimize, split_batches
 from natinv.synthesis.priors import jitter_flip
 
 
@@ -56,14 +56,16 @@ def synthesize(
     on_step: Callable[[int], None] | None = None,
     meta: MetaInit | None = None,
     fresh_z: bool = False,
+    carry: Carry | None = None,
 ) -> Iterator[BatchResult]:
     """One BatchResult per batch, in order. With objective.engine.batches_per_step = K > 1 (one-to-one only), K
     batches advance together: their generators, FTPs and alphas stay separate, the teacher passes are shared.
     `meta`: every batch starts from a copy of these meta-parameters, which are updated after each batch (in order).
-    `fresh_z`: a new z every iteration (as one-to-many does), so the generator learns to map any z (a warm-up)."""
+    `fresh_z`: a new z every iteration (as one-to-many does), so the generator learns to map any z (a warm-up).
+    `carry`: where one-to-many keeps the generator it carries from batch to batch (a resumed shard's is restored)."""
     stage_shapes = check_stages(objective, cfg, shape)
     per_step = objective.engine.batches_per_step if cfg.o2o else 1  # one-to-many: the generator carries over in order
-    shared = None
+    carry = Carry() if carry is None else carry
     for group in chunks(batches, per_step):
         models, zs, alphas, gens = [], [], [], []
         for labels, seed in group:
@@ -71,8 +73,12 @@ def synthesize(
                 torch.manual_seed(seed)
                 if meta is not None:
                     shared = meta.start()
-                elif cfg.o2o or shared is None:
+                elif cfg.o2o:
                     shared = NaturalInversionImage(cfg, num_classes, shape, stage_shapes)
+                elif carry.module is None:
+                    shared = carry.adopt(NaturalInversionImage(cfg, num_classes, shape, stage_shapes))
+                else:
+                    shared = carry.module
                 models.append(shared)
                 zs.append(torch.randn(len(labels), cfg.latent_dim).to(device))
                 alpha0 = torch.randn(len(labels), shape[0], 1, 1) * cfg.alpha_std + cfg.alpha_mean
@@ -151,12 +157,13 @@ def run_shard(job):
 
     meta: MetaInit | None = None  # with `meta`: the shard's meta-parameters, from the warm-up's file, then its batches'
 
-    def optimize(objective: InversionObjective, batches: list[tuple[torch.Tensor, int]]) -> Iterator[BatchResult]:
+    def optimize(objective: InversionObjective, batches: list[tuple[torch.Tensor, int]], carry: Carry) -> Iterator[BatchResult]:
         nonlocal meta
         if job.method.meta is not None and meta is None:
             meta = new_meta(objective, job.method, job.meta.num_classes, job.shape, 0, job.device)
             load_state(job.meta_path, meta.model, "the meta-parameters of this method's generator, FTP and head")
+            carry.adopt(meta.model)  # a resumed shard continues from the meta-parameters its batches so far made
         return synthesize(objective, batches, job.method, job.meta.num_classes, job.shape, job.device,
-                          on_step=job.on_step, meta=meta)
+                          on_step=job.on_step, meta=meta, carry=carry)
 
     return run_batches(job, optimize)

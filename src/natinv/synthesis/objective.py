@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from natinv.config import DIConfig, EngineConfig, NIConfig
 from natinv.models import StagedNet
@@ -43,6 +44,26 @@ class BatchResult:
     curve: torch.Tensor  # (iterations, len(TERMS)) float32
     best_iteration: int
     seed: int
+
+
+@dataclass
+class Carry:
+    """What passes from one batch of a shard to the next besides its images: one-to-many's shared generator and FTP,
+    or ni-fast's meta-parameters (`module`, set by the method when it makes it; None when every batch starts afresh).
+    A resumed shard's saved state of it (`saved`) is loaded into the module when the method adopts it."""
+
+    module: nn.Module | None = None
+    saved: dict | None = None
+
+    def adopt(self, module: nn.Module) -> nn.Module:
+        if self.saved is not None:
+            module.load_state_dict(self.saved)
+            self.saved = None
+        self.module = module
+        return module
+
+    def state(self) -> dict | None:
+        return None if self.module is None else {k: v.clone() for k, v in self.module.state_dict().items()}
 
 
 class InversionObjective:

@@ -8,6 +8,7 @@ A method that trains a student while it synthesizes (ADI, DAFL, DFAD) is one sha
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,10 +21,15 @@ from natinv.checkpoint import ModelMeta
 from natinv.config import EngineConfig, MethodConfig, SynthesisConfig
 from natinv.data import normalize, render_uint8
 from natinv.errors import NatinvError
+from natinv.io import Chunked
 from natinv.models import StagedNet
 from natinv.synthesis import registry
 from natinv.synthesis.cotrain import CoStudent
+from natinv.synthesis.progress import Progress
 from natinv.train import evaluate
+
+
+RENDER_CHUNK = 4096  # images rendered, checked and scored at a time: the post-processing's memory beside the images
 
 
 def batch_plan(num_images: int, batch_size: int, shards: int) -> list[list[tuple[int, int]]]:
@@ -61,6 +67,7 @@ class ShardJob:
     engine: EngineConfig = field(default_factory=EngineConfig)
     on_step: object = None  # called after every optimizer step (natinv.runtime.IterationProgress, set by run_batches)
     meta_path: Path | None = None  # a method with `meta`: the warm-up stage's meta-parameters every batch starts from
+    progress: Progress = field(default_factory=Progress)  # where the shard saves its progress and resumes from
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -71,7 +78,7 @@ class ShardJob:
 class ShardImages:
     """What a method's run_shard returns."""
 
-    images: torch.Tensor  # normalized float32, on the CPU
+    images: torch.Tensor  # normalized, float16 (the shard stores it so), on any device
     labels: torch.Tensor
     arrays: dict[str, np.ndarray]  # the method's own records (loss curves, seeds, ...), stored in the shard
     final: dict[str, float]  # the losses the summary reports (at each batch's best iteration, or the run's end)
@@ -82,13 +89,14 @@ class ShardImages:
 def synthesize_shard(
     teacher: StagedNet, meta: ModelMeta, teacher_key: str, method_key: str, method: MethodConfig,
     syn: SynthesisConfig, seed: int, shard: int, device: torch.device, student: nn.Module | None = None, log=print,
-    engine: EngineConfig = EngineConfig(), meta_path: Path | None = None,
-) -> tuple[dict[str, np.ndarray], dict, dict[str, np.ndarray]]:
+    engine: EngineConfig = EngineConfig(), meta_path: Path | None = None, progress: Progress | None = None,
+) -> tuple[dict[str, np.ndarray | Chunked], dict, dict[str, np.ndarray]]:
     """Synthesize one shard of (teacher, method): its arrays, its summary and its curves for MLflow. `student`: the
     freshly initialised network a co-trained method (method.cotrain) distils while it synthesizes; its final weights go
     into the arrays as `student/*`. `engine`: how the teacher passes run (NI / DI; a co-trained student must see the
     batches one after another, so they never share a step). `meta_path`: a method with `meta` starts every batch from
-    the meta-parameters in this file (the warm-up stage's output)."""
+    the meta-parameters in this file (the warm-up stage's output). `progress`: where the shard saves its progress and
+    resumes from (None: nothing saved). `images_uint8` is rendered chunk by chunk as it is written (io.Chunked)."""
     teacher = teacher.to(device).eval().requires_grad_(False)
     co = None
     if method.cotrain is not None:
@@ -100,19 +108,21 @@ def synthesize_shard(
     if registry.meta_of(method) is not None and meta_path is None:
         raise ValueError(f"{method_key} starts from meta-parameters: pass the warm-up stage's file")
     job = ShardJob(teacher, meta, teacher_key, method_key, method, syn, seed, shard, device, co, log, engine,
-                   meta_path=meta_path)
+                   meta_path=meta_path, progress=progress or Progress())
     start, cpu_start = time.perf_counter(), time.process_time()
     out = entry.synthesizer()(job)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
 
-    x, y = out.images, out.labels
-    x16 = x.half()
+    x16, y = out.images.to("cpu", torch.float16), out.labels.cpu()  # the one host copy of the shard's images
     _check_finite(f"{teacher_key}/{method_key} shard {shard}", {"images": x16, **out.arrays})
-    rendered = render_uint8(x, meta.mean, meta.std, syn.save_scaling)
     agree_f16 = evaluate(teacher, x16, y, device)["acc"]  # teacher top-1 agreement (%) with the synthesis labels
-    agree_u8 = evaluate(teacher, normalize(rendered, meta.mean, meta.std), y, device)["acc"]
+    render = functools.partial(render_uint8, mean=meta.mean, std=meta.std, scaling=syn.save_scaling)
+    agree_u8 = 100.0 * sum(round(evaluate(teacher, normalize(render(xb), meta.mean, meta.std), yb, device)["acc"] * len(yb) / 100)
+                           for xb, yb in zip(x16.split(RENDER_CHUNK), y.split(RENDER_CHUNK))) / len(y)
     arrays = {
-        "images": x16.numpy(), "images_uint8": rendered.numpy(), "labels": y.numpy().astype(np.int64), **out.arrays,
+        "images": x16.numpy(), "labels": y.numpy().astype(np.int64), **out.arrays,
+        "images_uint8": Chunked(tuple(x16.shape), np.dtype(np.uint8),
+                                lambda: (render(xb).numpy() for xb in x16.split(RENDER_CHUNK))),
         "agreement_float16": np.float64(agree_f16), "agreement_uint8": np.float64(agree_u8),
         "mean": np.asarray(meta.mean, dtype=np.float32), "std": np.asarray(meta.std, dtype=np.float32),
     }
@@ -141,8 +151,11 @@ def _check_finite(name: str, arrays: dict) -> None:
         if isinstance(value, np.ndarray) and value.dtype.kind != "f":
             continue
         t = torch.as_tensor(value)
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).reshape(len(t), -1).any(1).sum()) if t.dim() else 1
+        if not t.is_floating_point():
+            continue
+        finite = [torch.isfinite(c).reshape(len(c), -1).all(1) for c in t.split(RENDER_CHUNK)] if t.dim() else [torch.isfinite(t)]
+        if not all(bool(f.all()) for f in finite):
+            bad = int(sum(int((~f).sum()) for f in finite))
             raise NatinvError(f"{name}: {bad} of {len(t) if t.dim() else 1} {key} hold NaN or infinite values (float16 "
                               f"holds at most 65504); nothing was written. Lower the method's learning rates, or check the teacher")
 
