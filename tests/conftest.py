@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from natinv.models import build_model
 from pipeline import TINY, copy_repo, tool
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The suite's expectations (byte-identical re-runs, SLURM equal to local) are the CPU's: every stage it starts, directly
+# or through Snakemake and DVC, runs on the CPU, also on a host with a GPU. The GPU tier (test_gpu.py) sets its own.
+os.environ["NATINV_DEVICE"] = "cpu"
 
 
 @pytest.fixture(autouse=True)

@@ -104,6 +104,21 @@ def _runner(stage: str):
     return getattr(importlib.import_module(module), function)
 
 
+def job_device(flag: str | None, configured: str, asks_for_gpu: bool) -> str:
+    """The device a job runs on: --device, else $NATINV_DEVICE (a test suite pins itself to the CPU with it), else the
+    params' `device`, where a job of a stage that never asks a cluster for a GPU (data, t-SNE, the report) reads `cuda`
+    as `auto`: it runs on whatever its node has."""
+    import os
+
+    from natinv.runtime import DEVICES
+
+    env = os.environ.get("NATINV_DEVICE")
+    if flag is None and env is not None and env not in DEVICES:
+        raise ConfigError(f"NATINV_DEVICE = {env!r}: allowed: {', '.join(DEVICES)}")
+    name = flag or env or configured
+    return "auto" if name == "cuda" and not asks_for_gpu and flag is None and env is None else name
+
+
 def run(args: argparse.Namespace) -> None:
     if args.stage == "dvc-yaml":  # no torch: it only reads params files
         from natinv.dvc_yaml import write
@@ -115,7 +130,7 @@ def run(args: argparse.Namespace) -> None:
     from natinv import tracking
     from natinv.config import load_config
     from natinv.io import check_writable, remove_stale_temps
-    from natinv.runtime import log, pick_device, reuse_host_memory, set_threads
+    from natinv.runtime import configure_device, log, pick_device, reuse_host_memory, set_threads
 
     if args.stage == "bench":  # no params: a benchmark of the synthesis engine alone
         from natinv import bench

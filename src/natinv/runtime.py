@@ -9,7 +9,12 @@ if TYPE_CHECKING:
     import torch
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def pick_device(name: str) -> torch.device:
+    """`auto`: the GPU when torch sees one, else the CPU. `cuda`: the GPU, or one error line saying why there is none
+    (a job that asked for a GPU never runs on a CPU thread until its time limit)."""
     import torch
 
     if name == "auto":
@@ -17,8 +22,105 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         from natinv.errors import ConfigError
 
-        raise ConfigError("device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise ConfigError(f"device = 'cuda' but {no_gpu_reason()}")
     return torch.device(name)
+
+
+def no_gpu_reason() -> str:
+    """Why torch sees no GPU here, in words a cluster user can act on."""
+    import os
+
+    import torch
+
+    driver = _driver_cuda()
+    return cuda_unavailable_reason(torch.__version__, torch.version.cuda, driver, _driver_version(),
+                                   os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def cuda_unavailable_reason(torch_version: str, torch_cuda: str | None, driver_cuda: int, driver: str | None,
+                            visible: str | None) -> str:
+    """The reason for no GPU from what can be read without one: torch's CUDA build, the CUDA version the installed
+    NVIDIA driver supports (cudaDriverGetVersion's 1000 * major + 10 * minor; 0 = no driver) and its version, and
+    CUDA_VISIBLE_DEVICES."""
+    if torch_cuda is None:
+        return f"torch {torch_version} is a CPU-only build; install a CUDA build of torch (README: GPU clusters)"
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU (did the job ask for one? job_gpus in the params)"
+    if driver_cuda == 0:
+        return ("no NVIDIA driver is loaded on this host (not a GPU node, or the job was given no GPU: job_gpus in the "
+                "params; on SLURM, --gpus)")
+    have = f"{driver_cuda // 1000}.{driver_cuda % 1000 // 10}"
+    if _version(have) < _version(torch_cuda):
+        return (f"the NVIDIA driver{f' {driver}' if driver else ''} supports CUDA {have}, and torch {torch_version} is "
+                f"built for CUDA {torch_cuda}, which needs a newer driver; install the torch build for CUDA {have} "
+                f"(README: GPU clusters) or update the driver")
+    return f"torch {torch_version} (CUDA {torch_cuda}) finds no usable GPU with driver{f' {driver}' if driver else ''} (CUDA {have})"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+
+def _driver_cuda() -> int:
+    """The CUDA version the NVIDIA driver supports (1000 * major + 10 * minor), 0 when there is no driver."""
+    import torch
+
+    try:
+        return int(torch._C._cuda_getDriverVersion())
+    except (AttributeError, RuntimeError):
+        return 0
+
+
+def _driver_version() -> str | None:
+    try:
+        with open("/proc/driver/nvidia/version") as fh:
+            return next((w for w in fh.readline().split() if w[:1].isdigit() and "." in w), None)
+    except OSError:
+        return None
+
+
+def device_record(device: torch.device) -> dict:
+    """What a result was computed on: the device's name, torch, CUDA and cuDNN versions and the flags that change
+    GPU numerics (cuDNN autotuning and determinism, TF32)."""
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
+                    platform.processor() or platform.machine())
+    return {"name": name, "type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path) as fh:
+            return fh.readlines()
+    except OSError:
+        return []
+
+
+def configure_device(device: torch.device, deterministic: bool) -> None:
+    """GPU numerics for a job: cuDNN autotuning and TF32 (fast; a re-run may pick other kernels and differ in the last
+    bits), or with `deterministic` the same bytes on every re-run on the same GPU (no autotuning, deterministic cuDNN
+    kernels, TF32 off)."""
+    import torch
+
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not deterministic
+    if deterministic:
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for deterministic results
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def set_threads(n: int | None) -> None:

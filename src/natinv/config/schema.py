@@ -292,7 +292,10 @@ class Config:
     # the seeds synthesis and the applications run with; each one besides `seed` adds a replica of every such job
     # (natinv.config.seeds), and the report gives mean ± std over them. null = `seed` alone
     seeds: list[int] | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # cuda: a job with no usable GPU stops at once, saying why
+    # GPU jobs: true = the same bytes on every re-run on the same GPU (no cuDNN autotuning, deterministic kernels, TF32
+    # off; slower); false = autotuned kernels and TF32 convolutions (a re-run may differ in the last bits)
+    deterministic: bool = False
     threads: int | None = field(default=None, metadata=_min(1))  # torch CPU threads (None = torch's default)
     job_threads: JobThreads = field(default_factory=lambda: JobThreads())
     # Snakemake: GPUs each job of a GPU stage (teacher, evaluator, synthesize, kd, metrics, scratch, fine-tuned prune)

@@ -23,6 +23,7 @@ from natinv.data import normalize, render_uint8
 from natinv.errors import NatinvError
 from natinv.io import Chunked
 from natinv.models import StagedNet
+from natinv.runtime import device_record
 from natinv.synthesis import registry
 from natinv.synthesis.cotrain import CoStudent
 from natinv.synthesis.progress import Progress
@@ -129,7 +130,7 @@ def synthesize_shard(
     summary = {
         "teacher": teacher_key, "method": method_key, "shard": shard, "images": len(y), **out.summary,
         "iterations": method.iterations, "seconds": seconds, "cpu_seconds": cpu_seconds,
-        "s_per_iter": seconds / out.summary["steps"], "device": str(device), "final": out.final,
+        "s_per_iter": seconds / out.summary["steps"], "device": str(device), "hardware": device_record(device), "final": out.final,
         "agreement_float16": agree_f16, "agreement_uint8": agree_u8, "save_scaling": syn.save_scaling,
         "settings": asdict(method),
     }
