@@ -4,6 +4,7 @@ import json
 import pytest
 
 from natinv.cli import main
+from pipeline import ROOT
 
 
 @pytest.mark.parametrize("method", ["ni", "di"])
@@ -92,3 +93,26 @@ def test_compiled_teacher_passes_give_the_same_losses():
         objective.close()
         curves.append(res.curve)
     torch.testing.assert_close(curves[1], curves[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
+    """benchmarks/gpu_check.py --toy: every check on the CPU at toy sizes, each its own JSON line (also in --out)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "check.jsonl"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--toy", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["check"] for line in lines] == ["env", "synth", "official", "same_batch", "train", "gpu_tier", "smoke_gpu"]
+    assert out.read_text().splitlines() == proc.stdout.splitlines()
+    status = {line["check"]: line["status"] for line in lines}
+    assert status == {"env": "ok", "synth": "ok", "official": "skipped", "same_batch": "ok", "train": "ok",
+                      "gpu_tier": "skipped", "smoke_gpu": "skipped"}, lines
+    synth = lines[1]
+    assert {(r["method"], r["autocast"]) for r in synth["rows"]} == {("ni", None), ("ni", "bf16"), ("di", None), ("di", "bf16")}
+    assert synth["adi"]["s_per_iter"] > 0
+    assert lines[3]["pipeline"]["same_bytes"] is True  # two fresh CPU processes: the same batch, byte for byte
