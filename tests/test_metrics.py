@@ -119,3 +119,17 @@ def test_layer_features_pool_each_stage_and_match_the_embedding():
     assert coords.shape == (46, 2)
     a, b = coords[:23].mean(0), coords[23:].mean(0)
     assert np.linalg.norm(a - b) > 3 * coords[:23].std(0).max()  # t-SNE keeps them apart
+
+
+def test_precision_recall_in_small_blocks_equals_torch_fidelitys():
+    """The blocked k-NN precision/recall (bounded memory for any set size) gives torch-fidelity's numbers."""
+    from torch_fidelity import metric_prc as prc
+
+    gen, real = gaussian(300, shift=0.7, seed=2), gaussian(200, seed=3)
+    ref = prc.prc_features_to_metric(gen, real, prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=True, verbose=False)
+    for block in (7, 1000, 10**9):  # rows of one distance each, a few rows, everything at once
+        ours = precision_recall(gen, real, 3, block=block)
+        assert ours["precision"] == pytest.approx(ref[prc.KEY_METRIC_PRECISION], abs=1e-6)  # the same counts (theirs: a float32 mean)
+        assert ours["recall"] == pytest.approx(ref[prc.KEY_METRIC_RECALL], abs=1e-6)  # the same counts (theirs: a float32 mean)
+        assert ours["f_score"] == pytest.approx(ref[prc.KEY_METRIC_F_SCORE], abs=1e-6)  # the same counts (theirs: a float32 mean)
+    assert 0 < ours["precision"] < 1 and 0 < ours["recall"] < 1

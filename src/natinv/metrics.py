@@ -42,14 +42,36 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID])
 
 
-def precision_recall(generated: torch.Tensor, real: torch.Tensor, k: int = 3) -> dict[str, float]:
-    """k-NN precision (generated samples inside the real manifold) and recall (real samples inside the generated one)."""
-    from torch_fidelity import metric_prc as prc
+PRC_BLOCK = 2**26  # distances computed at once by precision_recall: 256 MB of float32, whatever the set sizes
 
-    out = prc.prc_features_to_metric(generated.float().cpu(), real.float().cpu(), prc_neighborhood=k, prc_batch_size=10000,
-                                     save_cpu_ram=True, verbose=False)
-    return {"precision": float(out[prc.KEY_METRIC_PRECISION]), "recall": float(out[prc.KEY_METRIC_RECALL]),
-            "f_score": float(out[prc.KEY_METRIC_F_SCORE])}
+
+def precision_recall(generated: torch.Tensor, real: torch.Tensor, k: int = 3, device: torch.device | None = None,
+                     block: int = PRC_BLOCK) -> dict[str, float]:
+    """k-NN precision (generated samples inside the real manifold) and recall (real samples inside the generated one),
+    as torch-fidelity defines them (Kynkaenniemi et al. 2019: a sample's ball reaches its k-th nearest neighbour in its
+    own set). Computed in row blocks of at most `block` distances on `device` (default: the features' own), so memory
+    beyond the features stays bounded for any number of images (torch-fidelity holds 10,000 rows x the other set)."""
+    dev = device or generated.device
+    g, r = generated.float().to(dev), real.float().to(dev)
+    precision = _inside(g, r, _kth_neighbour(r, k, block), block)
+    recall = _inside(r, g, _kth_neighbour(g, k, block), block)
+    return {"precision": precision, "recall": recall, "f_score": 2 * precision * recall / max(1e-5, precision + recall)}
+
+
+def _row_blocks(x: torch.Tensor, columns: int, block: int):
+    rows = max(1, block // max(1, columns))
+    return (x[i:i + rows] for i in range(0, len(x), rows))
+
+
+def _kth_neighbour(x: torch.Tensor, k: int, block: int) -> torch.Tensor:
+    """Each sample's distance to its k-th nearest other sample of x (the sample itself is the nearest)."""
+    return torch.cat([torch.cdist(rows, x).kthvalue(min(k + 1, len(x)), dim=1).values for rows in _row_blocks(x, len(x), block)])
+
+
+def _inside(x: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, block: int) -> float:
+    """The fraction of x inside any ball (centres, radii)."""
+    inside = sum(int((torch.cdist(rows, centres) <= radii).any(dim=1).sum()) for rows in _row_blocks(x, len(centres), block))
+    return inside / len(x)
 
 
 # ------------------------------------------------------------------ Inception-v3 (or any torch-fidelity extractor)

@@ -41,7 +41,7 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
     scores = {}
     for name, net in nets.items():
         ref, gen = embeddings(net, reference, device), embeddings(net, x, device)
-        scores[name] = {"fd": frechet_distance(gen, ref), **precision_recall(gen, ref, mc.neighborhood)}
+        scores[name] = {"fd": frechet_distance(gen, ref), **precision_recall(gen, ref, mc.neighborhood, device)}
     teacher_embedding = scores["teacher"]
     result = {"teacher": teacher, "method": method, "images": len(x), "reference_images": len(reference),
               "images_from": "real test images" if method == "real" else "synthesized (stored float16 tensors)",
