@@ -174,6 +174,25 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None =
         raise NatinvError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc})") from None
 
 
+def npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of members of an .npz, read from their headers (the arrays are not read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NatinvError(f"{path}: not found")
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for key in keys:
+                with zf.open(f"{key}.npy") as fh:
+                    version = np.lib.format.read_magic(fh)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                    out[key] = (tuple(shape), dtype)
+    except Exception as exc:
+        raise NatinvError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc})") from None
+    return out
+
+
 def read_json(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():

@@ -69,12 +69,27 @@ def meta_json(exp: Path, teacher: str, method: str) -> Path:
     return at(exp, META["json"], teacher=teacher, method=method)
 
 
-def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The arrays `keys` of every shard of (teacher, method), concatenated in shard order (other members unread)."""
-    from natinv.io import read_npz
+def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[str, ...],
+                rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The arrays `keys` of every shard of (teacher, method), concatenated in shard order (other members unread), or
+    only their `rows` (indices into that concatenation, in the order given). Each result is allocated once and filled
+    shard by shard: memory is the result plus one shard's member, never a second copy of a method's images."""
+    from natinv.io import npz_shapes, read_npz
 
-    parts = [read_npz(shard_npz(exp, teacher, method, shard), keys) for shard in range(shards)]
-    return {k: np.concatenate([part[k] for part in parts]) for k in keys}
+    files = [shard_npz(exp, teacher, method, shard) for shard in range(shards)]
+    out = {}
+    for key in keys:
+        shapes = [npz_shapes(f, (key,))[key] for f in files]
+        starts = np.cumsum([0, *(s[0][0] for s in shapes)])
+        n = len(rows) if rows is not None else int(starts[-1])
+        result = np.empty((n, *shapes[0][0][1:]), dtype=shapes[0][1])
+        for f, start, end in zip(files, starts[:-1], starts[1:]):
+            if rows is None:
+                result[start:end] = read_npz(f, (key,))[key]
+            elif (mine := np.flatnonzero((rows >= start) & (rows < end))).size:
+                result[mine] = read_npz(f, (key,))[key][rows[mine] - start]
+        out[key] = result
+    return out
 
 
 def kd_json(exp: Path, teacher: str, method: str, student: str) -> Path:

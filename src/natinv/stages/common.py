@@ -50,9 +50,18 @@ def schedule(section, images: int) -> SGDSchedule:
 
 
 def load_synthesized(cfg: Config, teacher: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """All shards of (teacher, method): the stored float16 tensors (as float32) and labels."""
+    """All shards of (teacher, method): the stored float16 tensors, kept in float16 (training and evaluation convert
+    each batch to float32: the same values, half the memory of a float32 copy) and labels."""
     arrays = paths.read_shards(cfg.exp_dir, teacher, method, cfg.shards_of(method), ("images", "labels"))
-    return torch.from_numpy(arrays["images"]).float(), torch.from_numpy(arrays["labels"])
+    return torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["labels"])
+
+
+def synthesized_count(cfg: Config, teacher: str, method: str) -> int:
+    """How many images (teacher, method)'s shards hold, read from their headers."""
+    from natinv.io import npz_shapes
+
+    return sum(npz_shapes(paths.shard_npz(cfg.exp_dir, teacher, method, s), ("labels",))["labels"][0][0]
+               for s in range(cfg.shards_of(method)))
 
 
 def training_images(cfg: Config, ds: data.Dataset, teacher: str, method: str, real_images: int | None,

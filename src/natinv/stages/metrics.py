@@ -34,7 +34,7 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
         x = data.normalize(x_u8, ds.mean, ds.std)
     else:
         arrays = paths.read_shards(cfg.exp_dir, teacher, method, cfg.shards_of(method), ("images", "images_uint8"))
-        x, x_u8 = torch.from_numpy(arrays["images"]).float(), torch.from_numpy(arrays["images_uint8"])
+        x, x_u8 = torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["images_uint8"])  # float16: converted per batch
     reference = data.normalize(reference_u8, ds.mean, ds.std)
     nets = {"teacher": model} | {f"evaluator:{e}": load_model(paths.evaluator_weights(cfg.exp_dir, e), device)[0]
                                  for e in mc.evaluators}

@@ -14,7 +14,7 @@ from natinv.config import Config
 from natinv.errors import ConfigError
 from natinv.io import write_npz
 from natinv.runtime import derive_seed
-from natinv.stages.common import dataset, finish, load_synthesized
+from natinv.stages.common import dataset, finish, synthesized_count
 from natinv.synthesis import registry
 from natinv.tracking import Outcome
 
@@ -35,11 +35,13 @@ def run(cfg: Config, device: torch.device, teacher: str) -> Outcome:
         if layer != "embedding" and int(layer[5:]) > len(model.stages):
             raise ConfigError(f"metrics.tsne.layers: {layer!r}, but teacher {teacher} has {len(model.stages)} stages "
                               f"(stage1..stage{len(model.stages)})")
-    synthesized = {m: load_synthesized(cfg, teacher, m)[0] for m in plan.tsne_methods(cfg, teacher)}
-    n = min([tc.images, *(len(x) for x in synthesized.values())])  # equal sets: no group dominates the picture
+    counts = {m: synthesized_count(cfg, teacher, m) for m in plan.tsne_methods(cfg, teacher)}
+    n = min([tc.images, *counts.values()])  # equal sets: no group dominates the picture
     sets = {"real": data.real_subset(ds, n, derive_seed(cfg.seed, "tsne-real"))[0]}
-    for m, x in synthesized.items():
-        sets[m] = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, f"tsne-{m}")))[:n]]
+    for m, count in counts.items():  # only the n images it embeds are read of a method's shards
+        rows = torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, f"tsne-{m}")))[:n]
+        sets[m] = torch.from_numpy(paths.read_shards(cfg.exp_dir, teacher, m, cfg.shards_of(m), ("images",),
+                                                     rows.numpy())["images"])
     feats = [layer_features(model, x, device, tc.layers) for x in sets.values()]
     group = np.concatenate([np.full(len(x), i) for i, x in enumerate(sets.values())])
     coords = {layer: tsne_2d(np.concatenate([f[layer] for f in feats]), derive_seed(cfg.seed, "tsne"), tc.perplexity)

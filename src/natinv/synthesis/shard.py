@@ -135,7 +135,7 @@ def synthesize_shard(
         "settings": asdict(method),
     }
     if not entry.generative:
-        summary["engine"] = asdict(engine)
+        summary["engine"] = {k: v for k, v in asdict(engine).items() if k != "save_every_minutes"}  # how, not when it saved
     series = dict(out.series)
     if co is not None:
         _check_finite(f"{teacher_key}/{method_key} shard {shard} co-trained student", co.arrays() | {"student_loss": co.loss_curve()})
