@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from natinv import pipeline, tracking
+from natinv import cost, pipeline, tracking
 from natinv.config import config_from_dict, file_origins, retype_lists, write_resolved
 from natinv.errors import ConfigError
 from natinv.io import atomic_write_bytes
@@ -47,6 +47,11 @@ def job(w):
     return dict(w.items())
 
 
+def asks(stage, w):
+    """(mem_mb, runtime in minutes) a cluster is asked for one job: natinv.cost's estimate for it, with a margin."""
+    return cost.cluster_request(CFG, stage.name, job(w))
+
+
 def caption(stage, name, text):
     """The caption file of one output for Snakemake's report (it takes captions as files), written from the stage table."""
     path = Path(".snakemake/natinv-captions") / f"{stage}-{name}.rst"
@@ -80,6 +85,8 @@ for stage in pipeline.STAGES.values():
         priority: stage.priority
         resources:
             gpu=lambda w, stage=stage: CFG.job_gpus if stage.uses_gpu(job(w)) else 0,
+            mem_mb=lambda w, stage=stage: asks(stage, w)[0],  # what this job holds by design (natinv.cost)
+            runtime=lambda w, stage=stage: asks(stage, w)[1],  # its FLOPs at the rates of `cluster_device`
         log:
             str(EXP / stage.log_template),
         benchmark:

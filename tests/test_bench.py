@@ -114,5 +114,5 @@ def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
                       "gpu_tier": "skipped", "smoke_gpu": "skipped"}, lines
     synth = lines[1]
     assert {(r["method"], r["autocast"]) for r in synth["rows"]} == {("ni", None), ("ni", "bf16"), ("di", None), ("di", "bf16")}
-    assert synth["adi"]["s_per_iter"] > 0
+    assert isinstance(synth["adi"]["s_per_iter"], float)  # at toy sizes a difference of two timings: noise, either sign
     assert lines[3]["pipeline"]["same_bytes"] is True  # two fresh CPU processes: the same batch, byte for byte

@@ -25,15 +25,6 @@ def natinv(params: list[str], *argv: str) -> list[str]:
     return [sys.executable, "-m", "natinv", argv[0], *params, *argv[1:], "--threads", "1"]
 
 
-def kill_after(cmd: list[str], seconds: float, cwd: Path | None = None, env: dict | None = None) -> None:
-    """Start `cmd` in its own process group and SIGKILL the whole group after `seconds` (as a node that dies)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(seconds)
-    assert proc.poll() is None, f"{cmd[:4]} finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("crash")
@@ -43,11 +34,14 @@ def prepared(tmp_path_factory):
     return tmp / "results" / "tiny", params
 
 
-def _interrupted_equals_uninterrupted(outputs: list[Path], cmd: list[str], kill_at: float) -> None:
+def _interrupted_equals_uninterrupted(outputs: list[Path], cmd: list[str], logged: str, tmp: Path) -> None:
+    """Kill `cmd` as soon as its log shows `logged` (mid-work), re-run it, compare with the uninterrupted outputs."""
     reference = {p: p.read_bytes() for p in outputs}
     for p in outputs:
         p.unlink()
-    kill_after(cmd, kill_at, env=QUIET)
+    log = tmp / "killed.log"
+    with log.open("w") as fh:
+        kill_when(cmd, lambda: logged in log.read_text(), {**QUIET, "PYTHONUNBUFFERED": "1"}, stderr=fh)
     assert not any(p.exists() for p in outputs)  # killed mid-work: nothing half-written under the real names
     stale = outputs[0].parent / f".{outputs[0].name}.k1ll3d.tmp"  # as a kill inside the write window leaves
     stale.write_bytes(b"half")
@@ -57,10 +51,10 @@ def _interrupted_equals_uninterrupted(outputs: list[Path], cmd: list[str], kill_
     assert not list(outputs[0].parent.glob(".*.tmp"))
 
 
-def kill_when(cmd: list[str], ready, env: dict) -> None:
-    """Start `cmd` in its own process group and SIGKILL the whole group as soon as `ready()` holds (polled: the test
-    waits for the event, not for a time)."""
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_when(cmd: list[str], ready, env: dict, cwd: Path | None = None, stderr=subprocess.DEVNULL) -> None:
+    """Start `cmd` in its own process group and SIGKILL the whole group (as a node that dies) as soon as `ready()` holds
+    (polled: the test waits for the event, not for a time)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
     while not ready():
         assert proc.poll() is None, f"{cmd[:4]} finished before the event it was to be killed at"
         time.sleep(0.005)
@@ -117,7 +111,7 @@ def test_teacher_training_killed_mid_epoch_reruns_to_the_same_bytes(prepared):
     exp, params = prepared
     cmd = natinv(params, "teacher", "--teacher", "resnet8-w8", "--set", "teacher.epochs=10", "--set", "teacher.models=[resnet8-w16,resnet8-w8]")
     subprocess.run(cmd, check=True, capture_output=True, env=QUIET)
-    _interrupted_equals_uninterrupted([exp / "teachers/resnet8-w8.safetensors"], cmd, kill_at=5)
+    _interrupted_equals_uninterrupted([exp / "teachers/resnet8-w8.safetensors"], cmd, "epoch 2/10", exp.parent)
 
 
 def test_a_killed_snakemake_run_resumes_to_the_uninterrupted_outputs(tiny_run, tmp_path):
@@ -129,7 +123,10 @@ def test_a_killed_snakemake_run_resumes_to_the_uninterrupted_outputs(tiny_run, t
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TORCH_HOME": str(repo / ".torch-home")}
     env.pop("NATINV_TRACKING", None)
     env.pop("MLFLOW_TRACKING_URI", None)
-    kill_after([str(BIN / "snakemake"), "--cores", "2", *TINY], 45, cwd=repo, env=env)
+    log = tmp_path / "snakemake.log"
+    with log.open("w") as fh:  # killed as soon as Snakemake has recorded a first finished shard
+        kill_when([str(BIN / "snakemake"), "--cores", "2", *TINY], lambda: "(Rule: synthesize)" in log.read_text(),
+                  env, cwd=repo, stderr=fh)
     done = [p for p in (repo / "results/tiny").rglob("*") if p.is_file()]
     assert any(p.suffix == ".safetensors" for p in done)  # some jobs finished, ...
     assert not (repo / "results/tiny/report/report.md").exists()  # ... not all

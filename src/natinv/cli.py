@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--params", action="append", required=True, metavar="YAML",
                     help="params file; repeat to overlay a profile on the default")
     dv.add_argument("--out", type=Path, help="where to write it (default: workflow/dvc/{experiment}/dvc.yaml)")
+    cost = sub.add_parser("cost", help="what a params stack costs before it runs: jobs, FLOPs, peak memory, hours per stage")
+    cost.add_argument("--params", action="append", required=True, metavar="YAML",
+                      help="params file; repeat to overlay a profile on the default")
+    cost.add_argument("--device", help="the device whose rates price it (natinv.cost.RATES: cpu, h100, h200; default: the "
+                      "params' cluster_device)")
     imp = stage("import-checkpoint", "convert a PyTorch state_dict into a teacher checkpoint (weights_only)", "teacher")
     imp.add_argument("--checkpoint", required=True, type=Path)
     from natinv.bench import add_parser as add_bench
@@ -132,6 +137,11 @@ def run(args: argparse.Namespace) -> None:
     from natinv.io import check_writable, remove_stale_temps
     from natinv.runtime import configure_device, log, pick_device, reuse_host_memory, set_threads
 
+    if args.stage == "cost":
+        from natinv import cost
+
+        cost.run(args)
+        return
     if args.stage == "bench":  # no params: a benchmark of the synthesis engine alone
         from natinv import bench
 

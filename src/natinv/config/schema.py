@@ -302,6 +302,9 @@ class Config:
     # asks for, as its `gpu` resource (the SLURM plugin passes it on as --gpus). 0 = CPU jobs; data, tsne, prune
     # without fine-tuning and report never ask for one.
     job_gpus: int = field(default=0, metadata=_min(0))
+    # the device whose rates (natinv.cost.RATES) turn a job's FLOPs into the runtime a cluster is asked for; each job's
+    # memory request is what it holds by design (python -m natinv cost prints both)
+    cluster_device: Literal["cpu", "h100", "h200"] = "cpu"
     engine: EngineConfig = field(default_factory=EngineConfig)
     results: str = "results"
     data: DataConfig = field(default_factory=DataConfig)

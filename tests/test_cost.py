@@ -1,0 +1,76 @@
+"""The cost model: its FLOPs are what the package's own code does (a real shard counted against the prediction), it
+covers every job of a plan, and the cluster is asked for each job's own memory and time."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from natinv import cost
+from natinv.checkpoint import ModelMeta
+from natinv.config import load_config
+from natinv.models import build_model
+from natinv.pipeline import STAGES
+from natinv.synthesis.shard import synthesize_shard
+from pipeline import ROOT
+
+
+def _tiny(tmp_path, *overrides: dict):
+    return load_config([ROOT / "params/default.yaml", ROOT / "params/tiny.yaml"], [{"results": str(tmp_path)}, *overrides])
+
+
+@pytest.mark.parametrize("method", ["ni", "di", "adi", "dafl"])
+def test_a_shards_predicted_flops_are_what_running_it_counts(tmp_path, method):
+    cfg = _tiny(tmp_path, {"synthesis": {"shards": 1}})
+    sh = cost.shapes(cfg)
+    predicted = cost.job_cost(cfg, "synthesize", {"teacher": "resnet8-w16", "method": method, "shard": "0"}, sh,
+                              cost.probes_of(cfg)).flop
+    spec, m = cfg.models["resnet8-w16"], cfg.job_methods[method]
+    torch.manual_seed(0)
+    teacher = build_model(spec.arch, sh.classes, sh.channels, spec.width).eval()
+    meta = ModelMeta(spec.arch, sh.classes, sh.channels, sh.size, spec.width, [0.5] * sh.channels, [0.25] * sh.channels)
+    student = None if m.cotrain is None else build_model("resnet8", sh.classes, sh.channels, cfg.models[m.cotrain.student].width)
+    with FlopCounterMode(display=False) as counted:
+        synthesize_shard(teacher, meta, "t", method, m, cfg.synthesis, 0, 0, torch.device("cpu"), student, log=lambda _: None)
+    # the prediction leaves out only a generative method's sampling passes of its generator: within 10 %
+    assert predicted == pytest.approx(counted.get_total_flops(), rel=0.10)
+
+
+def test_every_job_of_a_plan_is_costed_and_asks_the_cluster_for_its_own_memory_and_time(tmp_path):
+    cfg = _tiny(tmp_path)
+    costs = cost.plan_costs(cfg)
+    assert len(costs) == sum(len(s.jobs(cfg)) for s in STAGES.values())
+    synth = [c for c in costs if c.stage == "synthesize"]
+    assert all(c.flop > 0 and c.host_mb > cost.PROCESS_MB for c in synth)
+    more = _tiny(tmp_path, {"synthesis": {"num_images": 480}})  # 10x the images: shards hold and compute more
+    bigger = [c for c in cost.plan_costs(more) if c.stage == "synthesize"]
+    assert sum(c.flop for c in bigger) == pytest.approx(10 * sum(c.flop for c in synth), rel=1e-6)
+    assert all(b.host_mb > s.host_mb for b, s in zip(bigger, synth))
+    mem, minutes = cost.cluster_request(cfg, "synthesize", {"teacher": "resnet8-w16", "method": "ni", "shard": "0"})
+    assert mem == int(cost.MARGIN * synth[0].host_mb) + 1 and minutes >= 10
+    gpu = dataclasses.replace(cfg, device="cuda", job_gpus=1)  # on a GPU the activations leave the host
+    on_gpu = cost.job_cost(gpu, "synthesize", synth[0].job, cost.shapes(gpu), cost.probes_of(gpu))
+    assert on_gpu.host_mb < synth[0].host_mb and on_gpu.device_mb > 0
+
+
+def test_the_cost_command_prints_every_stage_and_the_total(tmp_path):
+    overlay = tmp_path / "here.yaml"
+    overlay.write_text(f"results: {tmp_path}\n")
+    proc = subprocess.run([sys.executable, "-m", "natinv", "cost", "--params", str(ROOT / "params/default.yaml"),
+                           "--params", str(ROOT / "params/tiny.yaml"), "--params", str(overlay), "--device", "h100"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "estimated (not measured yet" in lines[0]
+    cfg = load_config([ROOT / "params/default.yaml", ROOT / "params/tiny.yaml"])
+    assert [ln.split()[0] for ln in lines[2:]] == [*(s for s in STAGES if STAGES[s].jobs(cfg)), "total"]
+    assert lines[-1].split()[1] == "28"  # the tiny plan's jobs
+    assert (tmp_path / "cost-probes.json").is_file()  # the counts are kept: the next call counts nothing
+    again = subprocess.run(proc.args, capture_output=True, text=True)
+    assert again.stdout == proc.stdout and "counting" not in again.stderr
+    bad = subprocess.run([*proc.args[:-1], "tpu"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--device = 'tpu': expected one of cpu, h100, h200" in bad.stderr
