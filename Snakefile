@@ -82,7 +82,7 @@ for stage in pipeline.STAGES.values():
             tracked=lambda w, stage=stage: stage.params(CFG, job(w)),  # a changed value re-runs the job
             code=lambda w, stage=stage: stage.code_version(CFG, job(w)),  # so does an edit of a file its runner imports
         threads: getattr(CFG.job_threads, stage.name)
-        priority: stage.priority
+        priority: lambda w, stage=stage: stage.job_priority(CFG, job(w))
         resources:
             gpu=lambda w, stage=stage: CFG.job_gpus if stage.uses_gpu(job(w)) else 0,
             mem_mb=lambda w, stage=stage: asks(stage, w)[0],  # what this job holds by design (natinv.cost)

@@ -52,10 +52,12 @@ def collect(run: Path, params: list[str]):
 
 def fit(rows) -> dict:
     kinds = ["synthesis", "training", "inference"]
-    a = np.array([[1.0, *(c.flop if c.kind == k else 0.0 for k in kinds)] for c, _ in rows])
+    # relative errors count alike for short and long jobs: each row weighted by 1 / its measured seconds
+    a = np.array([[1.0, c.steps, *(c.flop if c.kind == k else 0.0 for k in kinds)] for c, _ in rows])
     b = np.array([m["s"] for _, m in rows])
-    coef, *_ = np.linalg.lstsq(a, b, rcond=None)
-    return {"startup_s": float(coef[0]), **{k: float(1 / v) if v > 0 else float("inf") for k, v in zip(kinds, coef[1:])}}
+    coef, *_ = np.linalg.lstsq(a / b[:, None], np.ones_like(b), rcond=None)
+    return {"startup_s": float(coef[0]), "step_s": float(coef[1]),
+            **{k: float(1 / v) if v > 0 else float("inf") for k, v in zip(kinds, coef[2:])}}
 
 
 def main() -> int:

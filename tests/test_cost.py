@@ -74,3 +74,23 @@ def test_the_cost_command_prints_every_stage_and_the_total(tmp_path):
     assert again.stdout == proc.stdout and "counting" not in again.stderr
     bad = subprocess.run([*proc.args[:-1], "tpu"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--device = 'tpu': expected one of cpu, h100, h200" in bad.stderr
+
+
+def test_snakemake_asks_each_job_for_what_the_cost_model_says(tmp_path):
+    """The Snakefile's mem_mb and runtime of a job are cost.cluster_request's; one-shard methods come first."""
+    import re
+
+    from pipeline import BIN
+
+    proc = subprocess.run([str(BIN / "snakemake"), "-n", "--configfile", "params/default.yaml", "params/tiny.yaml",
+                           "params/baselines.yaml", "--config", f"results={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_config([ROOT / "params/default.yaml", ROOT / "params/tiny.yaml", ROOT / "params/baselines.yaml"],
+                      [{"results": str(tmp_path)}])
+    jobs = re.findall(r"rule synthesize:.*?wildcards: teacher=(\S+), method=(\S+), shard=(\d+)\n(?:    priority: (\d+)\n)?"
+                      r".*?resources: .*?runtime=(\d+), mem_mb=(\d+)", proc.stdout, re.S)
+    assert len(jobs) == len(STAGES["synthesize"].jobs(cfg))
+    for teacher, method, shard, priority, runtime, mem in jobs:
+        w = {"teacher": teacher, "method": method, "shard": shard}
+        assert (int(mem), int(runtime)) == cost.cluster_request(cfg, "synthesize", w)
+        assert int(priority or 0) == STAGES["synthesize"].job_priority(cfg, w) == 2 + (cfg.shards_of(method) == 1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,21 +36,31 @@ class Rate:
     synthesis: float
     training: float
     inference: float
-    startup_s: float  # a job's fixed cost: the interpreter, torch, the package, MLflow
+    startup_s: float  # a job's fixed cost: the interpreter, torch, the package, MLflow, reading its inputs
+    step_s: float  # the fixed cost of one optimizer step or forward batch (operator dispatch, Python)
     measured: str | None  # where the figures come from; None: an estimate
 
 
 RATES: dict[str, Rate] = {
-    # fitted to one default run and one paper-cifar10 + smoke run on this project's 2-core machine (docs/cost.md)
-    "cpu": Rate("2-core AMD EPYC (this project's machine)", synthesis=2.0e10, training=1.5e10, inference=2.0e10,
-                startup_s=8.0, measured="docs/cost.md"),
+    # fitted to one default run and one paper-cifar10 + smoke run on this project's 2-core machine, two jobs at a time
+    # (benchmarks/cost_calibration.py --fit; docs/cost.md)
+    "cpu": Rate("2-core AMD EPYC (this project's machine)", synthesis=6.5e10, training=1.5e11, inference=8.0e10,
+                startup_s=2.9, step_s=0.049, measured="docs/cost.md"),
     # not measured yet: fp32 eager with TF32 convolutions, about a tenth of the tensor-core peak
-    "h100": Rate("NVIDIA H100", synthesis=6.0e13, training=5.0e13, inference=1.0e14, startup_s=20.0, measured=None),
-    "h200": Rate("NVIDIA H200", synthesis=6.5e13, training=5.5e13, inference=1.1e14, startup_s=20.0, measured=None),
+    "h100": Rate("NVIDIA H100", synthesis=6.0e13, training=5.0e13, inference=1.0e14, startup_s=20.0, step_s=0.015,
+                 measured=None),
+    "h200": Rate("NVIDIA H200", synthesis=6.5e13, training=5.5e13, inference=1.1e14, startup_s=20.0, step_s=0.015,
+                 measured=None),
 }
-PROCESS_MB = 700  # an idle stage process: Python, torch, numpy, the package, MLflow (measured: `data` of tiny, max RSS)
+PROCESS_MB = 700  # a stage process: Python, torch, numpy, the package, MLflow (the default run's report job: 764 MB RSS)
+TRAIN_PROCESS_MB = 1000  # one that trains a network (autograd, optimizer, oneDNN's caches: KD and scratch of the
+# default run, 1.1 GB RSS with 2.4 MB of images)
 CHUNK_MB = 256  # the bounded chunks: rendering, precision/recall distance blocks, npz writing
+COUNTING = 1  # the counting functions' own version: raise it when they change (kept counts are then made again)
 MARGIN = 1.5  # what a cluster request adds to an estimate (memory and time)
+DATA_STEPS_PER_MB = 0.5  # the data stage: steps per MB of the data set (the default's 70 MB of Fashion-MNIST: 4.7 s)
+REPORT_STEPS = 50  # the report: its figures and pages (3-6 s in the default and smoke runs)
+TSNE_STEPS = 0.01  # t-SNE's work in steps per point x log2(points) x layer (the default run: 2 layers of 1,500 points, 13 s)
 
 
 @dataclass(frozen=True)
@@ -73,9 +84,10 @@ class JobCost:
     kind: str  # synthesis | training | inference
     host_mb: float
     device_mb: float
+    steps: float = 0.0  # optimizer steps and forward batches, one after another (each has a fixed dispatch cost)
 
     def seconds(self, rate: Rate) -> float:
-        return rate.startup_s + self.flop / getattr(rate, self.kind)
+        return rate.startup_s + self.steps * rate.step_s + self.flop / getattr(rate, self.kind)
 
 
 def shapes(cfg: Config) -> Shapes:
@@ -148,8 +160,9 @@ class Probes:
         from natinv.pipeline import source_modules, SRC
 
         self.path = path
-        files = source_modules("natinv.synthesis.shard", "natinv.models", "natinv.cost")
-        self.version = torch.__version__ + ":" + hashlib.sha256(b"".join((SRC.parent / f).read_bytes() for f in files)).hexdigest()[:12]
+        files = source_modules("natinv.synthesis.shard", "natinv.models")
+        code = hashlib.sha256(b"".join((SRC.parent / f).read_bytes() for f in files)).hexdigest()[:12]
+        self.version = f"{torch.__version__}:{code}:{COUNTING}"
         try:
             self.known = json.loads(path.read_text()) if path is not None and path.is_file() else {}
         except (OSError, ValueError):
@@ -270,7 +283,7 @@ def _activations_mb(probe: Probe, batch: int) -> float:
 
 
 def job_cost(cfg: Config, stage: str, w: dict[str, str], sh: Shapes, probes: Probes) -> JobCost:
-    """FLOPs, kind and peak memory of one job of the plan."""
+    """FLOPs, kind, sequential steps and peak memory of one job of the plan."""
     from natinv.config import seeds
 
     method = seeds.split(w.get("method", ""))[0]
@@ -281,24 +294,43 @@ def job_cost(cfg: Config, stage: str, w: dict[str, str], sh: Shapes, probes: Pro
     if stage in ("kd", "scratch", "prune"):
         return _application(cfg, stage, w, method, sh, probes)
     if stage in ("teacher", "evaluator"):
-        spec = cfg.models[w[stage]]
+        spec, tc = cfg.models[w[stage]], cfg.teacher
         p = probes.train(spec.arch, spec.width, sh)
-        flop = cfg.teacher.epochs * (sh.train * p.flop + sh.test * probes.forward(spec.arch, spec.width, sh).flop)
-        return JobCost(stage, w, flop, "training", *_split(cfg, _data_mb(sh), _activations_mb(p, cfg.teacher.batch_size)))
+        flop = tc.epochs * (sh.train * p.flop + sh.test * probes.forward(spec.arch, spec.width, sh).flop)
+        steps = tc.epochs * (sh.train // tc.batch_size + _batches(sh.test))
+        held = _data_mb(sh) + _normalized_mb(sh.train + sh.test, sh)
+        return JobCost(stage, w, flop, "training", *_split(cfg, held, _activations_mb(p, tc.batch_size), TRAIN_PROCESS_MB), steps)
     if stage == "metrics":
         n = cfg.metrics.reference_images if method == "real" else cfg.synthesis.num_images
         nets = [cfg.models[w["teacher"]], *(cfg.models[e] for e in cfg.metrics.evaluators)]
-        flop = sum((n + cfg.metrics.reference_images) * probes.forward(s.arch, s.width, sh).flop for s in nets)
+        images = n + cfg.metrics.reference_images
+        flop = sum(images * probes.forward(s.arch, s.width, sh).flop for s in nets)
         dims = max(probes.embedding_dim(s.arch, s.width, sh) for s in nets)
-        held = _images_mb(n, sh, 3) + _data_mb(sh) + 8 * dims * (n + cfg.metrics.reference_images) / MB  # float64 features
-        return JobCost(stage, w, flop, "inference", *_split(cfg, held + CHUNK_MB, CHUNK_MB))
+        held = (_images_mb(n, sh, 3) + _data_mb(sh) + _normalized_mb(cfg.metrics.reference_images, sh)
+                + 8 * dims * images / MB)  # the images (float16 + uint8), the normalized reference, float64 features
+        return JobCost(stage, w, flop, "inference", *_split(cfg, held + CHUNK_MB, CHUNK_MB), len(nets) * _batches(images))
     if stage == "tsne":
         sets = 1 + len(plan.tsne_methods(cfg, w["teacher"]))
         n = min(cfg.metrics.tsne.images, cfg.synthesis.num_images)
         spec = cfg.models[w["teacher"]]
         flop = sets * n * probes.forward(spec.arch, spec.width, sh).flop
-        return JobCost(stage, w, flop, "inference", PROCESS_MB + _data_mb(sh) + sets * _images_mb(n, sh, 4), 0.0)
-    return JobCost(stage, w, 0.0, "inference", PROCESS_MB + (_data_mb(sh) if stage == "data" else 0), 0.0)  # data, report
+        points = sets * n  # embedded together, once per layer: Barnes-Hut t-SNE's work grows as n log n
+        embedding = TSNE_STEPS * len(cfg.metrics.tsne.layers) * points * math.log2(max(points, 2))
+        return JobCost(stage, w, flop, "inference", PROCESS_MB + _data_mb(sh) + sets * _images_mb(n, sh, 4), 0.0,
+                       _batches(points) + embedding)
+    if stage == "data":  # reads the data set and writes it as arrays: its time goes with its size
+        return JobCost(stage, w, 0.0, "inference", PROCESS_MB + _data_mb(sh), 0.0, DATA_STEPS_PER_MB * _data_mb(sh))
+    return JobCost(stage, w, 0.0, "inference", PROCESS_MB, 0.0, REPORT_STEPS)  # report: tables and figures
+
+
+def _batches(images: int, batch: int = 128) -> int:
+    """Forward batches of evaluation and embedding on the CPU (natinv.train.inference_batch)."""
+    return -(-images // batch)
+
+
+def _normalized_mb(images: int, sh: Shapes) -> float:
+    """Real images normalized to float32, with the temporaries of the conversion (uint8 -> float, - mean, / std)."""
+    return 3 * _images_mb(images, sh, 4)
 
 
 def _synthesize(cfg: Config, w: dict[str, str], sh: Shapes, probes: Probes) -> JobCost:
@@ -313,20 +345,25 @@ def _synthesize(cfg: Config, w: dict[str, str], sh: Shapes, probes: Probes) -> J
         images = cfg.synthesis.num_images
         flop = method.iterations * method.batch_size * per_iter.flop + images * forward  # training, then labelling
         batch = method.batch_size
+        steps = method.iterations * (1 + method.cotrain.steps)
     else:
         batches = batch_plan(cfg.synthesis.num_images, cfg.synthesis.batch_size, cfg.shards_of(w["method"]))[int(w["shard"])]
         images = sum(n for _, n in batches)
         flop = images * method.iterations * per_iter.flop
+        per_step = cfg.engine.batches_per_step if method.cotrain is None else 1
+        steps = -(-len(batches) // per_step) * method.iterations
         if method.cotrain is not None:
             flop += len(batches) * method.cotrain.steps * method.cotrain.batch_size * kd
-        batch = cfg.synthesis.batch_size * (cfg.engine.batches_per_step if method.cotrain is None else 1)
+            steps += len(batches) * method.cotrain.steps
+        batch = cfg.synthesis.batch_size * per_step
     flop += 2 * images * forward  # the teacher's agreement with the labels, on the float16 tensors and on the uint8 rendering
     activations = _activations_mb(per_iter, batch)
     pool = _images_mb(images, sh)  # float16, on the device where a co-trained student reads it, and once on the host
+    steps += 2 * _batches(images)
     if not _on_gpu(cfg):
-        return JobCost("synthesize", w, flop, "synthesis", PROCESS_MB + pool + CHUNK_MB + activations, 0.0)
+        return JobCost("synthesize", w, flop, "synthesis", PROCESS_MB + pool + CHUNK_MB + activations, 0.0, steps)
     return JobCost("synthesize", w, flop, "synthesis", PROCESS_MB + pool + CHUNK_MB,
-                   activations + (pool if method.cotrain is not None else 0))
+                   activations + (pool if method.cotrain is not None else 0), steps)
 
 
 def _on_gpu(cfg: Config) -> bool:
@@ -334,9 +371,9 @@ def _on_gpu(cfg: Config) -> bool:
     return cfg.device == "cuda" or (cfg.device == "auto" and cfg.job_gpus > 0)
 
 
-def _split(cfg: Config, held_mb: float, activations_mb: float) -> tuple[float, float]:
+def _split(cfg: Config, held_mb: float, activations_mb: float, process_mb: float = PROCESS_MB) -> tuple[float, float]:
     """(host, device) peak of a GPU stage's job holding `held_mb` on the host and one batch's activations."""
-    return (PROCESS_MB + held_mb, activations_mb) if _on_gpu(cfg) else (PROCESS_MB + held_mb + activations_mb, 0.0)
+    return (process_mb + held_mb, activations_mb) if _on_gpu(cfg) else (process_mb + held_mb + activations_mb, 0.0)
 
 
 def _meta(cfg: Config, w: dict[str, str], sh: Shapes, probes: Probes) -> JobCost:
@@ -344,7 +381,8 @@ def _meta(cfg: Config, w: dict[str, str], sh: Shapes, probes: Probes) -> JobCost
     per_iter, _ = probes.synth(cfg, w["teacher"], w["method"], sh)
     iterations = method.meta.warmup_iterations or method.iterations
     flop = method.meta.warmup_batches * cfg.synthesis.batch_size * iterations * per_iter.flop
-    return JobCost("meta", w, flop, "synthesis", *_split(cfg, 0.0, _activations_mb(per_iter, cfg.synthesis.batch_size)))
+    return JobCost("meta", w, flop, "synthesis", *_split(cfg, 0.0, _activations_mb(per_iter, cfg.synthesis.batch_size)),
+                   method.meta.warmup_batches * iterations)
 
 
 def _application(cfg: Config, stage: str, w: dict[str, str], method: str, sh: Shapes, probes: Probes) -> JobCost:
@@ -353,17 +391,21 @@ def _application(cfg: Config, stage: str, w: dict[str, str], method: str, sh: Sh
     net = cfg.models[w["teacher"] if stage == "prune" else w["student"]]
     keep = (1 - float(w["ratio"])) ** 2 if stage == "prune" else 1.0  # a pruned conv keeps (1-r)^2 of its work
     forward = probes.forward(net.arch, net.width, sh).flop * keep
+    tested = _normalized_mb(sh.test, sh)
     if stage == "prune" and method == "none":
-        return JobCost(stage, w, sh.test * forward, "inference", PROCESS_MB + _data_mb(sh), 0.0)
+        return JobCost(stage, w, sh.test * forward, "inference", PROCESS_MB + _data_mb(sh) + tested, 0.0, _batches(sh.test))
     images = (section.real_images or cfg.synthesis.num_images) if method == "real" else cfg.synthesis.num_images
     p = probes.train(net.arch, net.width, sh)
     step = p.flop * keep
     teacher = cfg.models[w["teacher"]]
     if stage == "kd" or (stage == "prune" and section.targets == "teacher"):
         step += probes.forward(teacher.arch, teacher.width, sh).flop
-    flop = section.epochs * (images * step + min(sh.test, 1000) * forward) + sh.test * forward
-    held = _images_mb(images, sh, 2 if method != "real" else 4) + _data_mb(sh)
-    return JobCost(stage, w, flop, "training", *_split(cfg, held, _activations_mb(p, section.batch_size)))
+    watched = min(sh.test, 1000)  # the per-epoch accuracy on a test subset
+    flop = section.epochs * (images * step + watched * forward) + sh.test * forward
+    steps = section.epochs * (max(1, images // min(section.batch_size, images)) + _batches(watched)) + _batches(sh.test)
+    held = (_normalized_mb(images, sh) if method == "real" else _images_mb(images, sh)) + _data_mb(sh) + tested
+    return JobCost(stage, w, flop, "training", *_split(cfg, held, _activations_mb(p, section.batch_size), TRAIN_PROCESS_MB),
+                   steps)
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -394,7 +436,8 @@ def cluster_request(cfg: Config, stage: str, w: dict[str, str]) -> tuple[int, in
     if id(cfg) not in _PLANNED:  # the shapes and the counts, once per loaded params (cfg kept: its id stays its own)
         _PLANNED[id(cfg)] = (cfg, shapes(cfg), probes_of(cfg))
     _, sh, probes = _PLANNED[id(cfg)]
-    return request(job_cost(cfg, stage, w, sh, probes), RATES[cfg.cluster_device])
+    mem, minutes = request(job_cost(cfg, stage, w, sh, probes), RATES[cfg.cluster_device])
+    return mem, min(minutes, cfg.job_max_minutes)
 
 
 def table(cfg: Config, device: str) -> str:
@@ -414,6 +457,13 @@ def table(cfg: Config, device: str) -> str:
         lines.append(f"{stage:<11}{len(costs):>6}{flop / 1e15:>12.3f}{max(c.host_mb for c in costs) / 1024:>14.1f}"
                      f"{max(c.device_mb for c in costs) / 1024:>16.1f}{hours:>12.2f}{max(c.seconds(rate) for c in costs) / 3600:>15.2f}")
     lines.append(f"{'total':<11}{sum(map(len, rows.values())):>6}{total_flop / 1e15:>12.3f}{'':>14}{'':>16}{total_h:>12.1f}")
+    limit = cfg.job_max_minutes * 60
+    long = [c for costs in rows.values() for c in costs if MARGIN * c.seconds(rate) > limit]
+    if long:
+        parts = max(math.ceil(MARGIN * c.seconds(rate) / limit) for c in long)
+        lines.append(f"{len(long)} job(s) may outlast job_max_minutes = {cfg.job_max_minutes} with the margin of {MARGIN}: a "
+                     f"synthesis shard continues from its saved progress when resubmitted; the longest needs up to "
+                     f"{parts} submissions (the SLURM profile's `retries` must be at least {parts - 1})")
     return "\n".join(lines)
 
 

@@ -115,6 +115,12 @@ class Stage:
             out[key] = node
         return out
 
+    def job_priority(self, cfg: Config, w: Wildcards) -> int:
+        """Snakemake's priority of one job: the stage's, one more for the shard of a method that runs as one shard
+        (ADI, NI+ADI, DAFL, DFAD: the longest jobs of a run, its critical path, start first)."""
+        one_shard = self.name == "synthesize" and cfg.shards_of(w["method"]) < cfg.synthesis.shards
+        return self.priority + one_shard
+
     def uses_gpu(self, w: Wildcards) -> bool:
         v = self.variant(w)
         return v.gpu if v else self.gpu

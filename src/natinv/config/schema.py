@@ -305,6 +305,9 @@ class Config:
     # the device whose rates (natinv.cost.RATES) turn a job's FLOPs into the runtime a cluster is asked for; each job's
     # memory request is what it holds by design (python -m natinv cost prints both)
     cluster_device: Literal["cpu", "h100", "h200"] = "cpu"
+    # the cluster's time limit per job (minutes): runtime requests stop there, and a longer synthesis shard continues in
+    # the next submission from its saved progress (the SLURM profile's `retries` must cover how many it needs)
+    job_max_minutes: int = field(default=1440, metadata=_min(10))
     engine: EngineConfig = field(default_factory=EngineConfig)
     results: str = "results"
     data: DataConfig = field(default_factory=DataConfig)
