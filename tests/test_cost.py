@@ -94,3 +94,12 @@ def test_snakemake_asks_each_job_for_what_the_cost_model_says(tmp_path):
         w = {"teacher": teacher, "method": method, "shard": shard}
         assert (int(mem), int(runtime)) == cost.cluster_request(cfg, "synthesize", w)
         assert int(priority or 0) == STAGES["synthesize"].job_priority(cfg, w) == 2 + (cfg.shards_of(method) == 1)
+
+
+def test_a_method_with_a_warm_up_stage_is_costed_like_the_method_it_starts(tmp_path):
+    cfg = _tiny(tmp_path, {"synthesis": {"run": ["ni", "ni-fast"]}})
+    costs = {(c.stage, c.job.get("method")): c for c in cost.plan_costs(cfg)}
+    assert costs[("meta", "ni-fast")].flop > 0
+    ni, fast = (cfg.job_methods[m] for m in ("ni", "ni-fast"))
+    ratio = costs[("synthesize", "ni-fast")].flop / costs[("synthesize", "ni")].flop
+    assert ratio == pytest.approx(fast.iterations / ni.iterations, rel=0.2)  # its few iterations, from the same start

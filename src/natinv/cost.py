@@ -235,6 +235,8 @@ def _shard_flop(cfg: Config, teacher: str, method, sh: Shapes, **changes) -> tup
     model = _model(spec.arch, spec.width, sh.classes, sh.channels).eval()
     meta = ModelMeta(spec.arch, sh.classes, sh.channels, sh.size, spec.width, [0.5] * sh.channels, [0.25] * sh.channels)
     method = dataclasses.replace(method, **changes)
+    if getattr(method, "meta", None) is not None:  # ni-fast: a batch costs what NI's does from a fresh start
+        method = dataclasses.replace(method, meta=None)
     student = None
     if method.cotrain is not None:
         s = cfg.models[method.cotrain.student]
@@ -394,7 +396,8 @@ def _application(cfg: Config, stage: str, w: dict[str, str], method: str, sh: Sh
     tested = _normalized_mb(sh.test, sh)
     if stage == "prune" and method == "none":
         return JobCost(stage, w, sh.test * forward, "inference", PROCESS_MB + _data_mb(sh) + tested, 0.0, _batches(sh.test))
-    images = (section.real_images or cfg.synthesis.num_images) if method == "real" else cfg.synthesis.num_images
+    # real: as many real training images as asked for, at most the training set (data.real_subset)
+    images = min(section.real_images or cfg.synthesis.num_images, sh.train) if method == "real" else cfg.synthesis.num_images
     p = probes.train(net.arch, net.width, sh)
     step = p.flop * keep
     teacher = cfg.models[w["teacher"]]
