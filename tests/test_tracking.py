@@ -200,3 +200,17 @@ def test_curves_arrive_while_the_stage_runs_with_their_own_times(tmp_path, monke
     (dataset,) = done.inputs.dataset_inputs
     assert dataset.dataset.name == "fashion-mnist (real)" and len(dataset.dataset.digest) == 16
     assert [a.path for a in client.list_artifacts(run.run_id, "weights")] == ["weights/w.safetensors"]
+
+
+def test_an_unreachable_tracking_server_costs_a_stage_one_warning_and_no_long_wait(tmp_path):
+    """A server that refuses connections: the stage finishes (well inside the timeout; MLflow's own retries took
+    minutes), says so once, and writes its files."""
+    from pipeline import tiny_params
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # the discard port: nothing listens
+    env.pop("NATINV_TRACKING", None)
+    proc = subprocess.run([sys.executable, "-m", "natinv", "data", *tiny_params(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("warning:") == 1 and "not reachable" in proc.stderr
+    assert (tmp_path / "results/tiny/data/manifest.json").is_file()

@@ -52,8 +52,17 @@ class Outcome:
     artifacts: list[Path] = field(default_factory=list)
 
 
+_UNREACHABLE: list[str] = []  # set when the tracking server could not be reached: the process stops trying
+
+
 def enabled() -> bool:
-    return os.environ.get("NATINV_TRACKING", "on").lower() not in ("0", "off", "false", "no")
+    return not _UNREACHABLE and os.environ.get("NATINV_TRACKING", "on").lower() not in ("0", "off", "false", "no")
+
+
+# An HTTP tracking server that does not answer costs a stage a bounded wait, not MLflow's default of 7 retries with
+# exponential backoff and 120 s per request (minutes): one retry, 15 s per request; then this process stops trying.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -123,10 +132,22 @@ def _warn_on_failure(what: str, said: list[bool] | None = None) -> Iterator[None
         yield
     except Exception as exc:  # noqa: BLE001 - tracking must never fail a stage
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if said is None or not said[0]:
+        if _is_unreachable(exc):
+            if not _UNREACHABLE:
+                log(f"warning: MLflow tracking server {os.environ.get('MLFLOW_TRACKING_URI')} not reachable ({what}): "
+                    f"{first[:200]}; tracking is off for this stage, its files under results/ are complete")
+            _UNREACHABLE.append(what)
+        elif said is None or not said[0]:
             log(f"warning: MLflow tracking failed ({what}): {first[:300]}; the stage's files under results/ are complete")
         if said is not None:
             said[0] = True
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Whether a tracking call failed because the server did not answer (refused, timed out, no route, no such host)."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(s in text for s in ("max retries exceeded", "connection refused", "connectionerror", "timed out",
+                                   "name or service not known", "no route to host", "failed to establish"))
 
 
 @contextlib.contextmanager
@@ -153,6 +174,8 @@ def _store(cfg: Config) -> Iterator[Any]:
     """A client of the store, during this process's turn at it. MLflow is imported first (seconds of CPU, outside the
     turn); creating the client opens the database (and creates and migrates a new one), so that happens inside it."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines about creating the store
+    for key, value in HTTP_DEFAULTS.items():  # a user's own settings win
+        os.environ.setdefault(key, value)
     from mlflow import MlflowClient
 
     for name in ("mlflow", "alembic", "sqlalchemy"):
