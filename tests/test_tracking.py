@@ -75,9 +75,12 @@ def test_tracking_can_be_switched_off(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def _sixteen_at_once(results: Path, first: int) -> list[str]:
-    """16 stage processes started together (no parent run: the store may not exist yet); their stderr."""
+def _sixteen_at_once(results: Path, first: int, server: str | None = None) -> list[str]:
+    """16 stage processes started together (no parent run: the store may not exist yet), on the project's SQLite store
+    or on a tracking `server`; their stderr."""
     env = {k: v for k, v in os.environ.items() if k not in (PARENT_ENV, "MLFLOW_TRACKING_URI")}
+    if server is not None:
+        env["MLFLOW_TRACKING_URI"] = server
     procs = [subprocess.Popen([sys.executable, "-c", JOB, str(results), str(first + i)], env=env, stderr=subprocess.PIPE,
                               text=True) for i in range(16)]
     errors = [p.communicate()[1] for p in procs]
@@ -214,3 +217,42 @@ def test_an_unreachable_tracking_server_costs_a_stage_one_warning_and_no_long_wa
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.count("warning:") == 1 and "not reachable" in proc.stderr
     assert (tmp_path / "results/tiny/data/manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_sixteen_stage_jobs_on_a_tracking_server_lose_no_run(tmp_path):
+    """`mlflow server` on loopback (what README advises for a cluster): 16 stage processes at once, every run kept."""
+    import socket
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+                               str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # wait for the event (the server answers), bounded
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.2)
+        errors = _sixteen_at_once(tmp_path / "results", 0, uri)
+        assert not any("warning" in e for e in errors), [e for e in errors if e][:2]
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("par").experiment_id], "tags.stage = 'synthesize'",
+                                  max_results=100)
+        assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(16))
+        assert all(r.info.status == "FINISHED" and r.data.metrics["final.ce"] == 0.5 for r in runs)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
