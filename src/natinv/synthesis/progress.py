@@ -61,7 +61,9 @@ class Progress:
     job: str = ""  # the job's digest: a file saved by another job (other parameters or code) is not resumed from
     every_s: float = 600.0  # at most this often (0: at every boundary)
     log: object = print
+    earlier_s: float = 0.0  # wall seconds the shard had run before the saved state it resumed from
     _last: float = field(default_factory=time.monotonic)
+    _started: float = field(default_factory=time.monotonic)
 
     def load(self) -> dict | None:
         """The saved state, or None when there is none for this job (a file for other settings is said and ignored)."""
@@ -76,7 +78,9 @@ class Progress:
             if meta.get("job") != self.job:
                 self.log(f"{self.path}: saved by other parameters or code; starting the shard from the beginning")
                 return None
-            return unflatten(json.loads(meta["state"]), tensors)
+            state = unflatten(json.loads(meta["state"]), tensors)
+            self.earlier_s = float(meta.get("seconds", 0.0))
+            return state
         except Exception as exc:  # damaged (a disk that filled up mid-rename would not leave one, but a copy might)
             self.log(f"{self.path}: unreadable ({type(exc).__name__}: {exc}); starting the shard from the beginning")
             return None
@@ -91,7 +95,8 @@ class Progress:
         from natinv.io import atomic_path
 
         tensors: dict[str, torch.Tensor] = {}
-        meta = {"job": self.job, "state": json.dumps(flatten(state, tensors)), "where": where}
+        meta = {"job": self.job, "state": json.dumps(flatten(state, tensors)), "where": where,
+                "seconds": str(self.earlier_s + time.monotonic() - self._started)}
         try:
             with atomic_path(self.path) as tmp:
                 save_file(tensors, str(tmp), metadata=meta)

@@ -112,7 +112,8 @@ def synthesize_shard(
                    meta_path=meta_path, progress=progress or Progress())
     start, cpu_start = time.perf_counter(), time.process_time()
     out = entry.synthesizer()(job)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    # a resumed shard's seconds include the runs before (its CPU seconds are this process's)
+    seconds, cpu_seconds = time.perf_counter() - start + job.progress.earlier_s, time.process_time() - cpu_start
 
     x16, y = out.images.to("cpu", torch.float16), out.labels.cpu()  # the one host copy of the shard's images
     _check_finite(f"{teacher_key}/{method_key} shard {shard}", {"images": x16, **out.arrays})
