@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import platform
 import resource
 import statistics
 import time
@@ -31,16 +30,6 @@ def _sync(device: torch.device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return f"{names[0]} x{len(names)}" if names else platform.processor() or platform.machine()
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -118,7 +107,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         # the paper's CIFAR-10 set: 50k images x 2k iterations, on one such device at this rate
         "hours_50k_images_2k_iterations": PAPER_IMAGE_ITERATIONS * s_per_iter / (per_step * batch_size) / 3600,
         "peak_memory_mb": _peak_memory_mb(dev), "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else runtime.cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "engine": asdict(engine) | {"reuse_host_memory": host_memory}, "waste": asdict(waste),
         "settings": asdict(cfg),

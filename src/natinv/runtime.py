@@ -82,27 +82,25 @@ def _driver_version() -> str | None:
 def device_record(device: torch.device) -> dict:
     """What a result was computed on: the device's name, torch, CUDA and cuDNN versions and the flags that change
     GPU numerics (cuDNN autotuning and determinism, TF32)."""
-    import platform
-
     import torch
 
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
-                    platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"name": name, "type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_deterministic": torch.backends.cudnn.deterministic,
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
 
 
-def _read_lines(path: str) -> list[str]:
+def cpu_name() -> str:
+    """The CPU's model name and count (Linux /proc/cpuinfo), else what platform knows."""
+    import platform
+
     try:
-        with open(path) as fh:
-            return fh.readlines()
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     except OSError:
-        return []
+        names = []
+    return f"{names[0]} x{len(names)}" if names else platform.processor() or platform.machine()
 
 
 def configure_device(device: torch.device, deterministic: bool) -> None:
