@@ -306,3 +306,38 @@ def test_a_meta_learned_method_warms_up_once_and_its_shards_stay_independent(pre
     assert main(["synthesize", *params, *job, "--shard", "0"]) == 2
     assert "meta/resnet8-w16/ni-fast.safetensors: corrupt safetensors file" in capsys.readouterr().err
     assert (folder / "shard-0.npz").read_bytes() == before
+
+
+def test_a_method_with_too_many_curve_points_logs_one_point_per_batch_and_its_curves_as_one_artifact(prepared):
+    """Above tracking.live_curve_points (a method's batches x iterations), a shard's run holds `batch/{term}` at each
+    batch's step and curves.npz (the arrays the shard stores), not a metric per batch and iteration; below, the live
+    per-iteration curves."""
+    from mlflow import MlflowClient
+
+    tmp, params = prepared
+    job = ["synthesize", *params, "--teacher", "resnet8-w16", "--method", "ni", "--shard", "1"]
+    client = MlflowClient(f"sqlite:///{tmp / 'results' / 'mlflow.db'}")
+
+    def latest_run():
+        exp = client.get_experiment_by_name("tiny").experiment_id
+        return client.search_runs([exp], "tags.stage = 'synthesize' and tags.method = 'ni' and tags.shard = '1'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+    assert main([*job, "--set", "tracking.live_curve_points=29"]) == 0  # 3 batches x 10 iterations = 30 points
+    compact = latest_run()
+    with np.load(tmp / "results/tiny/synth/resnet8-w16/ni/shard-1.npz") as z:
+        stored = {k: z[k] for k in ("loss_curves", "batch_index", "best_iteration")}
+    assert not [k for k in compact.data.metrics if k.startswith("batch-")]
+    ce = client.get_metric_history(compact.info.run_id, "batch/ce")
+    assert [m.step for m in ce] == [int(b) + 1 for b in stored["batch_index"]]
+    at_best = stored["loss_curves"][np.arange(len(stored["best_iteration"])), stored["best_iteration"]]
+    assert np.allclose([m.value for m in ce], at_best[:, 1])
+    artifact = Path(client.download_artifacts(compact.info.run_id, "curves.npz", str(tmp)))
+    with np.load(artifact) as z:
+        assert all(np.array_equal(z[k], v) for k, v in stored.items())
+
+    assert main(job) == 0
+    live = latest_run()
+    assert {f"batch-{b}/{t}" for b in stored["batch_index"] for t in ("ce", "bn")} <= set(live.data.metrics)
+    assert len(client.get_metric_history(live.info.run_id, f"batch-{stored['batch_index'][0]}/ce")) == 10
+    assert "curves.npz" not in [a.path for a in client.list_artifacts(live.info.run_id)]

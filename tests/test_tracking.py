@@ -256,3 +256,13 @@ def test_sixteen_stage_jobs_on_a_tracking_server_lose_no_run(tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=60)
+
+
+def test_a_thinned_curve_keeps_at_most_the_asked_points_evenly_and_its_last():
+    from natinv.tracking import thin
+
+    assert thin([1.0, 2.0, 3.0]) == {1: 1.0, 2: 2.0, 3: 3.0}
+    thinned = thin([float(i) for i in range(1, 2001)], at_most=100)
+    assert len(thinned) == 100 and list(thinned)[:2] == [20, 40] and thinned[2000] == 2000.0
+    assert list(thin([float(i) for i in range(1, 11)], at_most=3)) == [4, 8, 10]
+    assert thin([]) == {}

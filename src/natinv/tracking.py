@@ -43,13 +43,32 @@ SETTING_KEYS = {"batch_size", "batches", "iterations", "shard", "images", "steps
 SETTING_PREFIXES = ("model.", "engine.", "images.")
 
 
+CURVE_STEPS = 100  # a thinned curve's points at most (`thin`)
+
+
 @dataclass
 class Outcome:
-    """What a stage hands to tracking: its JSON result, curves (name -> value per step) and files to attach."""
+    """What a stage hands to tracking: its JSON result, curves (name -> values at steps 1, 2, ..., or {step: value}),
+    files to attach, and arrays to attach as `.npz` files (file name -> arrays)."""
 
     result: dict
-    series: dict[str, Sequence[float]] = field(default_factory=dict)
+    series: dict[str, Sequence[float] | Mapping[int, float]] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
+    arrays: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def thin(values: Sequence[float], at_most: int = CURVE_STEPS) -> dict[int, float]:
+    """A curve (values at steps 1..n) at no more than `at_most` evenly spaced steps, its last step always among them."""
+    n = len(values)
+    stride = max(1, -(-n // at_most))
+    steps = [*range(stride, n, stride), n] if n else []
+    return {s: float(values[s - 1]) for s in dict.fromkeys(steps)}
+
+
+def live_curves(cfg: Config, points: int) -> bool:
+    """Whether a curve family of `points` points (e.g. a synthesis method's batches x iterations) goes to MLflow as
+    metrics while it runs (tracking.live_curve_points), rather than as one artifact per run."""
+    return points <= cfg.tracking.live_curve_points
 
 
 _UNREACHABLE: list[str] = []  # set when the tracking server could not be reached: the process stops trying
@@ -214,6 +233,19 @@ def _log_batches(client, run_id: str, params: dict[str, Any], tags: dict[str, st
         _retry(client.log_batch, run_id, metrics=metric_list[i:i + 1000])
 
 
+def _log_arrays(client, run_id: str, files: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each (name, arrays) as one `.npz` artifact, written to a temporary folder first."""
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="natinv-artifacts-") as tmp:
+        for name, arrays in files.items():
+            path = Path(tmp) / name
+            np.savez_compressed(path, **arrays)
+            _retry(client.log_artifact, run_id, str(path))
+
+
 def _is_setting(key: str) -> bool:
     return key in SETTING_KEYS or key.startswith(SETTING_PREFIXES)
 
@@ -229,7 +261,8 @@ def _results(outcome: Outcome, sent: set[str]) -> tuple[dict[str, Any], list[Poi
         points += [(name, v, step, None) for name, v, step in _epoch_points(record) if name not in sent]
     for name, values in outcome.series.items():
         if name not in sent:
-            points += [(name, float(v), step, None) for step, v in enumerate(values, start=1)]
+            at = values.items() if isinstance(values, Mapping) else enumerate(values, start=1)
+            points += [(name, float(v), int(step), None) for step, v in at]
     return params, points
 
 
@@ -374,6 +407,8 @@ class StageRun:
                 for path in outcome.artifacts if outcome else []:
                     if path.is_file():
                         _retry(client.log_artifact, self.run_id, str(path))
+                if outcome and outcome.arrays:
+                    _log_arrays(client, self.run_id, outcome.arrays)
                 for path in self.weights if outcome else []:
                     if path.is_file():
                         _retry(client.log_artifact, self.run_id, str(path), "weights")

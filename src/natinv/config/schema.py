@@ -267,6 +267,17 @@ class EngineConfig:
     save_every_minutes: float = field(default=10.0, metadata=_min(0))
 
 
+@dataclass(frozen=True)
+class TrackingConfig:
+    """What a stage sends to MLflow; none of it changes a result, so it is not tracked as a parameter of one."""
+
+    # every synthesis batch's losses per iteration go to MLflow as metrics while they run (a live view), while a
+    # (teacher, method)'s batches x iterations is at most this; above it, each shard run gets one point per batch (its
+    # losses at the best iteration) as it finishes, its mean curves at most CURVE_STEPS points long, and every batch's
+    # curves as one artifact, curves.npz (the arrays the report reads from the shard)
+    live_curve_points: int = field(default=100_000, metadata=_min(0))
+
+
 @dataclass
 class JobThreads:
     """Snakemake: threads (= torch threads) of each job, so that shards and students run side by side up to --cores.
@@ -309,6 +320,7 @@ class Config:
     # the next submission from its saved progress (the SLURM profile's `retries` must cover how many it needs)
     job_max_minutes: int = field(default=1440, metadata=_min(10))
     engine: EngineConfig = field(default_factory=EngineConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     results: str = "results"
     data: DataConfig = field(default_factory=DataConfig)
     models: dict[str, ModelSpec] = field(default_factory=dict)

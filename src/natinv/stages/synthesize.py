@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from natinv import figures, paths
+from natinv import figures, paths, tracking
 from natinv.checkpoint import load_model
 from natinv.config import Config
 from natinv.data import render_uint8
@@ -18,6 +18,10 @@ from natinv.synthesis import registry
 from natinv.synthesis.progress import Progress
 from natinv.synthesis.shard import synthesize_shard
 from natinv.tracking import Outcome
+
+# a shard's per-batch loss curves as the arrays it stores them under: MLflow's curves.npz when they are too many for
+# metric rows (tracking.live_curve_points)
+CURVE_ARRAYS = ("loss_curves", "loss_terms", "batch_index", "best_iteration")
 
 
 def check_shard(cfg: Config, method: str, shard: int) -> None:
@@ -60,16 +64,19 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
     model, meta = load_model(paths.teacher_weights(cfg.exp_dir, teacher), device)
     co = cfg.cotrained(method)
     student = None if co is None else new_model(meta, cfg.models[co.student], student_seed(cfg, teacher, method, co.student))
-    has_meta = registry.meta_of(cfg.job_methods[method]) is not None
+    method_cfg = cfg.job_methods[method]
+    has_meta = registry.meta_of(method_cfg) is not None
     digest = job_digest(cfg, teacher, method, shard)
+    batches = -(-cfg.synthesis.num_images // cfg.synthesis.batch_size)
+    live = registry.of(method_cfg).generative or tracking.live_curves(cfg, batches * method_cfg.iterations)
     progress = Progress(paths.shard_progress(cfg.exp_dir, teacher, method, shard), digest,
                         60 * cfg.engine.save_every_minutes, log)
     for stale in remove_stale_temps(progress.path):
         log(f"removed {stale}, left by an interrupted run")
-    arrays, summary, series = synthesize_shard(model, meta, teacher, method, cfg.job_methods[method], cfg.synthesis,
+    arrays, summary, series = synthesize_shard(model, meta, teacher, method, method_cfg, cfg.synthesis,
                                                cfg.seed, shard, device, student, log=log, engine=cfg.engine,
                                                meta_path=paths.meta_weights(cfg.exp_dir, teacher, method) if has_meta else None,
-                                               progress=progress)
+                                               progress=progress, live_curves=live)
     summary["job"] = digest  # a re-run of every shard keeps this one while it matches
     npz = paths.shard_npz(cfg.exp_dir, teacher, method, shard)
     write_npz(npz, arrays)
@@ -81,4 +88,5 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
     rendered = render_uint8(torch.from_numpy(arrays["images"][shown]), meta.mean, meta.std, cfg.synthesis.save_scaling)
     figures.save_png(figures.class_grid(rendered.numpy(), arrays["labels"][shown], meta.num_classes), grid)
     progress.clear()
-    return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid])
+    curves = {} if live else {"curves.npz": {k: arrays[k] for k in CURVE_ARRAYS}}
+    return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid], curves)

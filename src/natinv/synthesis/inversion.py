@@ -53,9 +53,7 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     start = time.perf_counter()
     for k, res in enumerate(optimize(objective, batches[done:], carry), start=done):
         res, tries = _until_finite(job, objective, optimize, res, plan[k][0])
-        times = progress.times if len(progress.times) == len(res.curve) else None
-        for t in ("ce", "bn"):  # to MLflow while the shard runs, stamped with when each iteration was reached
-            tracking.emit(f"batch-{plan[k][0]}/{t}", res.curve[:, TERMS.index(t)].tolist(), range(1, len(res.curve) + 1), times)
+        _emit_batch(job, plan[k][0], res, progress.times if len(progress.times) == len(res.curve) else None)
         seeds[k] = res.seed
         retries.append(tries)
         n = len(res.labels)
@@ -85,7 +83,10 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     batch_index = np.asarray([i for i, _ in plan], dtype=np.int64)
     at_best = curve[np.arange(len(best)), best]  # (batches, terms)
     series = {f"loss/{t}": curve[:, :, i].mean(0) for i, t in enumerate(TERMS)}
-    series |= {f"batch-{b}/{t}": curve[k, :, TERMS.index(t)] for k, b in enumerate(batch_index) for t in ("ce", "bn")}
+    if job.live_curves:
+        series |= {f"batch-{b}/{t}": curve[k, :, TERMS.index(t)] for k, b in enumerate(batch_index) for t in ("ce", "bn")}
+    else:
+        series = {name: tracking.thin(values) for name, values in series.items()}
     return ShardImages(
         pool, labels,
         {"loss_curves": curve, "loss_terms": np.asarray(TERMS), "seeds": np.asarray(seeds, dtype=np.int64),
@@ -94,6 +95,18 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
         {"batches": len(plan), "batch_size": job.syn.batch_size, "steps": (len(plan) + sum(retries)) * method.iterations,
          "retries": sum(retries)},
         series)
+
+
+def _emit_batch(job: ShardJob, index: int, res: BatchResult, times: list[float] | None) -> None:
+    """A finished batch's losses to MLflow: every iteration's CE and BN (stamped with when each was reached), or, when
+    the method's curves are too many for metric rows (job.live_curves false), its losses at the best iteration as one
+    point of `batch/{term}` at step index + 1."""
+    if job.live_curves:
+        for t in ("ce", "bn"):
+            tracking.emit(f"batch-{index}/{t}", res.curve[:, TERMS.index(t)].tolist(), range(1, len(res.curve) + 1), times)
+        return
+    for i, t in enumerate(TERMS):
+        tracking.emit(f"batch/{t}", [float(res.curve[res.best_iteration, i])], [index + 1])
 
 
 def labelled_batches(seeds: list[int], sizes: list[int], num_classes: int) -> list[tuple[torch.Tensor, int]]:

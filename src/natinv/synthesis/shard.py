@@ -69,6 +69,9 @@ class ShardJob:
     on_step: object = None  # called after every optimizer step (natinv.runtime.IterationProgress, set by run_batches)
     meta_path: Path | None = None  # a method with `meta`: the warm-up stage's meta-parameters every batch starts from
     progress: Progress = field(default_factory=Progress)  # where the shard saves its progress and resumes from
+    # every batch's losses per iteration to MLflow as it runs (tracking.live_curves); False: one point per batch, the
+    # mean curves thinned, and the per-batch curves left to the shard's arrays
+    live_curves: bool = True
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -91,13 +94,14 @@ def synthesize_shard(
     teacher: StagedNet, meta: ModelMeta, teacher_key: str, method_key: str, method: MethodConfig,
     syn: SynthesisConfig, seed: int, shard: int, device: torch.device, student: nn.Module | None = None, log=print,
     engine: EngineConfig = EngineConfig(), meta_path: Path | None = None, progress: Progress | None = None,
+    live_curves: bool = True,
 ) -> tuple[dict[str, np.ndarray | Chunked], dict, dict[str, np.ndarray]]:
     """Synthesize one shard of (teacher, method): its arrays, its summary and its curves for MLflow. `student`: the
     freshly initialised network a co-trained method (method.cotrain) distils while it synthesizes; its final weights go
     into the arrays as `student/*`. `engine`: how the teacher passes run (NI / DI; a co-trained student must see the
     batches one after another, so they never share a step). `meta_path`: a method with `meta` starts every batch from
     the meta-parameters in this file (the warm-up stage's output). `progress`: where the shard saves its progress and
-    resumes from (None: nothing saved). `images_uint8` is rendered chunk by chunk as it is written (io.Chunked)."""
+    resumes from (None: nothing saved). `live_curves`: see ShardJob. `images_uint8` is rendered chunk by chunk as it is written (io.Chunked)."""
     teacher = teacher.to(device).eval().requires_grad_(False)
     co = None
     if method.cotrain is not None:
@@ -109,7 +113,7 @@ def synthesize_shard(
     if registry.meta_of(method) is not None and meta_path is None:
         raise ValueError(f"{method_key} starts from meta-parameters: pass the warm-up stage's file")
     job = ShardJob(teacher, meta, teacher_key, method_key, method, syn, seed, shard, device, co, log, engine,
-                   meta_path=meta_path, progress=progress or Progress())
+                   meta_path=meta_path, progress=progress or Progress(), live_curves=live_curves)
     start, cpu_start = time.perf_counter(), time.process_time()
     out = entry.synthesizer()(job)
     # a resumed shard's seconds include the runs before (its CPU seconds are this process's)
