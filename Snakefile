@@ -69,6 +69,23 @@ def declared(stage, name, o):
                   patterns=list(o.patterns))
 
 
+# Shards that share one cluster job (synthesis.shards_per_job): a Snakemake group per (teacher, method), and how many
+# of its shards go in one job, its --group-components (one given on the command line wins). Snakemake sets up its group
+# settings after reading this file and reads the counts after asking each job's group, so the count is added then.
+# Local runs ignore groups.
+GROUPS = pipeline.job_groups(CFG)
+
+
+def group_of(stage, w):
+    group = stage.job_group(CFG, job(w))
+    settings = workflow.group_settings
+    if group is not None and group not in settings.group_components:
+        import immutables
+
+        settings.group_components = immutables.Map({**settings.group_components, group: GROUPS[group]})
+    return group
+
+
 for stage in pipeline.STAGES.values():
     rule:
         name: stage.name
@@ -83,6 +100,7 @@ for stage in pipeline.STAGES.values():
             code=lambda w, stage=stage: stage.code_version(CFG, job(w)),  # so does an edit of a file its runner imports
         threads: getattr(CFG.job_threads, stage.name)
         priority: lambda w, stage=stage: stage.job_priority(CFG, job(w))
+        group: (lambda w, stage=stage: group_of(stage, w)) if GROUPS else None  # synthesis.shards_per_job
         resources:
             gpu=lambda w, stage=stage: CFG.job_gpus if stage.uses_gpu(job(w)) else 0,
             mem_mb=lambda w, stage=stage: asks(stage, w)[0],  # what this job holds by design (natinv.cost)

@@ -78,3 +78,16 @@ def test_a_paper_profile_at_smoke_scale_runs_on_slurm_like_it_runs_locally(slurm
     # outputs missing from both runs, which the equal listings alone would not catch
     assert compare_runs(local, repo, "results/smoke/paper-cifar10") >= 2 * sum(rules.values())
     assert mlflow_children(repo, "paper-cifar10", "results/smoke") == rules
+
+
+def test_grouped_shards_share_cluster_jobs_and_make_the_same_shards(slurm, tmp_path, tiny_run):
+    """synthesis.shards_per_job: the two shards of each method go to SLURM as one group job (3 submissions, not 6)
+    and are the shards a local run makes."""
+    overlay = tmp_path / "grouped.yaml"
+    overlay.write_text("synthesis: {shards_per_job: {resnet8-w16: 2}}\n")
+    repo, rules = run_on_slurm(tmp_path, [*TINY, str(overlay), "--until", "synthesize"])
+    assert rules == {"data": 1, "teacher": 1, **{f"synthesize-resnet8-w16-{m}_synthesize": 1 for m in ("ni", "di", "ni-o2m")}}
+    synth = sorted((repo / "results/tiny/synth").rglob("shard-*.npz"))
+    assert len(synth) == 6
+    for f in synth:
+        assert f.read_bytes() == (tiny_run[0] / f.relative_to(repo)).read_bytes(), f

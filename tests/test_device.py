@@ -59,3 +59,27 @@ def test_a_device_record_names_the_hardware_and_the_numerics_flags():
     rec = device_record(torch.device("cpu"))
     assert rec["type"] == "cpu" and rec["name"] and rec["torch"] == torch.__version__
     assert {"cuda", "cudnn", "cudnn_benchmark", "cudnn_deterministic", "tf32_matmul", "tf32_cudnn"} <= set(rec)
+
+
+CLAIM = """
+import sys
+from pathlib import Path
+from natinv.runtime import claim_gpu
+print(claim_gpu(["GPU-aaaa", "GPU-bbbb"], Path(sys.argv[1])), flush=True)
+sys.stdin.readline()  # holds its claim until told to exit
+"""
+
+
+def test_processes_of_one_job_claim_different_gpus_and_a_finished_ones_gpu_is_free_again(tmp_path):
+    """A job given several GPUs runs one process per grouped shard: each takes the first GPU no other process holds."""
+    def start():
+        proc = subprocess.Popen([sys.executable, "-c", CLAIM, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return proc, proc.stdout.readline().strip()
+
+    (a, ia), (b, ib), (c, ic) = start(), start(), start()
+    assert (ia, ib, ic) == ("0", "1", "None")
+    a.communicate("\n")
+    d, id_ = start()
+    assert id_ == "0"
+    for p in (b, c, d):
+        p.communicate("\n")

@@ -125,6 +125,20 @@ def test_profiles_plan_the_expected_jobs():
                                                        "report": 1}
 
 
+def test_shards_per_job_groups_the_shards_of_a_method_or_teacher_for_the_cluster():
+    from natinv.pipeline import job_groups
+
+    tiny = [ROOT / "params/default.yaml", ROOT / "params/tiny.yaml"]
+    assert job_groups(load_config(tiny)) == {}
+    # a method's entry wins over its teacher's; a group never holds more shards than the method has (2 here)
+    cfg = load_config(tiny, [{"synthesis": {"shards_per_job": {"ni-o2m": 1, "resnet8-w16": 3}}, "seeds": [0, 1]}])
+    assert job_groups(cfg) == {"synthesize-resnet8-w16-ni": 2, "synthesize-resnet8-w16-di": 2,
+                               "synthesize-resnet8-w16-ni-seed1": 2, "synthesize-resnet8-w16-di-seed1": 2}
+    shard = {"teacher": "resnet8-w16", "method": "di", "shard": "1"}
+    assert STAGES["synthesize"].job_group(cfg, shard) == "synthesize-resnet8-w16-di"
+    assert STAGES["kd"].job_group(cfg, {**shard, "student": "resnet8-w8"}) is None
+
+
 # The paper's jobs per profile: two teachers; 100 shards per inversion method, one each for ADI, NI+ADI, DAFL, DFAD;
 # Table 5's six methods to three students from both teachers (CIFAR-100: Table 3's variants too, from ResNet-34);
 # scratch on DAFL, DI and NI images; ResNet-34 pruned at five ratios.

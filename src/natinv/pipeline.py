@@ -121,6 +121,17 @@ class Stage:
         one_shard = self.name == "synthesize" and cfg.shards_of(w["method"]) < cfg.synthesis.shards
         return self.priority + one_shard
 
+    def job_group(self, cfg: Config, w: Wildcards) -> str | None:
+        """Snakemake's group of one job on a cluster: `synthesize-{teacher}-{method}` for the shards of a method that
+        synthesis.shards_per_job groups (job_groups says how many share one cluster job), else none."""
+        if self.name != "synthesize" or self.shards_per_job(cfg, w) < 2:
+            return None
+        return f"synthesize-{w['teacher']}-{w['method']}"
+
+    @staticmethod
+    def shards_per_job(cfg: Config, w: Wildcards) -> int:
+        return min(cfg.synthesis.shards_per_job_of(w["teacher"], w["method"]), cfg.shards_of(w["method"]))
+
     def uses_gpu(self, w: Wildcards) -> bool:
         v = self.variant(w)
         return v.gpu if v else self.gpu
@@ -402,3 +413,14 @@ def _runtime_nodes(tree):
             stack.extend(node.orelse)
             continue
         stack.extend(ast.iter_child_nodes(node))
+
+
+def job_groups(cfg: Config) -> dict[str, int]:
+    """{Snakemake group: how many of its jobs run in one cluster job} (Snakemake's --group-components) for every group
+    `Stage.job_group` names."""
+    out: dict[str, int] = {}
+    for t, m, _ in plan.synthesis_jobs(cfg):
+        w = {"teacher": t, "method": m}
+        if (group := STAGES["synthesize"].job_group(cfg, w)) is not None:
+            out[group] = Stage.shards_per_job(cfg, w)
+    return out

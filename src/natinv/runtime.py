@@ -3,6 +3,7 @@ Snakefile, which imports it) starts without it."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,16 +15,58 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def pick_device(name: str) -> torch.device:
     """`auto`: the GPU when torch sees one, else the CPU. `cuda`: the GPU, or one error line saying why there is none
-    (a job that asked for a GPU never runs on a CPU thread until its time limit)."""
+    (a job that asked for a GPU never runs on a CPU thread until its time limit). With several GPUs visible, the first
+    one no other stage process of this node holds (claim_gpu)."""
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         from natinv.errors import ConfigError
 
         raise ConfigError(f"device = 'cuda' but {no_gpu_reason()}")
+    if name == "cuda" and torch.cuda.device_count() > 1:
+        index = _claimed_gpu()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device(name)
+
+
+_CLAIMS: list = []  # the open lock file of the GPU this process claimed: held until the process exits
+
+
+def claim_gpu(ids: list[str], lock_dir: Path) -> int | None:
+    """The index of the first of `ids` (GPUs by UUID, the same on every process of a node whatever CUDA_VISIBLE_DEVICES
+    numbers them) that no other process holds, claimed for the rest of this process's life by a lock file under
+    `lock_dir`; None when every one is held."""
+    import fcntl
+
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for index, gpu in enumerate(ids):
+        fh = open(lock_dir / f"{hashlib.sha256(gpu.encode()).hexdigest()[:16]}.lock", "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        _CLAIMS.append(fh)
+        return index
+    return None
+
+
+def _claimed_gpu() -> int:
+    """A job given several GPUs (a group of shards) runs one stage process per shard: each takes a GPU of its own."""
+    import os
+    import tempfile
+
+    import torch
+
+    ids = [str(torch.cuda.get_device_properties(i).uuid) for i in range(torch.cuda.device_count())]
+    index = claim_gpu(ids, Path(tempfile.gettempdir()) / f"natinv-gpus-{os.getuid()}")
+    if index is None:
+        index = os.getpid() % len(ids)
+        log(f"every GPU this job was given is held by another stage process; sharing cuda:{index}")
+    return index
 
 
 def no_gpu_reason() -> str:

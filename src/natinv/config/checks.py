@@ -81,6 +81,16 @@ def check_references(cfg: Config, fail: Callable[[str, str], None]) -> None:
     batches = -(-syn.num_images // syn.batch_size)
     if syn.shards > batches:
         fail("synthesis.shards", f"got {syn.shards}; at most {batches} (one batch per shard at least)")
+    for key, n in syn.shards_per_job.items():
+        if key not in syn.methods and key not in cfg.teacher.models:
+            fail(f"synthesis.shards_per_job.{key}", f"unknown key; expected a key of synthesis.methods or a teacher "
+                 f"(teacher.models): {', '.join([*syn.methods, *cfg.teacher.models])}")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            fail(f"synthesis.shards_per_job.{key}", f"got {n!r}; expected a whole number of shards >= 1")
+    if cfg.job_gpus > 1:
+        fail("job_gpus", f"got {cfg.job_gpus}; a stage process uses one GPU, so a job with more would leave all but one "
+             "idle: use 1, and give a cluster job several GPUs by grouping shards (synthesis.shards_per_job: each "
+             "shard of the group runs on a GPU of its own)")
     for layer in cfg.metrics.tsne.layers:
         if not re.fullmatch(r"stage[1-9]\d*|embedding", layer):
             fail("metrics.tsne.layers", f"got {layer!r}; expected 'stageK' (K >= 1) or 'embedding'")

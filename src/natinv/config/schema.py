@@ -174,6 +174,13 @@ class SynthesisConfig:
     # A batch whose loss or images become NaN/infinite is optimized again from a new seed (derived from its own, so a
     # re-run gives the same bytes) up to this many times; then the shard fails and nothing is written.
     retries: int = field(default=2, metadata=_min(0))
+    # Snakemake on a cluster: a method key or a teacher key -> how many of its shards share one cluster job (a Snakemake
+    # group job that asks for the sum of their GPUs, memory and threads and the longest one's runtime, and runs them side
+    # by side, each shard process on a GPU of its own). A method's entry wins over its teacher's. Local runs ignore it.
+    shards_per_job: dict[str, int] = field(default_factory=dict)
+
+    def shards_per_job_of(self, teacher: str, method: str) -> int:
+        return self.shards_per_job.get(seeds_split(method)[0], self.shards_per_job.get(teacher, 1))
 
 
 @dataclass
