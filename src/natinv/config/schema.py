@@ -317,8 +317,9 @@ class Config:
     threads: int | None = field(default=None, metadata=_min(1))  # torch CPU threads (None = torch's default)
     job_threads: JobThreads = field(default_factory=lambda: JobThreads())
     # Snakemake: GPUs each job of a GPU stage (teacher, evaluator, synthesize, kd, metrics, scratch, fine-tuned prune)
-    # asks for, as its `gpu` resource (the SLURM plugin passes it on as --gpus). 0 = CPU jobs; data, tsne, prune
-    # without fine-tuning and report never ask for one.
+    # asks for, as its `gpu` resource (the SLURM plugin passes it on as --gpus). 0 = CPU jobs, 1 = one GPU (a stage
+    # process uses one; synthesis.shards_per_job gives a job several, one per shard); data, tsne, prune without
+    # fine-tuning and report never ask for one.
     job_gpus: int = field(default=0, metadata=_min(0))
     # the device whose rates (natinv.cost.RATES) turn a job's FLOPs into the runtime a cluster is asked for; each job's
     # memory request is what it holds by design (python -m natinv cost prints both)
