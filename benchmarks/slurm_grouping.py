@@ -58,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     group = {k: int(v) for k, v in (g.split("=", 1) for g in args.group)}
     with tempfile.TemporaryDirectory(prefix="natinv-grouping-") as tmp:
-        for name, g in (("one job per shard", {}), ("grouped", group)):
+        for name, g in (("one-job-per-shard", {}), ("grouped", group)):
             print(json.dumps(run_variant(Path(tmp), name, args.params, g)), flush=True)
 
 
