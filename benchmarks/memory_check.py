@@ -7,7 +7,7 @@ natinv.cost computes for the same jobs, and the growth from the smallest to the 
 
 Every memory that depends on the image count depends on it through `synthesis.num_images` alone, so the stand-in data
 and the width-8 networks change the constant part, not the growth. Runs in a temporary folder (the project's
-`results/` is not touched); takes about an hour on 2 cores. One JSON line per (size, stage), then one per stage with
+`results/` is not touched); takes about half an hour on 2 cores. One JSON line per (size, stage), then one per stage with
 the growth.
 """
 from __future__ import annotations
@@ -31,21 +31,23 @@ PROFILE = ["params/default.yaml", "params/paper-cifar10.yaml", "params/smoke.yam
 
 
 def overlay(folder: Path, fraction: int) -> dict:
-    """The smoke profile with 1/fraction of the paper's images: the stages whose memory scales with them (the four
-    one-shard methods' pools, the readers) and one of each other kind, each network once."""
+    """The smoke profile with 1/fraction of the paper's images: the stages whose memory scales with them (the one-shard
+    methods' pools: ADI's on the device of its co-trained student, DAFL's sampled; every reader of a method's images)
+    and one of each other kind, each network once. DI stands for the sharded methods (a shard holds a fixed 2,560
+    images whatever the total, so its memory does not grow with it)."""
     n = PAPER_IMAGES // fraction
     one = {"iterations": 1}
     return {
         "experiment": f"memory-1-{fraction}", "results": str(folder / "results"),
         "teacher": {"models": ["resnet34"]},
         "synthesis": {"num_images": n, "batch_size": 256, "shards": max(1, round(n / IMAGES_PER_SHARD)),
-                      "run": ["ni", "di", "adi", "dafl"],
+                      "run": ["di", "adi", "dafl"],
                       "methods": {"ni": one, "di": one, "adi": {**one, "cotrain": {"steps": 1, "batch_size": 256}},
                                   "dafl": {"iterations": 2, "batch_size": 256}}},
-        "kd": {"students": ["resnet18"], "methods": ["ni", "adi", "dafl"], "batch_size": 256},
-        "scratch": {"students": ["resnet18"], "methods": ["ni"], "batch_size": 256},
-        "prune": {"methods": ["ni"], "ratios": [0.5], "batch_size": 256},
-        "metrics": {"reference_images": 256, "tsne": {"images": 1_000, "methods": ["di", "ni"], "layers": ["stage1", "embedding"]}},
+        "kd": {"students": ["resnet18"], "methods": ["di", "adi", "dafl"], "batch_size": 256},
+        "scratch": {"students": ["resnet18"], "methods": ["di"], "batch_size": 256},
+        "prune": {"methods": ["di"], "ratios": [0.5], "batch_size": 256},
+        "metrics": {"reference_images": 256, "tsne": {"images": 1_000, "methods": ["di", "adi"], "layers": ["stage1", "embedding"]}},
         "data": {"train_limit": 2_048, "test_limit": 256},
     }
 
