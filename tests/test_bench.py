@@ -116,3 +116,23 @@ def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
     assert {(r["method"], r["autocast"]) for r in synth["rows"]} == {("ni", None), ("ni", "bf16"), ("di", None), ("di", "bf16")}
     assert isinstance(synth["adi"]["s_per_iter"], float)  # at toy sizes a difference of two timings: noise, either sign
     assert lines[3]["pipeline"]["same_bytes"] is True  # two fresh CPU processes: the same batch, byte for byte
+
+
+def test_count_ops_counts_each_dispatched_operator_forward_and_backward():
+    import torch
+
+    from natinv.bench import count_ops
+
+    a, b = torch.ones(3, requires_grad=True), torch.ones(3)
+    assert count_ops(lambda: a.detach() + b) == 2  # detach, add
+    assert count_ops(lambda: (a * b).sum().backward()) > count_ops(lambda: (a * b).sum())  # the backward's kernels count
+
+
+@pytest.mark.parametrize("method", ["ni", "di"])
+def test_batches_per_step_dispatches_fewer_operators_per_batch_iteration(method):
+    from natinv.bench import bench_synth
+    from natinv.config import EngineConfig
+
+    one, four = (bench_synth(method, "resnet8", 10, 4, iterations=1, warmup=0, engine=EngineConfig(batches_per_step=k))
+                 ["ops_per_batch_iteration"] for k in (1, 4))
+    assert 0 < four < one
