@@ -18,6 +18,7 @@ from natinv.models import StagedNet
 from natinv.synthesis.cotrain import CoStudent
 from natinv.synthesis.generative import Steps
 from natinv.synthesis.generator import Generator
+from natinv.train import adam
 
 TERMS = ("total", "onehot", "activation", "entropy", "student_kd")
 
@@ -36,7 +37,7 @@ def train(teacher: StagedNet, student: CoStudent, cfg: DAFLConfig, shape: tuple[
           gen: torch.Generator, steps: Steps = Steps()) -> tuple[Generator, torch.Tensor]:
     """Train the generator and the student for cfg.iterations steps; returns (generator, curve (iterations, TERMS))."""
     generator = Generator.unconditional(shape, cfg.latent_dim, cfg.generator_width, device)
-    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
+    optimizer = adam(generator.parameters(), lr=cfg.lr_generator)
     curve = torch.empty(cfg.iterations, len(TERMS), device=device)
     for it in range(steps.resume(generator, optimizer, curve), cfg.iterations):
         images = generator.sample(cfg.batch_size, gen)

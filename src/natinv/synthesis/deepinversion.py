@@ -7,6 +7,7 @@ import torch
 
 from natinv.config import DIConfig
 from natinv.synthesis.objective import BatchResult, InversionObjective, chunks, concat, optimize, split_batches
+from natinv.train import adam
 
 
 def synthesize(
@@ -24,7 +25,7 @@ def synthesize(
         gens = [torch.Generator().manual_seed(seed) for _, seed in group]
         pixels = [torch.randn(len(labels), *shape, generator=gen).to(device).requires_grad_(True)
                   for (labels, _), gen in zip(group, gens)]
-        optimizer = torch.optim.Adam(pixels, lr=cfg.lr)
+        optimizer = adam(pixels, lr=cfg.lr)
         after_step = _clamp(pixels, *pixel_range) if cfg.clamp and pixel_range is not None else None
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)

@@ -14,6 +14,7 @@ from natinv.models import StagedNet
 from natinv.synthesis.cotrain import CoStudent
 from natinv.synthesis.generative import Steps
 from natinv.synthesis.generator import Generator
+from natinv.train import adam
 
 TERMS = ("total", "generator_l1", "student_l1")  # total: the generator's loss (-L1)
 
@@ -22,7 +23,7 @@ def train(teacher: StagedNet, student: CoStudent, cfg: DFADConfig, shape: tuple[
           gen: torch.Generator, steps: Steps = Steps()) -> tuple[Generator, torch.Tensor]:
     """Train the generator and the student for cfg.iterations generator steps; returns (generator, curve (iterations, TERMS))."""
     generator = Generator.unconditional(shape, cfg.latent_dim, cfg.generator_width, device)
-    optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.lr_generator)
+    optimizer = adam(generator.parameters(), lr=cfg.lr_generator)
     gen_params = list(generator.parameters())
 
     curve = torch.empty(cfg.iterations, len(TERMS), device=device)

@@ -24,6 +24,7 @@ from natinv.synthesis.generator import Generator
 from natinv.synthesis.meta import MetaInit
 from natinv.synthesis.objective import BatchResult, Carry, InversionObjective, chunks, concat, optimize, split_batches
 from natinv.synthesis.priors import jitter_flip
+from natinv.train import adam
 
 
 class NaturalInversionImage(nn.Module):
@@ -86,7 +87,7 @@ def synthesize(
             alphas.append(nn.Parameter(alpha0.to(device)) if cfg.acs else torch.ones_like(alpha0, device=device))
             gens.append(torch.Generator().manual_seed(seed))
         groups = [g for model, alpha in zip(models, alphas) for g in param_groups(model, alpha, cfg)]
-        optimizer = torch.optim.Adam(groups)
+        optimizer = adam(groups)
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)
         ys = split_batches(y, sizes)
