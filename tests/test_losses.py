@@ -103,3 +103,35 @@ def test_jitter_flip_is_seeded_and_bounded():
     assert torch.equal(a, b)
     assert sorted(a.flatten().tolist()) == sorted(x.flatten().tolist())  # a permutation of pixels
     assert torch.equal(jitter_flip(x, torch.Generator(), 0, False), x)
+
+
+def test_bn_stats_loss_of_grouped_batches_is_each_batchs_own_in_value_and_gradient():
+    """K batches in one teacher pass, equal or not in size: each batch's BN distance and its gradient are the ones of
+    the formula on that batch alone."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 4, 3), nn.BatchNorm2d(4)).eval()
+    with torch.no_grad():
+        for bn in (net[1], net[4]):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 1.5)
+    loss = BNStatsLoss(net)
+
+    def formula(part):
+        total, h = 0, part
+        for layer in net:
+            if isinstance(layer, nn.BatchNorm2d):
+                mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3), unbiased=False)
+                total = total + torch.linalg.vector_norm(mean - layer.running_mean) + torch.linalg.vector_norm(var - layer.running_var)
+            h = layer(h)
+        return total
+
+    for sizes in ([4, 4, 4], [5, 4, 3], [12]):
+        x = (torch.randn(12, 3, 6, 6) * 2 + 1).requires_grad_()
+        with loss.capture(sizes):
+            net(x.contiguous(memory_format=torch.channels_last))
+        got = loss.loss()
+        expected = torch.stack([formula(p) for p in x.split(sizes)])
+        torch.testing.assert_close(got, expected)
+        grad, = torch.autograd.grad(got.sum(), x)
+        want, = torch.autograd.grad(expected.sum(), x)
+        torch.testing.assert_close(grad, want)

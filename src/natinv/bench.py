@@ -48,30 +48,35 @@ class Waste:
     recompute: bool = False  # an extra teacher forward per iteration (the official code re-runs the kept batch)
 
 
-def count_ops(run) -> int:
-    """How many operators `run()` dispatches (ATen calls below autograd, its backward's included: each one a kernel
-    launch on a GPU)."""
+ALLOCATIONS = {"empty", "empty_strided", "new_empty", "new_empty_strided", "empty_like"}  # memory only, no kernel
+
+
+def count_ops(run) -> tuple[int, int]:
+    """(operators, kernels) `run()` dispatches: every ATen call below autograd (its backward's included), and those
+    that launch a kernel on a GPU (not views such as detach, view or select, nor bare allocations)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
-        n = 0
+        ops = kernels = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.n += 1
+            Count.ops += 1
+            Count.kernels += not func.is_view and func.overloadpacket.__name__ not in ALLOCATIONS
             return func(*args, **(kwargs or {}))
 
     with Count():
         run()
-    return Count.n
+    return Count.ops, Count.kernels
 
 
-def ops_per_batch_iteration(module, objective, plan, cfg, num_classes: int, shape, device) -> float:
-    """Operators one batch's iteration dispatches: a run of two iterations less a run of one (what a run does once,
-    its set-up and results, cancels), over the batches one step advances."""
+def ops_per_batch_iteration(module, objective, plan, cfg, num_classes: int, shape, device) -> tuple[float, float]:
+    """(operators, kernels) one batch's iteration dispatches: a run of two iterations less a run of one (what a run
+    does once, its set-up and results, cancels), over the batches one step advances."""
     def run(iterations: int):
         return lambda: [None for _ in module.synthesize(objective, plan, replace(cfg, iterations=iterations), num_classes,
                                                         shape, device)]
-    return (count_ops(run(2)) - count_ops(run(1))) / len(plan)
+    (ops2, k2), (ops1, k1) = count_ops(run(2)), count_ops(run(1))
+    return (ops2 - ops1) / len(plan), (k2 - k1) / len(plan)
 
 
 def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, iterations: int, warmup: int = 2,
@@ -112,7 +117,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         _sync(dev)
         stamps.append(time.perf_counter())
 
-    ops = ops_per_batch_iteration(module, objective, plan, cfg, num_classes, (channels, image_size, image_size), dev)
+    ops, kernels = ops_per_batch_iteration(module, objective, plan, cfg, num_classes, (channels, image_size, image_size), dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     _sync(dev)
@@ -131,6 +136,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         "image_size": image_size, "iterations": iterations, "warmup": warmup, "batches": batches,
         "s_per_iter": s_per_iter, "s_per_iter_mean": statistics.fmean(timed),
         "images_per_s": per_step * batch_size / s_per_iter, "total_s": total, "ops_per_batch_iteration": ops,
+        "kernels_per_batch_iteration": kernels,
         # the paper's CIFAR-10 set: 50k images x 2k iterations, on one such device at this rate
         "hours_50k_images_2k_iterations": PAPER_IMAGE_ITERATIONS * s_per_iter / (per_step * batch_size) / 3600,
         "peak_memory_mb": _peak_memory_mb(dev), "device": str(dev),

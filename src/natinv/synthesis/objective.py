@@ -98,21 +98,18 @@ class InversionObjective:
         seen = concat(seen_parts)
         with self.bn.capture(sizes), self._autocast(images.device):
             logits = self._forward(seen.contiguous(memory_format=self.layout))
-        bn_terms = self.bn.loss()
-        totals, terms = [], []
-        for k, (x, x_seen, logit, y) in enumerate(zip(parts, seen_parts, split_batches(logits, sizes), split_batches(labels, sizes))):
-            ce = F.cross_entropy(logit.float(), y)
-            prior_x = x_seen if w.priors_on == "jittered" else x
-            bn, tv, l2 = bn_terms[k], tv_prior(prior_x), l2_prior(prior_x)
-            total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
-            if self.competitor is None:
-                competition = torch.zeros_like(ce)  # logged as 0; nothing added to the loss
-            else:
-                competition = self.competitor(x_seen, logit)
-                total = total + competition
-            totals.append(total)
-            terms.append(torch.stack([total, ce, bn, tv, l2, competition]))
-        return torch.stack(totals), torch.stack(terms).detach()
+        bn = self.bn.loss()
+        # every term per batch, for all batches of the group at once (per_batch)
+        ce = per_batch(lambda v, k: v.reshape(k, -1).mean(1), F.cross_entropy(logits.float(), labels, reduction="none"), sizes)
+        prior_x = seen if w.priors_on == "jittered" else images
+        tv, l2 = per_batch(tv_prior, prior_x, sizes), per_batch(l2_prior, prior_x, sizes)
+        total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
+        if self.competitor is None:
+            competition = torch.zeros_like(ce)  # logged as 0; nothing added to the loss
+        else:
+            competition = torch.stack([self.competitor(x, logit) for x, logit in zip(seen_parts, split_batches(logits, sizes))])
+            total = total + competition
+        return total, torch.stack([total, ce, bn, tv, l2, competition], dim=1).detach()
 
     @torch.no_grad()
     def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -123,6 +120,14 @@ class InversionObjective:
 
     def close(self) -> None:
         self.bn.remove()
+
+
+def per_batch(fn: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """fn(x, K) of a group of batches (x: the K batches stacked along axis 0, `sizes` long) as shape (K,): one call for
+    all when the batches are the same size, else one per batch."""
+    if len(set(sizes)) == 1:
+        return fn(x, len(sizes)).reshape(len(sizes))
+    return torch.cat([fn(part, 1).reshape(1) for part in torch.split(x, sizes)])
 
 
 def split_batches(x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
