@@ -144,16 +144,17 @@ def test_any_class_count_and_batch_size(module, cfg):
 @pytest.mark.parametrize("module,cfg", [(naturalinversion, replace(NI, iterations=6)), (deepinversion, replace(DI, iterations=6))],
                          ids=["ni", "di"])
 def test_batches_in_one_vectorized_step_equal_separate_steps(module, cfg):
-    """engine.batches_per_step = 2 over batches of 8, 8 and 5 images (groups [8, 8] and [5]): every batch gets the
-    loss curve, best iteration and images it gets alone; BN statistics, CE and priors are per batch."""
+    """engine.batches_per_step = 2 over batches of 8, 8 and 5 images (groups [8, 8], one pass per loss term for both,
+    and [5]) and = 3 (one group of unequal batches, a pass per batch): every batch gets the loss curve, best iteration
+    and images it gets alone, within float32 rounding; BN statistics, CE and priors are per batch."""
     teacher = tiny_teacher(width=8)
     batches = [(torch.arange(n) % 10, s) for n, s in ((8, 11), (8, 12), (5, 13))]
     runs = {}
-    for k in (1, 2):
+    for k in (1, 2, 3):
         obj = InversionObjective(teacher, LossWeights.of(cfg), engine=EngineConfig(batches_per_step=k))
         runs[k] = list(module.synthesize(obj, batches, cfg, 10, (3, 32, 32), torch.device("cpu")))
         obj.close()
-    for alone, grouped in zip(runs[1], runs[2]):
+    for alone, grouped in [*zip(runs[1], runs[2]), *zip(runs[1], runs[3])]:
         assert grouped.seed == alone.seed and torch.equal(grouped.labels, alone.labels)
         torch.testing.assert_close(grouped.curve, alone.curve, rtol=1e-4, atol=1e-5)
         assert grouped.best_iteration == alone.best_iteration
