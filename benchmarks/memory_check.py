@@ -6,8 +6,8 @@ natinv.cost computes for the same jobs, and the growth from the smallest to the 
     .venv/bin/python benchmarks/memory_check.py > benchmarks/paper-memory-scaling.jsonl
 
 Every memory that depends on the image count depends on it through `synthesis.num_images` alone, so the stand-in data
-and the width-8 networks change the constant part, not the growth. Runs in a temporary folder (the project's
-`results/` is not touched); takes about half an hour on 2 cores. One JSON line per (size, stage), then one per stage with
+and the width-8 networks change the constant part, not the growth. Runs in a temporary folder or in --folder (the
+project's `results/` is not touched); takes about half an hour on 2 cores. One JSON line per (size, stage), then one per stage with
 the growth.
 """
 from __future__ import annotations
@@ -54,12 +54,12 @@ def overlay(folder: Path, fraction: int) -> dict:
 
 def run_size(tmp: Path, fraction: int, cores: int) -> tuple[list[str], float]:
     folder = tmp / f"1-{fraction}"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     extra = folder / "overlay.yaml"
     extra.write_text(json.dumps(overlay(folder, fraction)))
     params = [str(ROOT / p) for p in PROFILE] + [str(extra)]
     start = time.perf_counter()
-    proc = subprocess.run([str(ROOT / ".venv/bin/snakemake"), "--cores", str(cores), "--configfile", *params],
+    proc = subprocess.run([str(ROOT / ".venv/bin/snakemake"), "--cores", str(cores), "--rerun-incomplete", "--configfile", *params],
                           cwd=ROOT, env={**os.environ, "NATINV_TRACKING": "off"}, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"memory_check: 1/{fraction} failed:\n{proc.stderr[-4000:]}")
@@ -86,11 +86,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fractions", type=int, nargs="+", default=[32, 16, 8])
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--folder", type=Path, help="keep the runs here (a re-run with the same folder re-runs only what "
+                   "changed); default: a temporary folder")
     args = p.parse_args()
     peaks: dict[int, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="natinv-memory-") as tmp:
+        where = args.folder or Path(tmp)
         for f in args.fractions:
-            params, wall = run_size(Path(tmp), f, args.cores)
+            params, wall = run_size(where, f, args.cores)
             peaks[f] = stage_peaks(params)
             for stage, s in peaks[f].items():
                 print(json.dumps({"bench": "memory_check", "fraction": f"1/{f}", "images": PAPER_IMAGES // f, "stage": stage,

@@ -64,8 +64,11 @@ def _row_blocks(x: torch.Tensor, columns: int, block: int):
 
 
 def _kth_neighbour(x: torch.Tensor, k: int, block: int) -> torch.Tensor:
-    """Each sample's distance to its k-th nearest other sample of x (the sample itself is the nearest)."""
-    return torch.cat([torch.cdist(rows, x).kthvalue(min(k + 1, len(x)), dim=1).values for rows in _row_blocks(x, len(x), block)])
+    """Each sample's distance to its k-th nearest other sample of x (the sample itself is the nearest). topk, not
+    kthvalue: on the CPU kthvalue copies the whole distance block and allocates an int64 index for every entry (4x the
+    block), topk works row by row."""
+    n = min(k + 1, len(x))
+    return torch.cat([torch.cdist(rows, x).topk(n, dim=1, largest=False).values[:, -1] for rows in _row_blocks(x, len(x), block)])
 
 
 def _inside(x: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, block: int) -> float:
