@@ -48,7 +48,10 @@ def test_channels_last_gives_the_same_losses_and_images(method):
         objective.close()
         runs.append(res)
     assert torch.allclose(runs[0].curve, runs[1].curve, rtol=1e-4, atol=1e-5)
-    assert torch.allclose(runs[0].images, runs[1].images, rtol=1e-3, atol=1e-4)
+    # Adam's update divides each gradient element by its own size: an element whose gradient is rounding noise moves by
+    # about lr either way, so two layouts' images can part by a few such steps (measured up to 0.015 over 8 seeds of NI;
+    # most seeds 1e-5) while their losses agree to 1e-5; a layout bug moves the losses
+    assert torch.allclose(runs[0].images, runs[1].images, rtol=0, atol=0.05)
 
 
 def test_bf16_autocast_keeps_the_losses_close_and_in_float32():

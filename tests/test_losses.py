@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from natinv.synthesis.bn_stats import BatchMoments, BNStatsLoss
-from natinv.synthesis.priors import jitter_flip, l2_prior, tv_prior
+from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
 from conftest import tiny_teacher
 
 
@@ -98,11 +98,20 @@ def test_l2_prior():
 
 def test_jitter_flip_is_seeded_and_bounded():
     x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float).view(2, 1, 6, 6)
-    a = jitter_flip(x, torch.Generator().manual_seed(3), 2, True)
-    b = jitter_flip(x, torch.Generator().manual_seed(3), 2, True)
+    a = jitter_flip(x, JitterDraws(torch.Generator().manual_seed(3), 2, True))
+    b = jitter_flip(x, JitterDraws(torch.Generator().manual_seed(3), 2, True))
     assert torch.equal(a, b)
     assert sorted(a.flatten().tolist()) == sorted(x.flatten().tolist())  # a permutation of pixels
-    assert torch.equal(jitter_flip(x, torch.Generator(), 0, False), x)
+    assert torch.equal(jitter_flip(x, JitterDraws(torch.Generator(), 0, False)), x)
+
+
+def test_jitter_draws_come_from_their_generator_a_block_at_a_time_and_cover_every_shift_and_flip():
+    draws = JitterDraws(torch.Generator().manual_seed(0), 2, True)
+    seen = [draws.next() for _ in range(2 * JitterDraws.BLOCK + 3)]
+    again = JitterDraws(torch.Generator().manual_seed(0), 2, True)
+    assert [again.next() for _ in seen] == seen  # the same stream from the same seed, across block boundaries
+    assert {(dy, dx) for dy, dx, _ in seen} == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    assert 0.4 < sum(f for *_, f in seen) / len(seen) < 0.6
 
 
 def test_bn_stats_loss_of_grouped_batches_is_each_batchs_own_in_value_and_gradient():

@@ -252,24 +252,24 @@ def test_ni_generator_starts_from_the_official_initialization():
 def test_deepinversion_rolls_without_flipping_by_default():
     """NVlabs' CIFAR DeepInversion only rolls the image; NI's official code also flips."""
     assert LossWeights.of(DIConfig()).flip is False and LossWeights.of(NIConfig()).flip is True
-    from natinv.synthesis.priors import jitter_flip
+    from natinv.synthesis.priors import JitterDraws, jitter_flip
 
     x = torch.randn(2, 3, 8, 8)
-    seen = [jitter_flip(x, torch.Generator().manual_seed(s), 2, False) for s in range(20)]
+    seen = [jitter_flip(x, JitterDraws(torch.Generator().manual_seed(s), 2, False)) for s in range(20)]
     for s in seen:  # a roll only: some roll of x, never its mirror image
         assert any(torch.equal(s, torch.roll(x, (dy, dx), (2, 3))) for dy in range(-2, 3) for dx in range(-2, 3))
 
 
 @pytest.mark.parametrize("priors_on", ["jittered", "clean"])
 def test_priors_are_taken_on_the_image_the_switch_names(priors_on):
-    from natinv.synthesis.priors import jitter_flip, l2_prior, tv_prior
+    from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
 
     teacher = tiny_teacher()
     obj = InversionObjective(teacher, replace(LossWeights.of(NI), priors_on=priors_on))
     x = torch.randn(4, 3, 32, 32)
-    _, terms = obj(x, torch.arange(4), [torch.Generator().manual_seed(3)])
+    _, terms = obj(x, torch.arange(4), obj.draws([torch.Generator().manual_seed(3)]))
     obj.close()
-    jittered = jitter_flip(x, torch.Generator().manual_seed(3), 2, True)
+    jittered = jitter_flip(x, JitterDraws(torch.Generator().manual_seed(3), 2, True))
     assert not torch.equal(jittered, x)
     expected = jittered if priors_on == "jittered" else x
     torch.testing.assert_close(terms[0, 3:5], torch.stack([tv_prior(expected), l2_prior(expected)]))
@@ -280,7 +280,7 @@ def test_ftp_reads_the_teacher_features_of_the_generator_output_the_switch_names
     """jittered (official code): features of G(z|y) rolled and flipped by the batch's jitter generator, and m_L is
     added to that jittered output; clean (paper's Alg. 1): features of G(z|y) itself."""
     from natinv.synthesis import naturalinversion as ni
-    from natinv.synthesis.priors import jitter_flip
+    from natinv.synthesis.priors import JitterDraws, jitter_flip
 
     cfg = replace(NI, iterations=1, ftp_input=ftp_input)
     seen = []
@@ -292,6 +292,6 @@ def test_ftp_reads_the_teacher_features_of_the_generator_output_the_switch_names
     _run(naturalinversion, cfg, tiny_teacher())
     (x,), (g,) = seen, generated
     # the jitter generator is the batch's seed; its first draw is the FTP's jitter, the loss pass draws after it
-    expected = jitter_flip(g, torch.Generator().manual_seed(123), 2, True) if ftp_input == "jittered" else g
-    assert not torch.equal(jitter_flip(g, torch.Generator().manual_seed(123), 2, True), g)
+    expected = jitter_flip(g, JitterDraws(torch.Generator().manual_seed(123), 2, True)) if ftp_input == "jittered" else g
+    assert not torch.equal(jitter_flip(g, JitterDraws(torch.Generator().manual_seed(123), 2, True)), g)
     torch.testing.assert_close(x, expected.detach())

@@ -23,13 +23,14 @@ def synthesize(
     """One BatchResult per batch, in order; objective.engine.batches_per_step batches advance together."""
     for group in chunks(batches, objective.engine.batches_per_step):
         gens = [torch.Generator().manual_seed(seed) for _, seed in group]
-        pixels = [torch.randn(len(labels), *shape, generator=gen).to(device).requires_grad_(True)
-                  for (labels, _), gen in zip(group, gens)]
-        optimizer = adam(pixels, lr=cfg.lr)
-        after_step = _clamp(pixels, *pixel_range) if cfg.clamp and pixel_range is not None else None
+        # the group's pixels as one tensor (Adam's update is per element: the batches stay independent)
+        pixels = concat([torch.randn(len(labels), *shape, generator=gen) for (labels, _), gen in zip(group, gens)])
+        pixels = pixels.to(device).requires_grad_(True)
+        optimizer = adam([pixels], lr=cfg.lr)
+        after_step = _clamp([pixels], *pixel_range) if cfg.clamp and pixel_range is not None else None
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)
-        best, curve, best_iters = optimize(lambda: concat(pixels), optimizer, objective, y, cfg.iterations, gens,
+        best, curve, best_iters = optimize(lambda: pixels, optimizer, objective, y, cfg.iterations, objective.draws(gens),
                                            after_step, on_step, sizes)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)

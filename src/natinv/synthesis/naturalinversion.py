@@ -23,7 +23,7 @@ from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
 from natinv.synthesis.meta import MetaInit
 from natinv.synthesis.objective import BatchResult, Carry, InversionObjective, chunks, concat, optimize, split_batches
-from natinv.synthesis.priors import jitter_flip
+from natinv.synthesis.priors import JitterDraws, jitter_flip
 from natinv.train import adam
 
 
@@ -91,15 +91,18 @@ def synthesize(
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)
         ys = split_batches(y, sizes)
-        jitter = gens if cfg.ftp and cfg.ftp_input == "jittered" else None
+        draws = objective.draws(gens)
+        jitter = draws if cfg.ftp and cfg.ftp_input == "jittered" else None
         if not cfg.o2o or fresh_z:  # one-to-many (the generator carries over) or a warm-up: a fresh z every iteration
+            z_gen = torch.Generator(device=device).manual_seed(group[0][1])  # drawn where it is used: no copy per iteration
+
             def make_images():
-                z = torch.randn(len(y), cfg.latent_dim, generator=gens[0]).to(device)
+                z = torch.randn(len(y), cfg.latent_dim, generator=z_gen, device=device)
                 return _images(models, split_batches(z, sizes), ys, alphas, objective, jitter)
         else:
             def make_images():
                 return _images(models, zs, ys, alphas, objective, jitter)
-        best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, gens, on_step=on_step,
+        best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, draws, on_step=on_step,
                                            sizes=sizes)
         if meta is not None:
             rates = {id(p): g["lr"] for g in groups for p in g["params"]}
@@ -140,13 +143,12 @@ def param_groups(model: NaturalInversionImage, alpha: torch.Tensor, cfg: NIConfi
 
 def _images(models: list[NaturalInversionImage], zs: list[torch.Tensor], ys: list[torch.Tensor],
             alphas: list[torch.Tensor], objective: InversionObjective,
-            jitter: list[torch.Generator] | None = None) -> torch.Tensor:
+            jitter: list[JitterDraws] | None = None) -> torch.Tensor:
     """The images of a group of batches, I = alpha * tanh(W1(x + m_L)); the FTP's teacher features of the whole
-    group come from one shared pass. jitter: one generator per batch that rolls and flips x = G(z|y) first."""
+    group come from one shared pass. jitter: each batch's draws that roll and flip x = G(z|y) first."""
     xs = [m.generator(z, y) for m, z, y in zip(models, zs, ys)]
     if jitter is not None:
-        w = objective.weights
-        xs = [jitter_flip(x, gen, w.jitter, w.flip) for x, gen in zip(xs, jitter)]
+        xs = [jitter_flip(x, d) for x, d in zip(xs, jitter)]
     feats = objective.stage_features(concat(xs)) if models[0].ftp is not None else None
     per_batch = zip(*(split_batches(f, [len(x) for x in xs]) for f in feats)) if feats is not None else [None] * len(xs)
     return concat([m.render(x, None if f is None else list(f), alpha) for m, x, f, alpha in zip(models, xs, per_batch, alphas)])

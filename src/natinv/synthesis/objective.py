@@ -17,7 +17,7 @@ from natinv.config import DIConfig, EngineConfig, NIConfig
 from natinv.models import StagedNet
 from natinv.synthesis.bn_stats import BNStatsLoss
 from natinv.synthesis.competition import Competitor
-from natinv.synthesis.priors import jitter_flip, l2_prior, tv_prior
+from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
 
 TERMS = ("total", "ce", "bn", "tv", "l2", "competition")  # competition: weighted ADI term, 0 without a competitor
 
@@ -87,14 +87,18 @@ class InversionObjective:
     def _autocast(self, device: torch.device):
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.engine.autocast == "bf16")
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, gens: list[torch.Generator],
+    def draws(self, gens: list[torch.Generator]) -> list[JitterDraws]:
+        """The rolls and flips of each batch, from its generator, with this objective's jitter and flip."""
+        return [JitterDraws(gen, self.weights.jitter, self.weights.flip) for gen in gens]
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, draws: list[JitterDraws],
                  sizes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """images: the batches of a group, concatenated; gens: one jitter generator per batch; sizes: the batch
-        sizes (None: one batch). Returns (total loss per batch (K,), per-term values (K, len(TERMS)), detached)."""
+        """images: the batches of a group, concatenated; draws: each batch's rolls and flips (`draws`); sizes: the
+        batch sizes (None: one batch). Returns (total loss per batch (K,), per-term values (K, len(TERMS)), detached)."""
         w = self.weights
         sizes = sizes or [len(images)]
         parts = split_batches(images, sizes)
-        seen_parts = [jitter_flip(x, gen, w.jitter, w.flip) for x, gen in zip(parts, gens)]
+        seen_parts = [jitter_flip(x, d) for x, d in zip(parts, draws)]
         seen = concat(seen_parts)
         with self.bn.capture(sizes), self._autocast(images.device):
             logits = self._forward(seen.contiguous(memory_format=self.layout))
@@ -151,12 +155,12 @@ def optimize(
     objective: InversionObjective,
     labels: torch.Tensor,
     iterations: int,
-    gens: list[torch.Generator],
+    draws: list[JitterDraws],
     after_step: Callable[[], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     sizes: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Run the inversion of a group of batches (`sizes`, one jitter generator each; None: one batch); returns
+    """Run the inversion of a group of batches (`sizes`, one JitterDraws each; None: one batch); returns
     (best images, loss curves (iterations, batches, len(TERMS)), best iteration per batch): each batch keeps its
     own lowest-loss iteration. `on_step(it)` is called after every optimizer step (the speed benchmark times
     iterations with it)."""
@@ -169,7 +173,7 @@ def optimize(
     best = None
     for it in range(iterations):
         images = make_images()
-        totals, terms = objective(images, labels, gens, sizes)
+        totals, terms = objective(images, labels, draws, sizes)
         # keep the images this loss belongs to before the step changes them (DI optimizes them in place)
         curve[it] = terms
         better = terms[:, 0] < best_loss

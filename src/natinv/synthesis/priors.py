@@ -25,14 +25,32 @@ def _grouped(x: torch.Tensor, groups: int | None) -> tuple[torch.Tensor, tuple[i
     return x.reshape(groups, len(x) // groups, *x.shape[1:]), tuple(range(1, x.dim() + 1))
 
 
-def jitter_flip(x: torch.Tensor, gen: torch.Generator, jitter: int, flip: bool) -> torch.Tensor:
-    """Roll the batch by a random (dy, dx) in [-jitter, jitter] and flip it horizontally with p = 0.5.
+class JitterDraws:
+    """A batch's random rolls (dy, dx in [-jitter, jitter]) and horizontal flips (p = 0.5), from its own CPU generator,
+    drawn BLOCK at a time: a synthesis iteration reads no tensor back to the host (on a GPU it never waits for one), and
+    the draws never sync with an accelerator."""
 
-    Randomness comes from a CPU generator, so the draw never syncs with an accelerator.
-    """
-    if jitter:
-        dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
+    BLOCK = 256
+
+    def __init__(self, gen: torch.Generator, jitter: int, flip: bool):
+        self.gen, self.jitter, self.flip = gen, jitter, flip
+        self.left: list[tuple[int, int, bool]] = []
+
+    def next(self) -> tuple[int, int, bool]:
+        if not self.left:
+            n = self.BLOCK
+            shifts = (torch.randint(-self.jitter, self.jitter + 1, (n, 2), generator=self.gen).tolist() if self.jitter
+                      else [[0, 0]] * n)
+            flips = (torch.rand(n, generator=self.gen) < 0.5).tolist() if self.flip else [False] * n
+            self.left = [(dy, dx, f) for (dy, dx), f in zip(shifts, flips)][::-1]
+        return self.left.pop()
+
+
+def jitter_flip(x: torch.Tensor, draws: JitterDraws) -> torch.Tensor:
+    """x rolled by the next (dy, dx) of `draws` and, when its draw says so, flipped horizontally."""
+    dy, dx, flipped = draws.next()
+    if draws.jitter:
         x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-    if flip and torch.rand((), generator=gen).item() < 0.5:
+    if flipped:
         x = torch.flip(x, dims=(3,))
     return x
