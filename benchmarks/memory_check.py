@@ -1,14 +1,15 @@
 """Peak memory as a paper profile's image count grows: the profile at smoke sizes (stand-in data, width-8 networks, one
 iteration) but with 1/32, 1/16 and 1/8 of its 256k synthesized images at its batch size of 256 and its 2,560 images per
-shard, run by Snakemake on this CPU; each stage's largest max RSS (Snakemake's `benchmark:` records) beside what
-natinv.cost computes for the same jobs, and the growth from the smallest to the largest size, measured and computed.
+shard, run by Snakemake on this CPU; each stage's largest peak memory (each job's own high-water mark, which it logs
+at its end) beside what natinv.cost computes for the same jobs, and the growth from the smallest to the largest size,
+measured and computed.
 
     .venv/bin/python benchmarks/memory_check.py > benchmarks/paper-memory-scaling.jsonl
 
 Every memory that depends on the image count depends on it through `synthesis.num_images` alone, so the stand-in data
 and the width-8 networks change the constant part, not the growth. Runs in a temporary folder or in --folder (the
-project's `results/` is not touched); takes about half an hour on 2 cores. One JSON line per (size, stage), then one per stage with
-the growth.
+project's `results/` is not touched); takes about half an hour on 2 cores. One JSON line per (size, stage), then one
+per stage with the growth.
 """
 from __future__ import annotations
 
@@ -66,18 +67,32 @@ def run_size(tmp: Path, fraction: int, cores: int) -> tuple[list[str], float]:
     return params, time.perf_counter() - start
 
 
+def logged_peak(cfg, stage: str, job: dict) -> float | None:
+    """The peak host memory a stage job logged at its end (`<stage>: peak memory N MB on the host`: the kernel's
+    high-water mark of the process). Snakemake's benchmark max_rss samples every 30 s after a job's first 15 s, so it
+    misses the peak of a job shorter than a minute; this does not."""
+    import re
+
+    from natinv.pipeline import STAGES
+
+    path = cfg.exp_dir / STAGES[stage].log_template.format(**job)
+    found = re.findall(r": peak memory (\d+) MB on the host", path.read_text()) if path.is_file() else []
+    return float(found[-1]) if found else None
+
+
 def stage_peaks(params: list[str]) -> dict[str, dict]:
-    """{stage: largest measured max RSS and the computed peak of the same jobs (MB), jobs}."""
+    """{stage: largest measured peak and the computed peak of the same jobs (MB), jobs}."""
     from cost_calibration import collect
 
-    _, rows = collect(ROOT, params)
+    cfg, rows = collect(ROOT, params)
     out: dict[str, dict] = {}
     for c, m in rows:
-        if m["max_rss_mb"] is None:
+        measured = logged_peak(cfg, c.stage, c.job)
+        if measured is None:
             continue
         s = out.setdefault(c.stage, {"jobs": 0, "measured_mb": 0.0, "computed_mb": 0.0})
         s["jobs"] += 1
-        s["measured_mb"] = max(s["measured_mb"], m["max_rss_mb"])
+        s["measured_mb"] = max(s["measured_mb"], measured)
         s["computed_mb"] = max(s["computed_mb"], c.host_mb)
     return out
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -30,14 +29,6 @@ def _sync(device: torch.device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: KiB -> MiB (process peak RSS)
 
 
 @dataclass(frozen=True)
@@ -126,6 +117,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         pass
     total = time.perf_counter() - start
     objective.close()
+    peak = runtime.peak_memory_mb(dev)  # the device's when on a GPU, else the process's
     steps = [b - a for a, b in zip([start, *stamps[:-1]], stamps)]
     per_group = warmup + iterations
     timed = [t for i, t in enumerate(steps) if i % per_group >= warmup]
@@ -139,7 +131,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         "kernels_per_batch_iteration": kernels,
         # the paper's CIFAR-10 set: 50k images x 2k iterations, on one such device at this rate
         "hours_50k_images_2k_iterations": PAPER_IMAGE_ITERATIONS * s_per_iter / (per_step * batch_size) / 3600,
-        "peak_memory_mb": _peak_memory_mb(dev), "device": str(dev),
+        "peak_memory_mb": peak.get("device_mb", peak["host_mb"]), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else runtime.cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "engine": asdict(engine) | {"reuse_host_memory": host_memory}, "waste": asdict(waste),

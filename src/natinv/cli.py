@@ -130,12 +130,14 @@ def run(args: argparse.Namespace) -> None:
 
         print(f"natinv dvc-yaml: wrote {write(args.params, args.out)}; run it with `dvc repro` on that file")
         return
+    from dataclasses import replace
+
     import torch
 
     from natinv import tracking
     from natinv.config import load_config
     from natinv.io import check_writable, remove_stale_temps
-    from natinv.runtime import configure_device, log, pick_device, reuse_host_memory, set_threads
+    from natinv.runtime import configure_device, log, peak_memory_mb, pick_device, reuse_host_memory, set_threads
 
     if args.stage == "cost":
         from natinv import cost
@@ -187,7 +189,10 @@ def run(args: argparse.Namespace) -> None:
         except BaseException as exc:
             run.close("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
-        run.close("FINISHED", outcome)
+        peak = peak_memory_mb(device)
+        log(f"{args.stage}: peak memory {peak['host_mb']:.0f} MB on the host"
+            + (f", {peak['device_mb']:.0f} MB on {device}" if "device_mb" in peak else ""))
+        run.close("FINISHED", replace(outcome, result=outcome.result | {"peak_memory": peak}))
 
 
 def main(argv: list[str] | None = None) -> int:

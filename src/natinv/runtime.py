@@ -164,6 +164,19 @@ def configure_device(device: torch.device, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """This process's peak memory so far: host (the kernel's high-water mark of its resident set: what a cluster's
+    memory limit sees; Linux reports KiB) and, on a GPU, what torch allocated there."""
+    import resource
+
+    import torch
+
+    out = {"host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10}
+    if device.type == "cuda":
+        out["device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
 def set_threads(n: int | None) -> None:
     import torch
 
