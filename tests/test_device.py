@@ -83,3 +83,28 @@ def test_processes_of_one_job_claim_different_gpus_and_a_finished_ones_gpu_is_fr
     assert id_ == "0"
     for p in (b, c, d):
         p.communicate("\n")
+
+
+def test_every_stage_job_applies_the_params_gpu_numerics(monkeypatch, tmp_path):
+    """The CLI hands `deterministic` to configure_device, which sets cuDNN autotuning, determinism and TF32 for a GPU."""
+    import natinv.runtime as rt
+    from natinv.cli import main
+
+    seen, real = [], rt.configure_device
+    monkeypatch.setattr(rt, "configure_device", lambda device, deterministic: seen.append((device.type, deterministic)))
+    monkeypatch.setenv("NATINV_TRACKING", "off")
+    assert main(["data", *tiny_params(tmp_path), "--set", "deterministic=true"]) == 0
+    assert seen == [("cpu", True)]
+
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)
+    try:
+        real(torch.device("cuda"), True)
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32,
+                torch.backends.cuda.matmul.allow_tf32) == (False, True, False, False)
+        real(torch.device("cuda"), False)
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+        (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.allow_tf32,
+         torch.backends.cuda.matmul.allow_tf32) = flags

@@ -73,11 +73,11 @@ def ops_per_batch_iteration(module, objective, plan, cfg, num_classes: int, shap
 def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, iterations: int, warmup: int = 2,
                 device: str = "cpu", threads: int | None = None, image_size: int = 32, channels: int = 3,
                 seed: int = 0, engine: EngineConfig = EngineConfig(), batches: int | None = None,
-                reuse_host_memory: bool = True, waste: Waste = Waste()) -> dict:
+                reuse_host_memory: bool = True, waste: Waste = Waste(), deterministic: bool = False) -> dict:
     """Time `iterations` synthesis steps after `warmup` untimed ones, for every group of engine.batches_per_step
     batches of `batch_size` (`batches` in all; default one group); the paper's settings of the method (NIConfig /
     DIConfig defaults) apart from the iteration count. s_per_iter is the median step; images_per_s counts every
-    batch of a step."""
+    batch of a step. `deterministic`: as the params' key (False: cuDNN autotuning and TF32, as the pipeline's default)."""
     import torch
 
     from natinv import runtime
@@ -90,6 +90,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
     module, config_cls = importlib.import_module(f"natinv.synthesis.{entry.module}"), entry.config
     runtime.set_threads(threads)
     dev = runtime.pick_device(device)
+    runtime.configure_device(dev, deterministic)  # the GPU settings a pipeline job runs with
     host_memory = reuse_host_memory and dev.type == "cpu" and runtime.reuse_host_memory()
     torch.manual_seed(seed)
     teacher = build_model(arch, num_classes, channels, None).to(dev)  # the objective freezes it
@@ -135,6 +136,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else runtime.cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "engine": asdict(engine) | {"reuse_host_memory": host_memory}, "waste": asdict(waste),
+        "hardware": runtime.device_record(dev),
         "settings": asdict(cfg),
     }
 
@@ -158,6 +160,8 @@ def add_parser(sub) -> None:
     e.add_argument("--autocast", choices=["bf16"], default=EngineConfig.autocast, help="teacher passes in bfloat16")
     e.add_argument("--compile", action=argparse.BooleanOptionalAction, default=EngineConfig.compile)
     e.add_argument("--batches-per-step", type=int, default=EngineConfig.batches_per_step)
+    e.add_argument("--deterministic", action="store_true",
+                   help="as the params' `deterministic: true` (GPU: no cuDNN autotuning, no TF32)")
     e.add_argument("--reuse-host-memory", action=argparse.BooleanOptionalAction, default=True,
                    help="keep freed host memory in the heap (natinv.runtime.reuse_host_memory; CPU)")
     w = s.add_argument_group("the official loop's extra work, to measure what leaving it out saves")
@@ -178,5 +182,6 @@ def run(args) -> None:
     engine = EngineConfig(args.channels_last, args.autocast, args.compile, args.batches_per_step)
     result = bench_synth(args.method, args.arch, args.num_classes, args.batch_size, args.iterations, args.warmup,
                          args.device, args.threads, args.image_size, engine=engine, batches=args.batches,
-                         reuse_host_memory=args.reuse_host_memory, waste=Waste(args.teacher_grads, args.recompute))
+                         reuse_host_memory=args.reuse_host_memory, waste=Waste(args.teacher_grads, args.recompute),
+                         deterministic=args.deterministic)
     print(json.dumps(result), flush=True)

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> None:
         return
     set_threads(args.threads or cfg.threads)
     device = pick_device(args.device or cfg.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    configure_device(device, cfg.deterministic)
     if device.type == "cpu":
         reuse_host_memory()
     if args.stage == "synthesize":  # the method (and the shard, when given) before the shards are listed
