@@ -55,7 +55,7 @@ def overlay(folder: Path, fraction: int) -> dict:
 
 def run_size(tmp: Path, fraction: int, cores: int) -> tuple[list[str], float]:
     folder = tmp / f"1-{fraction}"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     extra = folder / "overlay.yaml"
     extra.write_text(json.dumps(overlay(folder, fraction)))
     params = [str(ROOT / p) for p in PROFILE] + [str(extra)]
