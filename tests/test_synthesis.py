@@ -295,3 +295,35 @@ def test_ftp_reads_the_teacher_features_of_the_generator_output_the_switch_names
     expected = jitter_flip(g, JitterDraws(torch.Generator().manual_seed(123), 2, True)) if ftp_input == "jittered" else g
     assert not torch.equal(jitter_flip(g, JitterDraws(torch.Generator().manual_seed(123), 2, True)), g)
     torch.testing.assert_close(x, expected.detach())
+
+
+@pytest.mark.parametrize("module,cfg,k", [(naturalinversion, NI, 1), (naturalinversion, NI, 2),
+                                          (naturalinversion, replace(NI, o2o=False, ftp=False, acs=False), 1),
+                                          (deepinversion, DI, 2)], ids=["ni", "ni-k2", "ni-o2m", "di-k2"])
+def test_a_synthesis_iteration_reads_nothing_back_to_the_host(module, cfg, k):
+    """No operator that reads a tensor's value to the host (item, tolist, bool of a tensor: a GPU sync) runs per
+    iteration: a run of 3 iterations calls as many as a run of 1."""
+    import collections
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    teacher = tiny_teacher(width=8)
+    obj = InversionObjective(teacher, LossWeights.of(cfg), engine=EngineConfig(batches_per_step=k))
+    batches = [(torch.arange(8) % 10, s) for s in range(k)]
+    reads = []
+    for iterations in (1, 3):
+        mode = Reads()
+        with mode:
+            list(module.synthesize(obj, batches, replace(cfg, iterations=iterations), 10, (3, 32, 32), torch.device("cpu")))
+        reads.append(mode.n["_local_scalar_dense"])
+    obj.close()
+    assert reads[1] == reads[0]

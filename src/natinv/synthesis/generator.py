@@ -52,7 +52,8 @@ class Generator(nn.Module):
         return self(torch.randn(n, self.latent_dim, generator=gen).to(self.fc.weight.device))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.num_classes:
-            z = torch.cat([z, nn.functional.one_hot(y, self.num_classes).to(z.dtype)], dim=1)
+        if self.num_classes:  # one-hot by scatter: one_hot checks the labels' range with a read back to the host
+            onehot = torch.zeros(len(y), self.num_classes, dtype=z.dtype, device=z.device).scatter_(1, y.unsqueeze(1), 1.0)
+            z = torch.cat([z, onehot], dim=1)
         h = self.fc(z).view(len(z), self.width, self.init_size, self.init_size)
         return self.body(h)
