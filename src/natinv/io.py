@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+import struct
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -172,6 +173,34 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None =
             return {k: z[k] for k in names if prefix is None or k.startswith(prefix)}
     except Exception as exc:
         raise NatinvError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc})") from None
+
+
+def read_rows(path: Path, key: str, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` of member `key` of an .npz, reading only those rows' bytes: a member stored uncompressed (as
+    write_npz stores them) is memory-mapped in place; a compressed one is read whole."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return read_npz(path, (key,))[key][rows]
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)  # the member's local header: its name and extra field lengths end it
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(fh)
+            offset = fh.tell()
+        if dtype.hasobject:
+            raise ValueError("object arrays are not read")
+        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+        return np.array(mapped[rows])
+    except NatinvError:
+        raise
+    except Exception as exc:
+        raise NatinvError(f"{path}: unreadable .npz member {key!r} ({type(exc).__name__}: {exc})") from None
 
 
 def npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

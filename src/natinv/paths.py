@@ -73,8 +73,9 @@ def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[s
                 rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The arrays `keys` of every shard of (teacher, method), concatenated in shard order (other members unread), or
     only their `rows` (indices into that concatenation, in the order given). Each result is allocated once and filled
-    shard by shard: memory is the result plus one shard's member, never a second copy of a method's images."""
-    from natinv.io import npz_shapes, read_npz
+    shard by shard: memory is the result plus one shard's member (with `rows`: only the rows), never a second copy of a
+    method's images."""
+    from natinv.io import npz_shapes, read_npz, read_rows
 
     files = [shard_npz(exp, teacher, method, shard) for shard in range(shards)]
     out = {}
@@ -87,7 +88,7 @@ def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[s
             if rows is None:
                 result[start:end] = read_npz(f, (key,))[key]
             elif (mine := np.flatnonzero((rows >= start) & (rows < end))).size:
-                result[mine] = read_npz(f, (key,))[key][rows[mine] - start]
+                result[mine] = read_rows(f, key, rows[mine] - start)  # only these rows are read
         out[key] = result
     return out
 

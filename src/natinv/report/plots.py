@@ -10,7 +10,7 @@ import numpy as np
 
 from natinv import figures, paths, plan
 from natinv.config import Config
-from natinv.io import atomic_write_bytes, read_npz
+from natinv.io import atomic_write_bytes, read_npz, read_rows
 from natinv.report import charts
 from natinv.report.collect import read_if_present
 from natinv.report.identity import fig5_methods
@@ -40,8 +40,10 @@ def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
         for m in plan.methods_of(cfg, t):
             if f"{t}/{m}" not in summary["synthesis"]:
                 continue
-            first = read_npz(paths.shard_npz(cfg.exp_dir, t, m, 0), ("images_uint8", "labels"))
-            grid = figures.class_grid(first["images_uint8"], first["labels"], n_classes)
+            shard0 = paths.shard_npz(cfg.exp_dir, t, m, 0)  # its grid's images only (a one-shard method holds them all)
+            labels = read_npz(shard0, ("labels",))["labels"]
+            shown = figures.grid_indices(labels, n_classes)
+            grid = figures.class_grid(read_rows(shard0, "images_uint8", shown), labels[shown], n_classes)
             figures.save_png(grid, fig_dir / f"grid-{t}-{m}.png")
             made[f"grid/{t}/{m}"] = f"figures/grid-{t}-{m}.png"
             if registry.of(cfg.synthesis.methods[m]).generative:  # a generator's training curve, not an inversion's (in MLflow)
