@@ -79,10 +79,8 @@ GROUPS = pipeline.job_groups(CFG)
 def group_of(stage, w):
     group = stage.job_group(CFG, job(w))
     settings = workflow.group_settings
-    if group is not None and group not in settings.group_components:
-        import immutables
-
-        settings.group_components = immutables.Map({**settings.group_components, group: GROUPS[group]})
+    if group is not None and group not in settings.group_components:  # a new mapping of the same (immutable) type
+        settings.group_components = type(settings.group_components)({**settings.group_components, group: GROUPS[group]})
     return group
 
 
