@@ -13,6 +13,20 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _moments(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean kept as a broadcastable shape, biased variance) over `dims`: two passes, accurate for any offset."""
+    mean = x.mean(dims, keepdim=True)
+    return mean, (x - mean).square_().mean(dims)
+
+
+def _moments_backward(x: torch.Tensor, mean: torch.Tensor, grad_mean: torch.Tensor, grad_var: torch.Tensor,
+                      count: int) -> torch.Tensor:
+    """d mean / dx = 1/M and d var / dx = 2 (x - mean) / M folded into one pass over x: a + b * x per channel."""
+    b = (2.0 / count) * grad_var.reshape(mean.shape)
+    a = grad_mean.reshape(mean.shape) / count - b * mean
+    return torch.addcmul(a, b, x)
+
+
 class BatchMoments(torch.autograd.Function):
     """Per-channel mean and biased variance over every axis but 1, with a hand-written backward.
 
@@ -24,19 +38,14 @@ class BatchMoments(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dims = (0, *range(2, x.dim()))
-        mean = x.mean(dims, keepdim=True)
-        var = (x - mean).square_().mean(dims)
+        mean, var = _moments(x, (0, *range(2, x.dim())))
         ctx.save_for_backward(x, mean)
         return mean.flatten(), var
 
     @staticmethod
     def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor) -> torch.Tensor:
         x, mean = ctx.saved_tensors
-        count = x.numel() // x.shape[1]
-        b = (2.0 / count) * grad_var.view_as(mean)
-        a = grad_mean.view_as(mean) / count - b * mean
-        return torch.addcmul(a, b, x)
+        return _moments_backward(x, mean, grad_mean, grad_var, x.numel() // x.shape[1])
 
 
 class BNDistance(torch.autograd.Function):
@@ -48,9 +57,7 @@ class BNDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, groups: int) -> torch.Tensor:
         xg = x.reshape(groups, len(x) // groups, *x.shape[1:])  # a view, whatever x's memory format
-        dims = (1, *range(3, xg.dim()))
-        mean = xg.mean(dims, keepdim=True)
-        var = (xg - mean).square_().mean(dims)
+        mean, var = _moments(xg, (1, *range(3, xg.dim())))
         d_mean, d_var = mean.view(groups, -1) - running_mean, var - running_var
         n_mean, n_var = torch.linalg.vector_norm(d_mean, dim=-1), torch.linalg.vector_norm(d_var, dim=-1)
         ctx.save_for_backward(xg, mean, d_mean, d_var, n_mean, n_var)
@@ -60,14 +67,12 @@ class BNDistance(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         xg, mean, d_mean, d_var, n_mean, n_var = ctx.saved_tensors
-        count = xg[0].numel() // xg.shape[2]
         g = grad.unsqueeze(-1)
         # d/d mean and d/d var of the norms (a zero norm has a zero difference: its gradient is 0, not NaN)
         g_mean = d_mean * (g / n_mean.clamp_min(1e-30).unsqueeze(-1))
         g_var = d_var * (g / n_var.clamp_min(1e-30).unsqueeze(-1))
-        b = (2.0 / count) * g_var.reshape(mean.shape)
-        a = g_mean.reshape(mean.shape) / count - b * mean
-        return torch.addcmul(a, b, xg).view(ctx.shape), None, None, None
+        grad_x = _moments_backward(xg, mean, g_mean, g_var, xg[0].numel() // xg.shape[2])
+        return grad_x.view(ctx.shape), None, None, None
 
 
 def bn_distance(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, groups: int = 1) -> torch.Tensor:
