@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from natinv.synthesis.bn_stats import BatchMoments, BNStatsLoss
+from natinv.synthesis.bn_stats import BNStatsLoss
 from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
 from conftest import tiny_teacher
 
@@ -43,11 +43,11 @@ def test_bn_loss_only_counts_inside_capture():
     model = tiny_teacher()
     bn = BNStatsLoss(model)
     model(torch.randn(4, 3, 32, 32))
-    assert bn.terms == []
+    assert bn.inputs == []
     bn.remove()
     with bn.capture():
         model(torch.randn(4, 3, 32, 32))
-    assert bn.terms == []
+    assert bn.inputs == []
 
 
 def test_bn_loss_is_small_on_matching_statistics():
@@ -65,17 +65,46 @@ def test_bn_loss_is_small_on_matching_statistics():
     assert loss.loss() > 1.0
 
 
-def test_batch_moments_values_and_gradient():
-    """The hand-written backward equals autograd's (gradcheck in float64), in NCHW, channels_last and 2-D;
-    float32 values stay accurate at a large offset (where E[x^2] - E[x]^2 would lose digits)."""
-    for x in (torch.randn(4, 3, 5, 5, dtype=torch.float64) + 2,
-              (torch.randn(4, 3, 5, 5, dtype=torch.float64) + 2).contiguous(memory_format=torch.channels_last),
-              torch.randn(6, 4, dtype=torch.float64)):
-        assert torch.autograd.gradcheck(BatchMoments.apply, (x.requires_grad_(),))
-    x = torch.randn(64, 8, 16, 16, dtype=torch.float64) * 0.5 + 30
+def test_bn_loss_gradient_is_autograds_and_its_float32_values_stay_accurate_at_a_large_offset():
+    """The hand-written backward equals the numerical one (gradcheck in float64) for equal and unequal batches in
+    NCHW and channels_last; float32 statistics stay accurate at a large offset (where E[x^2] - E[x]^2 would lose
+    digits); a statistic equal to its target has a zero gradient, not NaN."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 4, 3), nn.BatchNorm2d(4))
+    net = net.eval().double()
+    with torch.no_grad():
+        for bn in (net[1], net[4]):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 1.5)
+    loss = BNStatsLoss(net)
+    for sizes, layout in (([2, 2], torch.channels_last), ([3, 1], torch.contiguous_format), ([4], torch.channels_last)):
+        def distance(x, sizes=sizes):
+            with loss.capture(sizes):
+                net(x)
+            return loss.loss()
+        x = torch.randn(4, 3, 5, 5, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+        assert torch.autograd.gradcheck(distance, (x,))
+    layer = nn.BatchNorm2d(8).eval()
+    x = torch.randn(64, 8, 16, 16, dtype=torch.float64) * 0.5 + 300
     var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-    mean32, var32 = BatchMoments.apply(x.float())
-    assert torch.allclose(mean32.double(), mean, rtol=1e-6) and torch.allclose(var32.double(), var, rtol=1e-5)
+    with torch.no_grad():
+        layer.running_mean.copy_(mean.float())
+        layer.running_var.copy_(var.float() + 1)
+    far = BNStatsLoss(nn.Sequential(layer))
+    with far.capture():
+        layer(x.float())
+    (got,) = far.loss()
+    assert abs(got.item() - 8 ** 0.5) < 1e-4  # the means agree to float32 rounding; each variance is off by 1
+    x32 = x.float().requires_grad_()
+    with torch.no_grad():
+        var32, mean32 = torch.var_mean(x32, dim=(0, 2, 3), correction=0)
+        layer.running_mean.copy_(mean32)
+        layer.running_var.copy_(var32)
+    with far.capture():
+        layer(x32)
+    (got,) = far.loss()
+    (grad,) = torch.autograd.grad(got, x32)
+    assert got.item() == 0 and torch.equal(grad, torch.zeros_like(grad))
 
 
 def test_tv_prior():

@@ -87,3 +87,29 @@ def test_a_shards_run_in_mlflow_names_the_warm_up_file_among_its_inputs(tmp_path
     assert datasets_of(tmp_path, [tmp_path / "teachers/resnet8-w16.safetensors", warm], "fashion-mnist") == [
         ("teacher resnet8-w16", "teacher", [tmp_path / "teachers/resnet8-w16.safetensors"]),
         ("ni-fast/resnet8-w16 meta-parameters", "meta-learned start", [warm])]
+
+
+def test_grouped_batches_give_the_meta_update_their_separate_modules_give(monkeypatch):
+    """engine.batches_per_step = 2: the two batches' modules run as one of stacked parameters, and what the meta-update
+    reads back from them (parameters for reptile, gradients for fomaml) is what the two modules run on their own give
+    (float64: see the vectorized-step test of test_synthesis.py for why)."""
+    from natinv.config import EngineConfig
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for algorithm in ("reptile", "fomaml"):
+            objective, cfg = _setup(algorithm)
+            objective = InversionObjective(objective.teacher.double(), LossWeights.of(cfg), engine=EngineConfig(batches_per_step=2))
+            thetas = []
+            for render in (ni.Grouped, ni.Separate):
+                monkeypatch.setattr(ni, "Grouped", render)
+                meta = ni.new_meta(objective, cfg, 10, SHAPE, 1, torch.device("cpu"))
+                list(ni.synthesize(objective, _batches(2), cfg, 10, SHAPE, torch.device("cpu"), meta=meta))
+                thetas.append(_params(meta.model))
+            monkeypatch.undo()
+            # atol: the conv biases before a BatchNorm have a zero gradient in exact arithmetic (see above), 1e-10 here
+            assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-8) for a, b in zip(*thetas))
+            assert not all(torch.equal(a, b) for a, b in zip(thetas[0], _params(ni.new_meta(objective, cfg, 10, SHAPE, 1, torch.device("cpu")).model)))
+    finally:
+        torch.set_default_dtype(default)

@@ -21,6 +21,7 @@ from natinv.config import NIConfig
 from natinv.errors import ConfigError
 from natinv.synthesis.ftp import FeatureTransferPyramid
 from natinv.synthesis.generator import Generator
+from natinv.synthesis.grouped import GroupedImages, to_batches, to_grouped
 from natinv.synthesis.meta import MetaInit
 from natinv.synthesis.objective import BatchResult, Carry, InversionObjective, chunks, concat, optimize, split_batches
 from natinv.synthesis.priors import JitterDraws, jitter_flip
@@ -68,7 +69,7 @@ def synthesize(
     per_step = objective.engine.batches_per_step if cfg.o2o else 1  # one-to-many: the generator carries over in order
     carry = Carry() if carry is None else carry
     for group in chunks(batches, per_step):
-        models, zs, alphas, gens = [], [], [], []
+        models, zs, alpha0s, gens = [], [], [], []
         for labels, seed in group:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -80,36 +81,90 @@ def synthesize(
                     shared = carry.adopt(NaturalInversionImage(cfg, num_classes, shape, stage_shapes))
                 else:
                     shared = carry.module
-                models.append(shared)
-                zs.append(torch.randn(len(labels), cfg.latent_dim).to(device))
-                alpha0 = torch.randn(len(labels), shape[0], 1, 1) * cfg.alpha_std + cfg.alpha_mean
-            shared.to(device).train()
-            alphas.append(nn.Parameter(alpha0.to(device)) if cfg.acs else torch.ones_like(alpha0, device=device))
+                models.append(shared.to(device).train())
+                zs.append(torch.randn(len(labels), cfg.latent_dim))
+                alpha0s.append(torch.randn(len(labels), shape[0], 1, 1) * cfg.alpha_std + cfg.alpha_mean)
             gens.append(torch.Generator().manual_seed(seed))
-        groups = [g for model, alpha in zip(models, alphas) for g in param_groups(model, alpha, cfg)]
-        optimizer = adam(groups)
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)
-        ys = split_batches(y, sizes)
         draws = objective.draws(gens)
         jitter = draws if cfg.ftp and cfg.ftp_input == "jittered" else None
+        # equal one-to-one batches run as one module of stacked parameters; otherwise each batch's module on its own
+        render = (Grouped(models, alpha0s, cfg, device) if cfg.o2o and len(group) > 1 and len(set(sizes)) == 1
+                  else Separate(models, alpha0s, cfg, device))
+        optimizer = adam(render.groups)
         if not cfg.o2o or fresh_z:  # one-to-many (the generator carries over) or a warm-up: a fresh z every iteration
             z_gen = torch.Generator(device=device).manual_seed(group[0][1])  # drawn where it is used: no copy per iteration
 
             def make_images():
                 z = torch.randn(len(y), cfg.latent_dim, generator=z_gen, device=device)
-                return _images(models, split_batches(z, sizes), ys, alphas, objective, jitter)
+                return render.images(z, y, sizes, objective, jitter)
         else:
+            z = concat(zs).to(device)
+
             def make_images():
-                return _images(models, zs, ys, alphas, objective, jitter)
+                return render.images(z, y, sizes, objective, jitter)
         best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, draws, on_step=on_step,
                                            sizes=sizes)
         if meta is not None:
-            rates = {id(p): g["lr"] for g in groups for p in g["params"]}
+            render.write_back()
             for model in models:
-                meta.update(model, rates)
+                meta.update(model, {id(p): g["lr"] for g in param_groups(model, None, cfg) for p in g["params"]})
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)
+
+
+class Separate:
+    """The modules of a group's batches, each run on its own (one batch, one-to-many's carried module, or batches of
+    unequal sizes); the FTP's teacher features of the whole group still come from one shared pass."""
+
+    def __init__(self, models: list[NaturalInversionImage], alpha0s: list[torch.Tensor], cfg: NIConfig, device: torch.device):
+        self.models = models
+        self.alphas = [nn.Parameter(a.to(device)) if cfg.acs else torch.ones_like(a, device=device) for a in alpha0s]
+        self.groups = [g for model, alpha in zip(models, self.alphas) for g in param_groups(model, alpha, cfg)]
+
+    def images(self, z: torch.Tensor, y: torch.Tensor, sizes: list[int], objective: InversionObjective,
+               jitter: list[JitterDraws] | None) -> torch.Tensor:
+        """I = alpha * tanh(W1(x + m_L)) of the group's batches. jitter: each batch's draws that roll and flip
+        x = G(z|y) first."""
+        xs = [m.generator(z_k, y_k) for m, z_k, y_k in zip(self.models, split_batches(z, sizes), split_batches(y, sizes))]
+        if jitter is not None:
+            xs = [jitter_flip(x, d) for x, d in zip(xs, jitter)]
+        feats = objective.stage_features(concat(xs)) if self.models[0].ftp is not None else None
+        per_batch = zip(*(split_batches(f, sizes) for f in feats)) if feats is not None else [None] * len(xs)
+        return concat([m.render(x, None if f is None else list(f), alpha)
+                       for m, x, f, alpha in zip(self.models, xs, per_batch, self.alphas)])
+
+    def write_back(self) -> None:
+        """Nothing to do: the modules are optimized themselves."""
+
+
+class Grouped:
+    """The modules of K equal one-to-one batches run as one (natinv.synthesis.grouped): every layer one grouped
+    operator for all K, one stacked alpha, one Adam parameter group per kind of parameter."""
+
+    def __init__(self, models: list[NaturalInversionImage], alpha0s: list[torch.Tensor], cfg: NIConfig, device: torch.device):
+        self.stacked = GroupedImages(models)
+        self.alpha = nn.Parameter(torch.stack(alpha0s).to(device)) if cfg.acs else None
+        self.groups = param_groups(self.stacked, self.alpha, cfg)
+
+    def images(self, z: torch.Tensor, y: torch.Tensor, sizes: list[int], objective: InversionObjective,
+               jitter: list[JitterDraws] | None) -> torch.Tensor:
+        k, template = len(sizes), self.stacked.template
+        x = self.stacked.generate(z, y)
+        feats = None
+        if jitter is not None or template.ftp is not None:
+            seen = to_batches(x, k)
+            if jitter is not None:
+                seen = concat([jitter_flip(part, d) for part, d in zip(split_batches(seen, sizes), jitter)])
+                x = to_grouped(seen, k)
+            if template.ftp is not None:
+                feats = objective.stage_features(seen)
+                feats = [feats[i] for i in template.stages]
+        return self.stacked.render(x, feats, self.alpha)
+
+    def write_back(self) -> None:
+        self.stacked.write_back()
 
 
 def check_stages(objective: InversionObjective, cfg: NIConfig, shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
@@ -129,29 +184,21 @@ def new_meta(objective: InversionObjective, cfg: NIConfig, num_classes: int, sha
     return MetaInit(model.to(device).train(), cfg.meta)
 
 
-def param_groups(model: NaturalInversionImage, alpha: torch.Tensor, cfg: NIConfig) -> list[dict]:
-    """Adam's parameter groups of one batch: the generator at lr_generator, the FTP and the output conv W1 at lr_ftp
-    (lr_head when set), alpha at lr_alpha (with ACS)."""
-    groups = [{"params": list(model.generator.parameters()), "lr": cfg.lr_generator},
-              {"params": list(model.head.parameters()), "lr": cfg.lr_ftp if cfg.lr_head is None else cfg.lr_head}]
-    if model.ftp is not None:
-        groups.append({"params": list(model.ftp.parameters()), "lr": cfg.lr_ftp})
-    if cfg.acs:
+def param_groups(model: NaturalInversionImage | GroupedImages, alpha: torch.Tensor | None, cfg: NIConfig) -> list[dict]:
+    """Adam's parameter groups of one batch's module (or of K batches' stacked ones): the generator at lr_generator,
+    the FTP and the output conv W1 at lr_ftp (lr_head when set), alpha at lr_alpha (with ACS; None: left out)."""
+    if isinstance(model, GroupedImages):
+        part = model.parameters
+    else:
+        def part(name: str) -> list[torch.Tensor]:
+            return list(getattr(model, name).parameters())
+    groups = [{"params": part("generator"), "lr": cfg.lr_generator},
+              {"params": part("head"), "lr": cfg.lr_ftp if cfg.lr_head is None else cfg.lr_head}]
+    if cfg.ftp:
+        groups.append({"params": part("ftp"), "lr": cfg.lr_ftp})
+    if cfg.acs and alpha is not None:
         groups.append({"params": [alpha], "lr": cfg.lr_alpha})
     return groups
-
-
-def _images(models: list[NaturalInversionImage], zs: list[torch.Tensor], ys: list[torch.Tensor],
-            alphas: list[torch.Tensor], objective: InversionObjective,
-            jitter: list[JitterDraws] | None = None) -> torch.Tensor:
-    """The images of a group of batches, I = alpha * tanh(W1(x + m_L)); the FTP's teacher features of the whole
-    group come from one shared pass. jitter: each batch's draws that roll and flip x = G(z|y) first."""
-    xs = [m.generator(z, y) for m, z, y in zip(models, zs, ys)]
-    if jitter is not None:
-        xs = [jitter_flip(x, d) for x, d in zip(xs, jitter)]
-    feats = objective.stage_features(concat(xs)) if models[0].ftp is not None else None
-    per_batch = zip(*(split_batches(f, [len(x) for x in xs]) for f in feats)) if feats is not None else [None] * len(xs)
-    return concat([m.render(x, None if f is None else list(f), alpha) for m, x, f, alpha in zip(models, xs, per_batch, alphas)])
 
 
 def run_shard(job):

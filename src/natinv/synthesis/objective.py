@@ -15,7 +15,7 @@ from torch import nn
 
 from natinv.config import DIConfig, EngineConfig, NIConfig
 from natinv.models import StagedNet
-from natinv.synthesis.bn_stats import BNStatsLoss
+from natinv.synthesis.bn_stats import BNStatsLoss, widened
 from natinv.synthesis.competition import Competitor
 from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
 
@@ -104,7 +104,7 @@ class InversionObjective:
             logits = self._forward(seen.contiguous(memory_format=self.layout))
         bn = self.bn.loss()
         # every term per batch, for all batches of the group at once (per_batch)
-        ce = per_batch(lambda v, k: v.reshape(k, -1).mean(1), F.cross_entropy(logits.float(), labels, reduction="none"), sizes)
+        ce = per_batch(lambda v, k: v.reshape(k, -1).mean(1), F.cross_entropy(widened(logits), labels, reduction="none"), sizes)
         prior_x = seen if w.priors_on == "jittered" else images
         tv, l2 = per_batch(tv_prior, prior_x, sizes), per_batch(l2_prior, prior_x, sizes)
         total = ce + w.bn * bn + w.tv * tv + w.l2 * l2
@@ -120,7 +120,7 @@ class InversionObjective:
         """Teacher stage features without gradient and without touching the BN loss (the FTP's input)."""
         with self._autocast(images.device):
             feats = self._forward_stages(images.contiguous(memory_format=self.layout))[0]
-        return [f.float() for f in feats]
+        return [f.to(images.dtype) for f in feats]  # autocast's bfloat16 features in the images' precision
 
     def close(self) -> None:
         self.bn.remove()
