@@ -126,8 +126,8 @@ def test_a_generator_run_that_turns_non_finite_starts_again_with_its_student_res
 
     real, calls = dafl.train, []
 
-    def first_diverges(teacher, student, cfg, shape, device, gen, steps):
-        generator, curve = real(teacher, student, cfg, shape, device, gen, steps)
+    def first_diverges(teacher, student, cfg, shape, device, gen, steps, precision=None):
+        generator, curve = real(teacher, student, cfg, shape, device, gen, steps, precision)
         calls.append(len(student.losses))
         if len(calls) == 1:
             curve[5:] = float("nan")

@@ -157,7 +157,7 @@ def add_parser(sub) -> None:
     s.add_argument("--batches", type=int, help="batches in all (default: one step's worth, --batches-per-step)")
     e = s.add_argument_group("engine options (natinv.config.EngineConfig; defaults as the pipeline's)")
     e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=EngineConfig.channels_last)
-    e.add_argument("--autocast", choices=["bf16"], default=EngineConfig.autocast, help="teacher passes in bfloat16")
+    e.add_argument("--autocast", choices=["bf16"], default=EngineConfig.autocast, help="synthesis under bfloat16 autocast (generator, FTP, ACS, teacher passes; losses in float32)")
     e.add_argument("--compile", action=argparse.BooleanOptionalAction, default=EngineConfig.compile)
     e.add_argument("--batches-per-step", type=int, default=EngineConfig.batches_per_step)
     e.add_argument("--deterministic", action="store_true",
@@ -179,7 +179,8 @@ def run(args) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} = {getattr(args, name)}: expected an integer >= 1")
     if args.warmup < 0:
         raise ConfigError(f"--warmup = {args.warmup}: expected an integer >= 0")
-    engine = EngineConfig(args.channels_last, args.autocast, args.compile, args.batches_per_step)
+    engine = EngineConfig(channels_last=args.channels_last, autocast=args.autocast, compile=args.compile,
+                          batches_per_step=args.batches_per_step)
     result = bench_synth(args.method, args.arch, args.num_classes, args.batch_size, args.iterations, args.warmup,
                          args.device, args.threads, args.image_size, engine=engine, batches=args.batches,
                          reuse_host_memory=args.reuse_host_memory, waste=Waste(args.teacher_grads, args.recompute),

@@ -83,9 +83,10 @@ def crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None =
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     dev = x.device
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
+    where = generator.device if generator is not None else dev  # drawn on the generator's device, then used on x's
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=where).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=where).to(dev)
+    flip = (torch.rand(n, generator=generator, device=where) < 0.5).to(dev)
     rows = (oy.view(n, 1) + torch.arange(h, device=dev).view(1, h))  # (n, h)
     cols = torch.arange(w, device=dev).view(1, w).expand(n, w)
     cols = torch.where(flip.view(n, 1), w - 1 - cols, cols) + ox.view(n, 1)  # (n, w)
@@ -371,6 +372,12 @@ def load(out_dir: Path) -> Dataset:
 def real_indices(ds: Dataset, count: int, seed: int) -> torch.Tensor:
     """`count` training images drawn without replacement by `seed`."""
     return torch.randperm(len(ds.train_x), generator=torch.Generator().manual_seed(seed))[:count]
+
+
+def real_pixels(ds: Dataset, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` training images (real_indices) as uint8 pixels, and their labels."""
+    idx = real_indices(ds, count, seed)
+    return ds.train_x[idx], ds.train_y[idx]
 
 
 def real_subset(ds: Dataset, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from natinv.train import BatchLoss
+from natinv.train import BatchLoss, widened
 
 
 def kd_loss(teacher: nn.Module, temperature: float) -> BatchLoss:
@@ -23,5 +23,6 @@ def kd_loss(teacher: nn.Module, temperature: float) -> BatchLoss:
 
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean (T = 1: DAFL's kdloss)."""
+    student_logits, teacher_logits = widened(student_logits), widened(teacher_logits)  # bfloat16 under autocast
     return F.kl_div(F.log_softmax(student_logits / temperature, 1), F.log_softmax(teacher_logits.detach() / temperature, 1),
                     log_target=True, reduction="batchmean") * temperature**2

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from natinv.data import crop_flip
+from natinv.data import crop_flip, normalize
 from natinv.errors import NatinvError
 from natinv import tracking
 from natinv.runtime import eta, log
@@ -36,6 +36,37 @@ def inference_batch(device: torch.device) -> int:
 
 
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]  # a data set's per-channel (mean, std) of pixels in [0, 1]
+
+
+def widened(x: torch.Tensor) -> torch.Tensor:
+    """x in float32 when autocast made it a 16-bit float, else itself (float32, or float64 in a numerics test)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+def model_input(batch: torch.Tensor, normalization: Normalization | None) -> torch.Tensor:
+    """A batch as a model takes it, float32 and normalized: uint8 pixels (real images, stored as read) normalized with
+    the data set's `normalization`; stored float16 or float32 tensors (synthesized images: normalized already) widened."""
+    if batch.dtype == torch.uint8:
+        if normalization is None:
+            raise ValueError("uint8 pixels need their data set's mean and std to become a model's input")
+        return normalize(batch, *normalization)
+    return batch.float()
+
+
+def resident(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t where a training loop reads it from: on a GPU when it takes at most a quarter of the GPU's free memory (every
+    step then indexes it there: no copy from the host), else on the host, pinned so its batches copy asynchronously.
+    On the CPU, t itself."""
+    if device.type != "cuda" or t.device == device:
+        return t
+    free, _ = torch.cuda.mem_get_info(device)
+    return t.to(device) if t.numel() * t.element_size() <= free // 4 else t.pin_memory()
+
+
+def autocast(device: torch.device, precision: str | None):
+    """bfloat16 autocast on `device` when `precision` is "bf16" (weights and losses stay float32), else a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @dataclass
@@ -59,14 +90,17 @@ def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmu
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean cross-entropy of `model` on normalized inputs `x`."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+             normalization: Normalization | None = None) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy of `model` on `x`: normalized images, or uint8 pixels and their
+    data set's `normalization` (model_input)."""
     batch_size = inference_batch(device)
     was_training = model.training
     model.eval()
     correct, loss = 0, 0.0
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device).float().contiguous(memory_format=memory_format(device)), y[i:i + batch_size].to(device)
+        xb = model_input(x[i:i + batch_size].to(device), normalization).contiguous(memory_format=memory_format(device))
+        yb = y[i:i + batch_size].to(device)
         logits = model(xb)
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -77,9 +111,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
 EPOCH_EVAL_IMAGES = 1000  # the per-epoch curve uses the first 1,000 test images (+-1.5 points); the final accuracy all of them
 
 
-def epoch_eval(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, device: torch.device) -> Callable[[int], dict[str, float]]:
+def epoch_eval(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, device: torch.device,
+               normalization: Normalization | None = None) -> Callable[[int], dict[str, float]]:
     """`on_epoch` for fit: accuracy on the first EPOCH_EVAL_IMAGES test images (a cheap learning curve)."""
-    return lambda _: {"test_acc_subset": evaluate(model, xt[:EPOCH_EVAL_IMAGES], yt[:EPOCH_EVAL_IMAGES], device)["acc"]}
+    return lambda _: {"test_acc_subset": evaluate(model, xt[:EPOCH_EVAL_IMAGES], yt[:EPOCH_EVAL_IMAGES], device,
+                                                  normalization)["acc"]}
 
 
 def adam(params, lr: float | None = None) -> torch.optim.Adam:
@@ -108,9 +144,18 @@ def fit(
     seed: int,
     on_epoch: Callable[[int], dict[str, float]] | None = None,
     desc: str = "train",
+    normalization: Normalization | None = None,
+    precision: str | None = None,
 ) -> list[dict[str, float]]:
-    """Train `model` on (x, targets) with crop+flip; returns one record per epoch (train loss, seconds, on_epoch's)."""
-    gen = torch.Generator().manual_seed(seed)
+    """Train `model` on (x, targets) with crop+flip; returns one record per epoch (train loss, seconds, on_epoch's).
+
+    x: uint8 pixels with their `normalization`, or normalized float16/float32 images (model_input). The data stay
+    on the GPU when they fit (`resident`): the shuffle, the batches and the crop and flip draws are made there, and a
+    step waits for nothing from the host. precision "bf16": the forward passes and losses under bfloat16 autocast
+    (the weights, their gradients and the optimizer stay float32)."""
+    x, targets = resident(x, device), resident(targets, device)
+    gen = torch.Generator(device=x.device).manual_seed(seed)  # the shuffle is drawn where the data are
+    draws = gen if x.device == device else torch.Generator(device=device).manual_seed(seed)  # crop and flip: on the device
     layout = memory_format(device)
     model.to(device, memory_format=layout).train()
     opt = sgd_optimizer(model, schedule.lr, schedule.momentum, schedule.weight_decay)
@@ -119,14 +164,16 @@ def fit(
     history = []
     for epoch in range(schedule.epochs):
         start = time.perf_counter()
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(len(x), generator=gen, device=x.device)
         total = torch.zeros((), device=device)
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{schedule.epochs}", leave=False, mininterval=2,
                    disable=None)  # a bar on a terminal; in logs only the per-epoch lines
         for step in bar:
             idx = order[step * schedule.batch_size:(step + 1) * schedule.batch_size]
-            xb = crop_flip(x[idx].to(device).float(), generator=gen).contiguous(memory_format=layout)
-            loss = batch_loss(model, xb, targets[idx].to(device))
+            xb = model_input(x[idx].to(device, non_blocking=True), normalization)
+            xb = crop_flip(xb, generator=draws).contiguous(memory_format=layout)
+            with autocast(device, precision):
+                loss = batch_loss(model, xb, targets[idx].to(device, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -148,4 +195,4 @@ def fit(
 
 
 def cross_entropy_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(xb), yb)
+    return F.cross_entropy(widened(model(xb)), yb)

@@ -261,12 +261,16 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How synthesis runs its teacher passes; none of it changes the method, so it is not tracked as a parameter of
-    the results (like `device`), but every shard records it. Defaults chosen by measurement (benchmarks/README.md,
+    """How synthesis and training run on their device; none of it changes the method, so it is not tracked as a
+    parameter of the results (like `device`), but every shard records it. Defaults chosen by measurement (benchmarks/README.md,
     "Synthesis engine")."""
 
     channels_last: bool = True  # the teacher passes in channels_last: the same values up to float rounding
-    autocast: Literal["bf16"] | None = None  # bf16: teacher passes in bfloat16, losses in float32 (changes numerics)
+    # bf16: synthesis under bfloat16 autocast (generator, FTP, ACS, teacher passes, co-trained students), losses and
+    # BN statistics in float32 (changes numerics)
+    autocast: Literal["bf16"] | None = None
+    # bf16: the training loops (teachers, evaluators, KD, scratch, pruning's fine-tuning) under bfloat16 autocast
+    train_autocast: Literal["bf16"] | None = None
     compile: bool = False  # torch.compile the teacher passes (a one-off compile in every synthesize process)
     batches_per_step: int = field(default=1, metadata=_min(1))  # one-to-one batches advanced in one vectorized step
     # a shard saves its progress (images so far, a co-trained student, generators) at the first batch or generator-step

@@ -66,10 +66,11 @@ def synthesized_count(cfg: Config, teacher: str, method: str) -> int:
 
 def training_images(cfg: Config, ds: data.Dataset, teacher: str, method: str, real_images: int | None,
                     seed_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """What a student trains on: (teacher, method)'s synthesized tensors and labels, or for method=real as many real
-    training images (`real_images`, default synthesis.num_images) with their labels."""
-    if seeds.split(method)[0] == "real":
-        return data.real_subset(ds, real_images or cfg.synthesis.num_images, derive_seed(cfg.seed, seed_name))
+    """What a student trains on: (teacher, method)'s synthesized tensors (normalized, float16) and labels, or for
+    method=real as many real training images (`real_images`, default synthesis.num_images; uint8 pixels) with their
+    labels."""
+    if seeds.split(method)[0] == "real":  # uint8 pixels: training normalizes each batch (train.model_input)
+        return data.real_pixels(ds, real_images or cfg.synthesis.num_images, derive_seed(cfg.seed, seed_name))
     choose(method, cfg.job_methods, "method")
     return load_synthesized(cfg, teacher, method)
 
@@ -81,11 +82,13 @@ class Training:
 
 
 def train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Callable, sched: SGDSchedule,
-          ds: data.Dataset, device: torch.device, seed: int, desc: str) -> Training:
-    """Train `model` on (x, y), watching the test set after every epoch."""
+          ds: data.Dataset, device: torch.device, seed: int, desc: str, precision: str | None = None) -> Training:
+    """Train `model` on (x, y) (uint8 pixels of `ds`, or normalized images), watching the test set after every epoch;
+    precision: the params' engine.train_autocast."""
     xt, yt = data.test_set(ds)
     start = time.perf_counter()
-    history = fit(model, x, y, loss, sched, device, seed, on_epoch=epoch_eval(model, xt, yt, device), desc=desc)
+    history = fit(model, x, y, loss, sched, device, seed, on_epoch=epoch_eval(model, xt, yt, device), desc=desc,
+                  normalization=(ds.mean, ds.std), precision=precision)
     return Training(history, time.perf_counter() - start)
 
 

@@ -36,7 +36,8 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, student: s
         x, y = training_images(cfg, ds, teacher, method, kc.real_images, "kd-real")
         images = len(x)
         run = train(model, x, y, kd_loss(t_model, kc.temperature), schedule(kc, len(x)), ds, device,
-                    derive_seed(cfg.seed, "kd-data", teacher, method, student), f"kd {method}->{student}")
+                    derive_seed(cfg.seed, "kd-data", teacher, method, student), f"kd {method}->{student}",
+                    cfg.engine.train_autocast)
         history, seconds, extra = run.history, run.seconds, {"settings": asdict(kc)}
     final = test_scores(model, ds, device)
     save_model(paths.kd_weights(cfg.exp_dir, teacher, method, student), model, dataset_meta(ds, spec))

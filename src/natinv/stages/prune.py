@@ -36,7 +36,8 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, ratio: flo
         x, y = training_images(cfg, ds, teacher, method, pc.real_images, "prune-real")
         loss = kd_loss(t_model, pc.temperature) if pc.targets == "teacher" else cross_entropy_loss
         history = train(model, x, y, loss, schedule(pc, len(x)), ds, device,
-                        derive_seed(cfg.seed, "prune-data", teacher, method, f"{ratio:g}"), f"prune {ratio:g} {method}").history
+                        derive_seed(cfg.seed, "prune-data", teacher, method, f"{ratio:g}"), f"prune {ratio:g} {method}",
+                        cfg.engine.train_autocast).history
     final = test_scores(model, ds, device)
     result = {"teacher": teacher, "method": method, "ratio": ratio, "test_acc": final["acc"], "test_loss": final["loss"],
               "fine_tuned": method != "none", **pruned, "epochs": history,

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import torch
 
-from natinv import data, paths
+from natinv import paths
 from natinv.config import Config
 from natinv.runtime import derive_seed
 from natinv.stages.common import choose, dataset, finish, new_model, schedule, test_scores, train, training_images
@@ -23,10 +23,11 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, student: s
     spec = cfg.models[student]
     model = new_model(ds, spec, derive_seed(cfg.seed, "scratch-student", teacher, method, student))
     run = train(model, x, y, cross_entropy_loss, schedule(sc, len(x)), ds, device,
-                derive_seed(cfg.seed, "scratch-data", teacher, method, student), f"scratch {method}->{student}")
-    own = evaluate(model, x, y, device)
+                derive_seed(cfg.seed, "scratch-data", teacher, method, student), f"scratch {method}->{student}",
+                cfg.engine.train_autocast)
+    own = evaluate(model, x, y, device, (ds.mean, ds.std))
     n = len(ds.train_x) if sc.train_eval_images is None else min(sc.train_eval_images, len(ds.train_x))
-    train_scores = evaluate(model, data.normalize(ds.train_x[:n], ds.mean, ds.std), ds.train_y[:n], device)
+    train_scores = evaluate(model, ds.train_x[:n], ds.train_y[:n], device, (ds.mean, ds.std))
     test = test_scores(model, ds, device)
     result = {"teacher": teacher, "method": method, "student": student, "model": asdict(spec), "images": len(x),
               "own_acc": own["acc"], "train_acc": train_scores["acc"], "train_loss": train_scores["loss"], "train_images": n,

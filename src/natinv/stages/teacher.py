@@ -34,10 +34,10 @@ def _train_classifier(cfg: Config, key: str, device: torch.device, role: str) ->
     ds = dataset(cfg)
     spec, tc = cfg.models[key], cfg.teacher
     model = new_model(ds, spec, derive_seed(cfg.seed, role, key))
-    x = data.normalize(ds.train_x, ds.mean, ds.std)
+    x = ds.train_x  # uint8: each batch is normalized where it is used (a float32 copy of the set is 4x its size)
     sched = SGDSchedule(tc.epochs, tc.batch_size, tc.lr, tc.momentum, tc.weight_decay, tc.warmup_epochs)
     run = train(model, x, ds.train_y, cross_entropy_loss, sched, ds, device, derive_seed(cfg.seed, f"{role}-data", key),
-                f"{role} {key}")
+                f"{role} {key}", cfg.engine.train_autocast)
     final = test_scores(model, ds, device)
     save_model(weights(cfg.exp_dir, key), model, dataset_meta(ds, spec))
     result = {role: key, "model": asdict(spec), "dataset": ds.name, "test_acc": final["acc"], "test_loss": final["loss"],

@@ -16,14 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from natinv.train import widened
+
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def widened(x: torch.Tensor) -> torch.Tensor:
-    """x in float32 when autocast made it a 16-bit float, else itself (float32, or float64 in a numerics test)."""
-    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
 def _groups(x: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:

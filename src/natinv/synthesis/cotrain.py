@@ -9,7 +9,7 @@ from torch import nn
 from natinv.config import CoTrainConfig
 from natinv.data import crop_flip
 from natinv.distill import soft_kl
-from natinv.train import cosine_with_warmup, sgd_optimizer
+from natinv.train import autocast, cosine_with_warmup, sgd_optimizer
 
 PREFIX = "student/"
 
@@ -17,9 +17,10 @@ PREFIX = "student/"
 class CoStudent:
     """SGD as in `train.fit` (Nesterov, weight decay on weights only), the cosine decay spread over `total_steps`."""
 
-    def __init__(self, model: nn.Module, cfg: CoTrainConfig, total_steps: int, device: torch.device):
+    def __init__(self, model: nn.Module, cfg: CoTrainConfig, total_steps: int, device: torch.device,
+                 precision: str | None = None):
         self.model = model.to(device).train()
-        self.cfg = cfg
+        self.cfg, self.precision = cfg, precision  # precision "bf16": its KD steps' forward passes under autocast
         self.optimizer = sgd_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.scheduler = cosine_with_warmup(self.optimizer, total_steps, 0)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -39,12 +40,14 @@ class CoStudent:
         takes a number of KD iterations after every new batch, Yin et al. 2020, section 4.1)."""
         device = next(self.model.parameters()).device
         self.model.train()
-        for _ in range(steps):
-            idx = torch.randperm(len(pool), generator=gen)[: self.cfg.batch_size]
-            xb = crop_flip(pool[idx].to(device).float(), generator=gen)
-            with torch.no_grad():
-                t = teacher(xb)
-            self.update(soft_kl(self.model(xb), t, self.cfg.temperature))
+        for _ in range(steps):  # drawn with gen, on gen's device
+            idx = torch.randperm(len(pool), generator=gen, device=gen.device)[: self.cfg.batch_size]
+            xb = crop_flip(pool[idx.to(pool.device)].to(device).float(), generator=gen)
+            with autocast(device, self.precision):
+                with torch.no_grad():
+                    t = teacher(xb)
+                s = self.model(xb)
+            self.update(soft_kl(s, t, self.cfg.temperature))
 
     def state(self) -> dict:
         """A copy of everything a step changes (weights, optimizer, schedule, losses so far): what a retried synthesis

@@ -18,7 +18,7 @@ from natinv.models import StagedNet
 from natinv.synthesis.cotrain import CoStudent
 from natinv.synthesis.generative import Steps
 from natinv.synthesis.generator import Generator
-from natinv.train import adam
+from natinv.train import adam, autocast, widened
 
 TERMS = ("total", "onehot", "activation", "entropy", "student_kd")
 
@@ -34,20 +34,24 @@ def generator_loss(logits: torch.Tensor, features: torch.Tensor, cfg: DAFLConfig
 
 
 def train(teacher: StagedNet, student: CoStudent, cfg: DAFLConfig, shape: tuple[int, int, int], device: torch.device,
-          gen: torch.Generator, steps: Steps = Steps()) -> tuple[Generator, torch.Tensor]:
-    """Train the generator and the student for cfg.iterations steps; returns (generator, curve (iterations, TERMS))."""
+          gen: torch.Generator, steps: Steps = Steps(), precision: str | None = None) -> tuple[Generator, torch.Tensor]:
+    """Train the generator and the student for cfg.iterations steps; returns (generator, curve (iterations, TERMS)).
+    precision "bf16": the forward passes under bfloat16 autocast, the losses in float32."""
     generator = Generator.unconditional(shape, cfg.latent_dim, cfg.generator_width, device)
     optimizer = adam(generator.parameters(), lr=cfg.lr_generator)
     curve = torch.empty(cfg.iterations, len(TERMS), device=device)
     for it in range(steps.resume(generator, optimizer, curve), cfg.iterations):
-        images = generator.sample(cfg.batch_size, gen)
-        features = teacher.embed(images)
-        logits = teacher.fc(features)
-        total, terms = generator_loss(logits, features, cfg)
+        with autocast(device, precision):
+            images = generator.sample(cfg.batch_size, gen)
+            features = teacher.embed(images)
+            logits = teacher.fc(features)
+        total, terms = generator_loss(widened(logits), widened(features), cfg)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        kd = soft_kl(student.model(images.detach()), logits.detach(), student.cfg.temperature)
+        with autocast(device, precision):
+            student_logits = student.model(images.detach())
+        kd = soft_kl(student_logits, logits.detach(), student.cfg.temperature)
         student.update(kd)
         curve[it] = torch.cat([total.detach()[None], terms.detach(), kd.detach()[None]])
         steps.after(it, generator, optimizer, curve)

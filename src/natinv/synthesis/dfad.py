@@ -14,14 +14,15 @@ from natinv.models import StagedNet
 from natinv.synthesis.cotrain import CoStudent
 from natinv.synthesis.generative import Steps
 from natinv.synthesis.generator import Generator
-from natinv.train import adam
+from natinv.train import adam, autocast, widened
 
 TERMS = ("total", "generator_l1", "student_l1")  # total: the generator's loss (-L1)
 
 
 def train(teacher: StagedNet, student: CoStudent, cfg: DFADConfig, shape: tuple[int, int, int], device: torch.device,
-          gen: torch.Generator, steps: Steps = Steps()) -> tuple[Generator, torch.Tensor]:
-    """Train the generator and the student for cfg.iterations generator steps; returns (generator, curve (iterations, TERMS))."""
+          gen: torch.Generator, steps: Steps = Steps(), precision: str | None = None) -> tuple[Generator, torch.Tensor]:
+    """Train the generator and the student for cfg.iterations generator steps; returns (generator, curve (iterations,
+    TERMS)). precision "bf16": the forward passes under bfloat16 autocast, the losses in float32."""
     generator = Generator.unconditional(shape, cfg.latent_dim, cfg.generator_width, device)
     optimizer = adam(generator.parameters(), lr=cfg.lr_generator)
     gen_params = list(generator.parameters())
@@ -30,13 +31,17 @@ def train(teacher: StagedNet, student: CoStudent, cfg: DFADConfig, shape: tuple[
     for it in range(steps.resume(generator, optimizer, curve), cfg.iterations):
         student.model.train()
         for _ in range(student.cfg.steps):
-            with torch.no_grad():
+            with torch.no_grad(), autocast(device, precision):
                 images = generator.sample(cfg.batch_size, gen)
                 t = teacher(images)
-            student_l1 = F.l1_loss(student.model(images), t)
+            with autocast(device, precision):
+                s = student.model(images)
+            student_l1 = F.l1_loss(widened(s), widened(t))
             student.update(student_l1)
-        images = generator.sample(cfg.batch_size, gen)
-        generator_l1 = F.l1_loss(student.model(images), teacher(images))
+        with autocast(device, precision):
+            images = generator.sample(cfg.batch_size, gen)
+            s, t = student.model(images), teacher(images)
+        generator_l1 = F.l1_loss(widened(s), widened(t))
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(-generator_l1, inputs=gen_params)  # the student's weights stay out of this step
         optimizer.step()

@@ -53,8 +53,8 @@ class Steps:
 
 
 def run_generator(job: ShardJob, train: Callable, terms: tuple[str, ...]) -> ShardImages:
-    """`train(teacher, co, cfg, shape, device, generator, steps)` -> (the trained generator, its curve (steps, terms));
-    `steps` (a Steps) resumes and saves its loop. A run whose losses or images are not finite starts again (generator and
+    """`train(teacher, co, cfg, shape, device, generator, steps, precision)` -> (the trained generator, its curve
+    (steps, terms)); `steps` (a Steps) resumes and saves its loop; `precision`: engine.autocast. A run whose losses or images are not finite starts again (generator and
     student) from a new seed derived from the last, at most synthesis.retries times; then one error naming the step."""
     method, syn = job.method, job.syn
     seed = derive_seed(job.seed, job.teacher_key, job.method_key, 0)
@@ -95,11 +95,11 @@ def _train_and_sample(job: ShardJob, train: Callable, seed: int, attempt: int,
                       saved: dict | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(the generator's curve, synthesis.num_images images sampled from it in float16, the teacher's labels for them)."""
     syn = job.syn
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=job.device).manual_seed(seed)  # z is drawn on the device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator, curve = train(job.teacher, job.co, job.method, job.shape, job.device, gen,
-                                 Steps(job, seed, attempt, gen, saved))
+                                 Steps(job, seed, attempt, gen, saved), job.engine.autocast)
     images = torch.empty((syn.num_images, *job.shape), dtype=torch.float16)
     labels = torch.empty(syn.num_images, dtype=torch.int64)
     with torch.no_grad():

@@ -48,8 +48,9 @@ class Generator(nn.Module):
         return cls(0, shape[0], shape[1], latent_dim, width, normalize_output=True).to(device).train()
 
     def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """n images of an unconditional generator from fresh z ~ N(0, I) drawn with `gen`."""
-        return self(torch.randn(n, self.latent_dim, generator=gen).to(self.fc.weight.device))
+        """n images of an unconditional generator from fresh z ~ N(0, I) drawn with `gen`, on gen's device (the
+        generator's own: no copy from the host per batch)."""
+        return self(torch.randn(n, self.latent_dim, generator=gen, device=gen.device).to(self.fc.weight.device))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self.num_classes:  # one-hot by scatter: one_hot checks the labels' range with a read back to the host

@@ -38,7 +38,8 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     labels = torch.empty(len(pool), dtype=torch.int64)
     curves = torch.empty(len(plan), method.iterations, len(TERMS))
     best_iters, retries = [], []
-    student_gen = torch.Generator().manual_seed(derive_seed(job.seed, job.teacher_key, job.method_key, "cotrain"))
+    student_gen = torch.Generator(device=pool.device).manual_seed(derive_seed(job.seed, job.teacher_key, job.method_key,
+                                                                              "cotrain"))  # where the pool is
     name = f"{job.teacher_key}/{job.method_key} shard {job.shard}"
     carry, done, filled = Carry(), 0, 0
     if (state := job.progress.load()) is not None:

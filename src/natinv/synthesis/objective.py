@@ -15,9 +15,10 @@ from torch import nn
 
 from natinv.config import DIConfig, EngineConfig, NIConfig
 from natinv.models import StagedNet
-from natinv.synthesis.bn_stats import BNStatsLoss, widened
+from natinv.synthesis.bn_stats import BNStatsLoss
 from natinv.synthesis.competition import Competitor
 from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
+from natinv.train import autocast, widened
 
 TERMS = ("total", "ce", "bn", "tv", "l2", "competition")  # competition: weighted ADI term, 0 without a competitor
 
@@ -84,8 +85,9 @@ class InversionObjective:
         if engine.compile:
             self._forward, self._forward_stages = torch.compile(self.teacher), torch.compile(self.teacher.forward_stages)
 
-    def _autocast(self, device: torch.device):
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.engine.autocast == "bf16")
+    def autocast(self, device: torch.device):
+        """engine.autocast's context on `device` (bfloat16, or nothing)."""
+        return autocast(device, self.engine.autocast)
 
     def draws(self, gens: list[torch.Generator]) -> list[JitterDraws]:
         """The rolls and flips of each batch, from its generator, with this objective's jitter and flip."""
@@ -100,7 +102,7 @@ class InversionObjective:
         parts = split_batches(images, sizes)
         seen_parts = [jitter_flip(x, d) for x, d in zip(parts, draws)]
         seen = concat(seen_parts)
-        with self.bn.capture(sizes), self._autocast(images.device):
+        with self.bn.capture(sizes), self.autocast(images.device):
             logits = self._forward(seen.contiguous(memory_format=self.layout))
         bn = self.bn.loss()
         # every term per batch, for all batches of the group at once (per_batch)
@@ -111,14 +113,15 @@ class InversionObjective:
         if self.competitor is None:
             competition = torch.zeros_like(ce)  # logged as 0; nothing added to the loss
         else:
-            competition = torch.stack([self.competitor(x, logit) for x, logit in zip(seen_parts, split_batches(logits, sizes))])
+            with self.autocast(images.device):
+                competition = torch.stack([self.competitor(x, logit) for x, logit in zip(seen_parts, split_batches(logits, sizes))])
             total = total + competition
         return total, torch.stack([total, ce, bn, tv, l2, competition], dim=1).detach()
 
     @torch.no_grad()
     def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Teacher stage features without gradient and without touching the BN loss (the FTP's input)."""
-        with self._autocast(images.device):
+        with self.autocast(images.device):
             feats = self._forward_stages(images.contiguous(memory_format=self.layout))[0]
         return [f.to(images.dtype) for f in feats]  # autocast's bfloat16 features in the images' precision
 
@@ -172,7 +175,8 @@ def optimize(
     owner = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)  # each image's batch
     best = None
     for it in range(iterations):
-        images = make_images()
+        with objective.autocast(device):  # the generator, FTP and ACS (NI); the losses are float32 (widened)
+            images = widened(make_images())
         totals, terms = objective(images, labels, draws, sizes)
         # keep the images this loss belongs to before the step changes them (DI optimizes them in place)
         curve[it] = terms

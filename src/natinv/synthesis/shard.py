@@ -107,7 +107,7 @@ def synthesize_shard(
     if method.cotrain is not None:
         if student is None:
             raise ValueError(f"{method_key} trains a student while it synthesizes: pass one")
-        co = CoStudent(student, method.cotrain, _student_steps(method, syn), device)
+        co = CoStudent(student, method.cotrain, _student_steps(method, syn), device, engine.autocast)
         engine = replace(engine, batches_per_step=1)
     entry = registry.of(method)
     if registry.meta_of(method) is not None and meta_path is None:
