@@ -1,4 +1,4 @@
-"""`python -m natinv bench synth`: one JSON line with the timing and every setting; bad input is one line."""
+"""`python -m natinv bench synth|train`: one JSON line with the timing and every setting; bad input is one line."""
 import json
 
 import pytest
@@ -22,10 +22,28 @@ def test_bench_synth_prints_one_json_line(method, capsys):
     assert result["peak_memory_mb"] > 0 and result["device"] == "cpu" and result["threads"] == 1
 
 
-def test_bench_bad_input_is_one_line(capsys):
-    assert main(["bench", "synth", "--method", "ni", "--batch-size", "0"]) == 2
+@pytest.mark.parametrize("stored", ["float16", "uint8"])
+def test_bench_train_times_the_pipelines_training_loop(stored, capsys):
+    argv = ["bench", "train", "--arch", "resnet8", "--teacher", "resnet8", "--batch-size", "8", "--steps", "2",
+            "--threads", "1", "--stored", stored]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1  # the epochs' lines go to stderr
+    result = json.loads(lines[0])
+    assert result["arch"] == "resnet8" and result["teacher"] == "resnet8" and result["stored"] == stored
+    assert result["images_per_s"] == pytest.approx(16 / (2 * result["s_per_step"]))
+    assert result["device"] == "cpu" and result["threads"] == 1 and result["precision"] is None
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "synth", "--method", "ni", "--batch-size", "0"], "--batch-size = 0: expected an integer >= 1"),
+    (["bench", "train", "--steps", "0"], "--steps = 0: expected an integer >= 1"),
+    (["bench", "train", "--teacher", "resnet9"], "--teacher = 'resnet9': expected one of resnet8, "),
+])
+def test_bench_bad_input_is_one_line(argv, message, capsys):
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["natinv bench: error: --batch-size = 0: expected an integer >= 1"]
+    assert len(err) == 1 and err[0].startswith(f"natinv bench: error: {message}")
 
 
 @pytest.mark.parametrize("method", ["ni", "di"])

@@ -1,8 +1,10 @@
-"""`python -m natinv bench synth`: seconds per synthesis iteration at given settings.
+"""`python -m natinv bench synth|train`: speed of the pipeline's own synthesis and training code at given settings.
 
-Builds a teacher of the requested architecture with random weights (timing does not depend on them), runs one
+synth: builds a teacher of the requested architecture with random weights (timing does not depend on them), runs one
 batch of NI or DI through the pipeline's own synthesis code for warm-up + timed iterations, and prints one JSON
 line: s_per_iter (the median of the timed iterations), images_per_s, peak memory, device and every setting.
+train: a student trained by the pipeline's own loop (natinv.train.fit: the KD stage's with --teacher, else
+cross-entropy) on random images stored as the pipeline stores them; one untimed epoch, then a timed one.
 """
 from __future__ import annotations
 
@@ -141,6 +143,52 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
     }
 
 
+def bench_train(arch: str, num_classes: int, batch_size: int, steps: int, device: str = "cpu", threads: int | None = None,
+                teacher: str | None = None, image_size: int = 32, channels: int = 3, stored: str = "float16",
+                precision: str | None = None, deterministic: bool = False, seed: int = 0) -> dict:
+    """Images per second of a training step: `steps` steps of `batch_size` per epoch, one epoch to warm up (cuDNN
+    autotuning, allocator), the second timed. stored: how the images are kept, as the pipeline keeps them (float16:
+    synthesized; uint8: real pixels, normalized batch by batch). teacher: an architecture whose soft targets the student
+    learns (KD at T = 4, the teacher's forward pass in every step), else cross-entropy on random labels."""
+    import torch
+
+    from natinv import runtime
+    from natinv.distill import kd_loss
+    from natinv.models import build_model
+    from natinv.train import SGDSchedule, cross_entropy_loss, fit
+
+    runtime.set_threads(threads)
+    dev = runtime.pick_device(device)
+    runtime.configure_device(dev, deterministic)
+    torch.manual_seed(seed)
+    n = batch_size * steps
+    if stored == "uint8":
+        x = torch.randint(0, 256, (n, channels, image_size, image_size), dtype=torch.uint8)
+    else:
+        x = torch.randn(n, channels, image_size, image_size).to(torch.float16)
+    y = torch.randint(0, num_classes, (n,))
+    model = build_model(arch, num_classes, channels)
+    loss = cross_entropy_loss
+    if teacher is not None:
+        loss = kd_loss(build_model(teacher, num_classes, channels).to(dev, memory_format=torch.channels_last
+                                                                        if dev.type == "cuda" else torch.contiguous_format), 4.0)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    history = fit(model, x, y, loss, SGDSchedule(2, batch_size, 0.05), dev, seed, desc="bench",
+                  normalization=((0.5,) * channels, (0.25,) * channels), precision=precision)
+    seconds = history[-1]["seconds"]
+    peak = runtime.peak_memory_mb(dev)
+    return {
+        "bench": "train", "arch": arch, "teacher": teacher, "num_classes": num_classes, "batch_size": batch_size,
+        "image_size": image_size, "steps": steps, "stored": stored, "precision": precision,
+        "s_per_step": seconds / steps, "images_per_s": n / seconds, "warmup_epoch_s": history[0]["seconds"],
+        "peak_memory_mb": peak.get("device_mb", peak["host_mb"]), "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else runtime.cpu_name(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "deterministic": deterministic,
+        "hardware": runtime.device_record(dev),
+    }
+
+
 def add_parser(sub) -> None:
     bench = sub.add_parser("bench", help="speed benchmarks (prints one JSON line)")
     which = bench.add_subparsers(dest="bench", required=True)
@@ -165,6 +213,19 @@ def add_parser(sub) -> None:
     e.add_argument("--reuse-host-memory", action=argparse.BooleanOptionalAction, default=True,
                    help="keep freed host memory in the heap (natinv.runtime.reuse_host_memory; CPU)")
     w = s.add_argument_group("the official loop's extra work, to measure what leaving it out saves")
+    t = which.add_parser("train", help="images per second of the pipeline's training loop (KD with --teacher)")
+    t.add_argument("--arch", default="resnet18", help="the student's architecture (resnet18, vgg11, mobilenetv2, ...)")
+    t.add_argument("--teacher", help="the teacher's architecture: KD steps (its forward pass in each); none: cross-entropy")
+    t.add_argument("--num-classes", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--steps", type=int, default=10, help="steps per epoch (one untimed epoch, then one timed)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    t.add_argument("--image-size", type=int, default=32)
+    t.add_argument("--stored", choices=["float16", "uint8"], default="float16",
+                   help="how the images are kept: float16 (synthesized) or uint8 (real pixels)")
+    t.add_argument("--train-autocast", choices=["bf16"], help="as engine.train_autocast")
+    t.add_argument("--deterministic", action="store_true", help="as the params' `deterministic: true`")
     w.add_argument("--teacher-grads", action="store_true", help="compute the teacher's weight gradients")
     w.add_argument("--recompute", action="store_true", help="one extra teacher forward per iteration")
 
@@ -172,11 +233,19 @@ def add_parser(sub) -> None:
 def run(args) -> None:
     from natinv.models import ARCHS
 
-    if args.arch not in ARCHS:
-        raise ConfigError(f"--arch = {args.arch!r}: expected one of {', '.join(ARCHS)}")
-    for name in ("num_classes", "batch_size", "iterations", "image_size", "batches_per_step", "batches"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
+    names = ("num_classes", "batch_size", "iterations", "image_size", "batches_per_step", "batches", "steps")
+    for name in names:
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} = {getattr(args, name)}: expected an integer >= 1")
+    for flag in ("arch", "teacher"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) not in ARCHS:
+            raise ConfigError(f"--{flag} = {getattr(args, flag)!r}: expected one of {', '.join(ARCHS)}")
+    if args.bench == "train":
+        result = bench_train(args.arch, args.num_classes, args.batch_size, args.steps, args.device, args.threads,
+                             args.teacher, args.image_size, stored=args.stored, precision=args.train_autocast,
+                             deterministic=args.deterministic)
+        print(json.dumps(result), flush=True)
+        return
     if args.warmup < 0:
         raise ConfigError(f"--warmup = {args.warmup}: expected an integer >= 0")
     engine = EngineConfig(channels_last=args.channels_last, autocast=args.autocast, compile=args.compile,
