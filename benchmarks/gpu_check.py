@@ -10,11 +10,15 @@ says it was skipped. `--toy` runs every check at toy sizes on the CPU (the test 
 
 Checks, in order (each line: {"check", "status": ok|failed|skipped, "seconds", ...}):
   env          driver, torch, CUDA, cuDNN, TF32 and autotuning flags, the device and its memory
-  synth        s/iteration and peak memory at the paper's shape (batch 256): NI and DI from ResNet-34 and VGG-11, float32
-               and bf16 autocast; ADI from ResNet-34 (per iteration, and its student's KD steps per batch)
+  synth        s/iteration, peak memory and operators per batch-iteration at the paper's shape (batch 256): NI and DI
+               from ResNet-34 and VGG-11 for each engine setting (float32 and bf16 autocast, 1 and 4 batches per
+               step); ADI from ResNet-34 (per iteration, and its student's KD steps per batch)
   official     the official code's s/iteration at the same shape on the same device
   same_batch   one NI batch synthesized by two fresh processes: equal bytes? (pipeline settings, then deterministic)
-  train        training images/s of the paper's students (ResNet-18, VGG-11, MobileNetV2), a step on the device
+  sharing      NI shards from ResNet-34 run side by side on the one GPU (1, 2, 4 processes): each one's s/iteration, so
+               how many shards share a GPU before the rate per shard drops
+  train        training images/s of the paper's students (ResNet-18, VGG-11, MobileNetV2) in the pipeline's own loop
+               (KD from ResNet-34, synthesized float16 images on the device), float32 and bf16 autocast
   gpu_tier     `pytest -m gpu` (every stage and method kind on cuda against the CPU)
   smoke_gpu    paper-cifar10 + smoke + smoke-gpu end to end with Snakemake on this machine (every GPU stage on cuda)
 """
@@ -98,10 +102,13 @@ def synth_check(device: str, toy: bool) -> dict:
     for arch in archs:
         for method in ("ni", "di"):
             for autocast in (None, "bf16"):
-                r = bench_synth(method, arch, 10, batch, iters, warmup=3 if not toy else 1, device=device,
-                                engine=EngineConfig(autocast=autocast))
-                rows.append({k: r[k] for k in ("method", "arch", "batch_size", "s_per_iter", "images_per_s", "peak_memory_mb",
-                                               "hours_50k_images_2k_iterations")} | {"autocast": autocast})
+                for per_step in (1, 4):
+                    r = bench_synth(method, arch, 10, batch, iters, warmup=3 if not toy else 1, device=device,
+                                    engine=EngineConfig(autocast=autocast, batches_per_step=per_step))
+                    rows.append({k: r[k] for k in ("method", "arch", "batch_size", "s_per_iter", "images_per_s",
+                                                   "peak_memory_mb", "hours_50k_images_2k_iterations",
+                                                   "ops_per_batch_iteration", "kernels_per_batch_iteration")}
+                                | {"autocast": autocast, "batches_per_step": per_step})
     return {"device": device, "rows": rows, "adi": adi_rates(device, toy)}
 
 
@@ -210,35 +217,34 @@ def same_batch_check(device: str, toy: bool, tmp: Path) -> dict:
 
 
 def train_check(device: str, toy: bool) -> dict:
-    """Images/s of a training step (forward, backward, SGD) of each paper student, batch 128 already on the device."""
-    import torch
-    import torch.nn.functional as F
+    """Images/s of the pipeline's KD loop (natinv bench train: fit with crop/flip, the teacher's forward in every step)
+    for each paper student from ResNet-34, at the paper profile's KD batch (256), float32 and bf16 autocast."""
+    from natinv.bench import bench_train
 
-    from natinv.models import build_model
-    from natinv.runtime import configure_device
-    from natinv.train import memory_format
+    teacher, batch, steps = ("resnet8", 8, 2) if toy else ("resnet34", 256, 30)
+    rows = []
+    for arch in (("resnet8",) if toy else ("resnet18", "vgg11", "mobilenetv2")):
+        for precision in (None, "bf16"):
+            r = bench_train(arch, 10, batch, steps, device, teacher=teacher, precision=precision)
+            rows.append({k: r[k] for k in ("arch", "teacher", "batch_size", "precision", "images_per_s", "s_per_step",
+                                           "peak_memory_mb")})
+    return {"rows": rows, "what": "natinv bench train: the pipeline's fit, KD at T = 4, float16 images on the device"}
 
-    dev = torch.device(device)
-    configure_device(dev, deterministic=False)
-    batch, steps, warm = (8, 2, 1) if toy else (128, 30, 5)
+
+def sharing_check(device: str, toy: bool, timeout: float) -> dict:
+    """N NI shards (natinv bench synth processes) side by side on one device: each one's s/iteration, for N = 1, 2, 4."""
+    arch, batch, iters = ("resnet8", 8, 2) if toy else ("resnet34", 256, 20)
+    cmd = [sys.executable, "-m", "natinv", "bench", "synth", "--method", "ni", "--arch", arch, "--batch-size", str(batch),
+           "--iterations", str(iters), "--warmup", "3", "--device", device] + (["--threads", "1"] if toy else [])
     rows = {}
-    for arch in ("resnet18", "vgg11", "mobilenetv2"):
-        model = build_model(arch, 10, 3, 4 if toy else None).to(dev).to(memory_format=memory_format(dev)).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        x = torch.randn(batch, 3, 32, 32, device=dev).contiguous(memory_format=memory_format(dev))
-        y = torch.randint(0, 10, (batch,), device=dev)
-        for i in range(warm + steps):
-            if i == warm:
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        rows[arch] = batch * steps / (time.perf_counter() - start)
-    return {"images_per_s": rows, "batch_size": batch, "what": "model step only: data already on the device, no augmentation"}
+    for n in (1, 2) if toy else (1, 2, 4):
+        start = time.monotonic()
+        procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT / "src")}) for _ in range(n)]
+        outs = [p.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))[0] for p in procs]
+        rates = [json.loads(o.strip().splitlines()[-1])["s_per_iter"] for o in outs]
+        rows[str(n)] = {"s_per_iter_each": rates, "images_per_s_all": n * batch / max(rates)}
+    return {"arch": arch, "batch_size": batch, "processes": rows}
 
 
 def pytest_check(timeout: float) -> dict:
@@ -295,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     report.run("synth", 30, lambda: synth_check(device, args.toy))
     report.run("official", 20, lambda: official_check(device, args.official, args.toy))
     report.run("same_batch", 20, lambda: same_batch_check(device, args.toy, tmp))
+    report.run("sharing", 30, lambda: sharing_check(device, args.toy, max(1.0, report.left - 200)))
     report.run("train", 10, lambda: train_check(device, args.toy))
     if args.toy:
         report.run("gpu_tier", 0, lambda: (_ for _ in ()).throw(Skip("toy run: the gpu tier is pytest -m gpu")))
