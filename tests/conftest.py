@@ -102,3 +102,14 @@ def chromium():
         return proc.stdout
 
     return render
+
+
+def jitter_flip(x: torch.Tensor, draws) -> torch.Tensor:
+    """The definition of a batch's jitter (the reference GroupJitter is checked against): x rolled by the next (dy, dx)
+    of `draws` (a natinv.synthesis.priors.JitterDraws) and, when its draw says so, flipped horizontally."""
+    dy, dx, flipped = draws.next()
+    if draws.jitter:
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if flipped:
+        x = torch.flip(x, dims=(3,))
+    return x

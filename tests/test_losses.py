@@ -1,10 +1,11 @@
 """The loss terms against direct computations."""
+import pytest
 import torch
 from torch import nn
 
 from natinv.synthesis.bn_stats import BNStatsLoss
-from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
-from conftest import tiny_teacher
+from natinv.synthesis.priors import GroupJitter, JitterDraws, l2_prior, tv_prior
+from conftest import jitter_flip, tiny_teacher
 
 
 def test_bn_statistics_loss_matches_direct_computation():
@@ -132,6 +133,24 @@ def test_jitter_flip_is_seeded_and_bounded():
     assert torch.equal(a, b)
     assert sorted(a.flatten().tolist()) == sorted(x.flatten().tolist())  # a permutation of pixels
     assert torch.equal(jitter_flip(x, JitterDraws(torch.Generator(), 0, False)), x)
+
+
+@pytest.mark.parametrize("sizes", [[4, 4, 4], [5, 4, 3]], ids=["equal", "unequal"])
+@pytest.mark.parametrize("jitter,flip", [(2, True), (2, False), (0, True)])
+def test_group_jitter_rolls_and_flips_each_batch_as_its_own_draws_say_in_value_and_gradient(sizes, jitter, flip, monkeypatch):
+    """A group's batches rolled and flipped in one gather equal each batch's roll-then-flip by its own stream's next
+    draw, call after call, across block refills (a small buffer forces several); the gradient is the inverse roll and
+    flip of the output's."""
+    monkeypatch.setattr(GroupJitter, "BUFFER", 3 * 12 * 6 * 7)  # 3 calls per block
+    x = torch.randn(sum(sizes), 2, 6, 7, dtype=torch.float64).requires_grad_()
+    group = GroupJitter([JitterDraws(torch.Generator().manual_seed(s), jitter, flip) for s in range(3)])
+    alone = [JitterDraws(torch.Generator().manual_seed(s), jitter, flip) for s in range(3)]
+    for _ in range(8):
+        got = group(x, sizes)
+        want = torch.cat([jitter_flip(part, d) for part, d in zip(x.split(sizes), alone)])
+        assert torch.equal(got, want)
+        g = torch.randn_like(got)
+        assert torch.equal(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0])
 
 
 def test_jitter_draws_come_from_their_generator_a_block_at_a_time_and_cover_every_shift_and_flip():

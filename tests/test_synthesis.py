@@ -263,7 +263,8 @@ def test_ni_generator_starts_from_the_official_initialization():
 def test_deepinversion_rolls_without_flipping_by_default():
     """NVlabs' CIFAR DeepInversion only rolls the image; NI's official code also flips."""
     assert LossWeights.of(DIConfig()).flip is False and LossWeights.of(NIConfig()).flip is True
-    from natinv.synthesis.priors import JitterDraws, jitter_flip
+    from natinv.synthesis.priors import JitterDraws
+    from conftest import jitter_flip
 
     x = torch.randn(2, 3, 8, 8)
     seen = [jitter_flip(x, JitterDraws(torch.Generator().manual_seed(s), 2, False)) for s in range(20)]
@@ -273,7 +274,8 @@ def test_deepinversion_rolls_without_flipping_by_default():
 
 @pytest.mark.parametrize("priors_on", ["jittered", "clean"])
 def test_priors_are_taken_on_the_image_the_switch_names(priors_on):
-    from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
+    from natinv.synthesis.priors import JitterDraws, l2_prior, tv_prior
+    from conftest import jitter_flip
 
     teacher = tiny_teacher()
     obj = InversionObjective(teacher, replace(LossWeights.of(NI), priors_on=priors_on))
@@ -291,7 +293,8 @@ def test_ftp_reads_the_teacher_features_of_the_generator_output_the_switch_names
     """jittered (official code): features of G(z|y) rolled and flipped by the batch's jitter generator, and m_L is
     added to that jittered output; clean (paper's Alg. 1): features of G(z|y) itself."""
     from natinv.synthesis import naturalinversion as ni
-    from natinv.synthesis.priors import JitterDraws, jitter_flip
+    from natinv.synthesis.priors import JitterDraws
+    from conftest import jitter_flip
 
     cfg = replace(NI, iterations=1, ftp_input=ftp_input)
     seen = []

@@ -24,7 +24,7 @@ from natinv.synthesis.generator import Generator
 from natinv.synthesis.grouped import GroupedImages, to_batches, to_grouped
 from natinv.synthesis.meta import MetaInit
 from natinv.synthesis.objective import BatchResult, Carry, InversionObjective, chunks, concat, optimize, split_batches
-from natinv.synthesis.priors import JitterDraws, jitter_flip
+from natinv.synthesis.priors import GroupJitter
 from natinv.train import adam
 
 
@@ -124,12 +124,12 @@ class Separate:
         self.groups = [g for model, alpha in zip(models, self.alphas) for g in param_groups(model, alpha, cfg)]
 
     def images(self, z: torch.Tensor, y: torch.Tensor, sizes: list[int], objective: InversionObjective,
-               jitter: list[JitterDraws] | None) -> torch.Tensor:
-        """I = alpha * tanh(W1(x + m_L)) of the group's batches. jitter: each batch's draws that roll and flip
+               jitter: GroupJitter | None) -> torch.Tensor:
+        """I = alpha * tanh(W1(x + m_L)) of the group's batches. jitter: the batches' draws that roll and flip
         x = G(z|y) first."""
         xs = [m.generator(z_k, y_k) for m, z_k, y_k in zip(self.models, split_batches(z, sizes), split_batches(y, sizes))]
         if jitter is not None:
-            xs = [jitter_flip(x, d) for x, d in zip(xs, jitter)]
+            xs = split_batches(jitter(concat(xs), sizes), sizes)
         feats = objective.stage_features(concat(xs)) if self.models[0].ftp is not None else None
         per_batch = zip(*(split_batches(f, sizes) for f in feats)) if feats is not None else [None] * len(xs)
         return concat([m.render(x, None if f is None else list(f), alpha)
@@ -149,14 +149,14 @@ class Grouped:
         self.groups = param_groups(self.stacked, self.alpha, cfg)
 
     def images(self, z: torch.Tensor, y: torch.Tensor, sizes: list[int], objective: InversionObjective,
-               jitter: list[JitterDraws] | None) -> torch.Tensor:
+               jitter: GroupJitter | None) -> torch.Tensor:
         k, template = len(sizes), self.stacked.template
         x = self.stacked.generate(z, y)
         feats = None
         if jitter is not None or template.ftp is not None:
             seen = to_batches(x, k)
             if jitter is not None:
-                seen = concat([jitter_flip(part, d) for part, d in zip(split_batches(seen, sizes), jitter)])
+                seen = jitter(seen, sizes)
                 x = to_grouped(seen, k)
             if template.ftp is not None:
                 feats = objective.stage_features(seen)

@@ -17,7 +17,7 @@ from natinv.config import DIConfig, EngineConfig, NIConfig
 from natinv.models import StagedNet
 from natinv.synthesis.bn_stats import BNStatsLoss
 from natinv.synthesis.competition import Competitor
-from natinv.synthesis.priors import JitterDraws, jitter_flip, l2_prior, tv_prior
+from natinv.synthesis.priors import GroupJitter, JitterDraws, l2_prior, tv_prior
 from natinv.train import autocast, widened
 
 TERMS = ("total", "ce", "bn", "tv", "l2", "competition")  # competition: weighted ADI term, 0 without a competitor
@@ -89,19 +89,17 @@ class InversionObjective:
         """engine.autocast's context on `device` (bfloat16, or nothing)."""
         return autocast(device, self.engine.autocast)
 
-    def draws(self, gens: list[torch.Generator]) -> list[JitterDraws]:
-        """The rolls and flips of each batch, from its generator, with this objective's jitter and flip."""
-        return [JitterDraws(gen, self.weights.jitter, self.weights.flip) for gen in gens]
+    def draws(self, gens: list[torch.Generator]) -> GroupJitter:
+        """The rolls and flips of a group's batches, each from its own generator, with this objective's jitter and flip."""
+        return GroupJitter([JitterDraws(gen, self.weights.jitter, self.weights.flip) for gen in gens])
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, draws: list[JitterDraws],
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, draws: GroupJitter,
                  sizes: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """images: the batches of a group, concatenated; draws: each batch's rolls and flips (`draws`); sizes: the
         batch sizes (None: one batch). Returns (total loss per batch (K,), per-term values (K, len(TERMS)), detached)."""
         w = self.weights
         sizes = sizes or [len(images)]
-        parts = split_batches(images, sizes)
-        seen_parts = [jitter_flip(x, d) for x, d in zip(parts, draws)]
-        seen = concat(seen_parts)
+        seen = draws(images, sizes)
         with self.bn.capture(sizes), self.autocast(images.device):
             logits = self._forward(seen.contiguous(memory_format=self.layout))
         bn = self.bn.loss()
@@ -114,7 +112,8 @@ class InversionObjective:
             competition = torch.zeros_like(ce)  # logged as 0; nothing added to the loss
         else:
             with self.autocast(images.device):
-                competition = torch.stack([self.competitor(x, logit) for x, logit in zip(seen_parts, split_batches(logits, sizes))])
+                competition = torch.stack([self.competitor(x, logit)
+                                           for x, logit in zip(split_batches(seen, sizes), split_batches(logits, sizes))])
             total = total + competition
         return total, torch.stack([total, ce, bn, tv, l2, competition], dim=1).detach()
 
@@ -158,7 +157,7 @@ def optimize(
     objective: InversionObjective,
     labels: torch.Tensor,
     iterations: int,
-    draws: list[JitterDraws],
+    draws: GroupJitter,
     after_step: Callable[[], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     sizes: list[int] | None = None,
