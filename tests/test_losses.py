@@ -44,11 +44,11 @@ def test_bn_loss_only_counts_inside_capture():
     model = tiny_teacher()
     bn = BNStatsLoss(model)
     model(torch.randn(4, 3, 32, 32))
-    assert bn.inputs == []
+    assert bn.stats == []
     bn.remove()
     with bn.capture():
         model(torch.randn(4, 3, 32, 32))
-    assert bn.inputs == []
+    assert bn.stats == []
 
 
 def test_bn_loss_is_small_on_matching_statistics():

@@ -1,11 +1,14 @@
 """Feature-distribution regularizer (paper Eq. 3): match batch statistics of every BN layer's input
 to the layer's running statistics. L2 norms (not squared), biased variance, as in the official code.
 
-The distance of all layers is one autograd Function (`LayerDistances`) applied after the teacher's forward pass: per
-layer one reduction for the mean and variance (of the K batches of a group at once) and one fused pass back; the
-norms of every layer are one padded reduction. This is the synthesis hot path's largest share of operators: a
-ResNet-34 has 36 BN layers, and the same formula through autograd dispatches about 29 operators per layer per
-iteration (benchmarks/README.md, "Synthesis engine").
+Two autograd Functions with their backward written out keep the synthesis hot path's largest share of operators small
+(a ResNet-34 has 36 BN layers; the same formula through autograd dispatches about 29 operators per layer per
+iteration, benchmarks/README.md, "Operators per synthesis iteration"):
+- `LayerMoments`, applied in each BN layer's forward hook: the mean and variance of the K batches of a group in one
+  reduction, and back one fused pass a + b * x. It runs in the hook, not after the forward pass, so that autograd
+  meets each layer's backward where the layer is and frees its gradient there (all layers' at once would hold a second
+  copy of every BN input's size);
+- `PaddedNorms`: ||mean - running_mean|| + ||var - running_var|| of every layer in one padded reduction.
 """
 from __future__ import annotations
 
@@ -30,101 +33,96 @@ def _groups(x: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
     return [part.unsqueeze(0) for part in torch.split(x, list(sizes))]
 
 
-def _var_mean(x: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per batch and channel (K, C): biased variance and mean of x over its batch and spatial axes, in float32 (a
-    bfloat16 activation is widened one layer at a time, for the reduction only)."""
-    parts = [torch.var_mean(widened(g), dim=(1, *range(3, g.dim())), correction=0) for g in _groups(x, sizes)]
-    if len(parts) == 1:
-        return parts[0]
-    return torch.cat([v for v, _ in parts]), torch.cat([m for _, m in parts])
+class LayerMoments(torch.autograd.Function):
+    """(biased variance, mean) per batch and channel, (K, C) each, of a BN input x holding K batches (`sizes`) along
+    axis 0, in float32 (a bfloat16 activation is widened one layer at a time, for the reduction only).
+
+    Forward: one var_mean per group view (Welford: accurate for any offset). Backward: d mean / dx = 1/M and
+    d var / dx = 2 (x - mean) / M fold into one pass over x, a + b * x per batch and channel."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [torch.var_mean(widened(g), dim=(1, *range(3, g.dim())), correction=0) for g in _groups(x, sizes)]
+        var, mean = parts[0] if len(parts) == 1 else (torch.cat([v for v, _ in parts]), torch.cat([m for _, m in parts]))
+        ctx.save_for_backward(x, mean)
+        ctx.sizes = sizes
+        return var, mean
+
+    @staticmethod
+    def backward(ctx, grad_var: torch.Tensor, grad_mean: torch.Tensor):
+        x, mean = ctx.saved_tensors
+        spatial = x[0].numel() // x.shape[1]
+        shape = (1, -1, *[1] * (x.dim() - 2))
+        outs, k = [], 0
+        for g in _groups(x, ctx.sizes):
+            count = g.shape[1] * spatial
+            b = (2.0 / count) * grad_var[k:k + len(g)]
+            a = grad_mean[k:k + len(g)] / count - b * mean[k:k + len(g)]
+            outs.append(torch.addcmul(a.view(len(g), *shape), b.view(len(g), *shape), g))
+            k += len(g)
+        grad = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return grad.view(x.shape).to(x.dtype), None
 
 
 @dataclass
 class _Layout:
-    """Where each layer's statistics sit: `stats` is (K, 2S + 1), the means of every layer's channels, then their
-    variances, then a zero; `index` gathers it into (K, 2L, C_max), each layer's vector padded with that zero;
-    `back` gathers a padded gradient back into (K, 2S); `inv_count` is 1 / (elements per channel) of each statistic's
-    batch and layer, (K or 1, S); `zero` the padding's target."""
+    """Where the statistics of every layer sit: concatenated, means then variances then a zero, (K, 2S + 1); `index`
+    gathers that into (K, 2L, C_max), each layer's vector padded with the zero; `back` gathers a padded gradient back
+    into (K, 2S); `zero`: the padding's target; `channels`: C of each statistic, in order."""
 
     zero: torch.Tensor
     index: torch.Tensor
     back: torch.Tensor
-    inv_count: torch.Tensor
     width: int
+    channels: list[int]
 
 
-def _layout(xs: Sequence[torch.Tensor], sizes: Sequence[int]) -> _Layout:
-    channels = [x.shape[1] for x in xs]
+def _layout(stats: Sequence[torch.Tensor]) -> _Layout:
+    channels = [s.shape[1] for s in stats]
     width, total = max(channels), sum(channels)
-    device, dtype = xs[0].device, widened(xs[0][:1]).dtype
     index, back, start = [], [], 0
-    for c in [*channels, *channels]:  # the means' vectors, then the variances'
-        row = len(index) // width
+    for row, c in enumerate(channels):
         back.extend(range(row * width, row * width + c))
-        index.extend([*range(start, start + c), *[2 * total] * (width - c)])
+        index.extend([*range(start, start + c), *[total] * (width - c)])
         start += c
-    spatial = [x[0].numel() // x.shape[1] for x in xs]
-    batch = sizes if len(set(sizes)) > 1 else sizes[:1]
-    inv_count = torch.tensor([[1.0 / (b * n) for n, c in zip(spatial, channels) for _ in range(c)] for b in batch], dtype=dtype)
-    return _Layout(torch.zeros(1, dtype=dtype, device=device), torch.tensor(index, device=device),
-                   torch.tensor(back, device=device), inv_count.to(device), width)
+    device = stats[0].device
+    return _Layout(torch.zeros(1, dtype=stats[0].dtype, device=device), torch.tensor(index, device=device),
+                   torch.tensor(back, device=device), width, channels)
 
 
-class LayerDistances(torch.autograd.Function):
-    """sum over layers l of ||mu_l - running_mean_l||_2 + ||var_l - running_var_l||_2, per batch (shape (K,)), of the
-    BN inputs xs (one per layer) of K batches stacked along axis 0 (`sizes`); `target`: every layer's running means,
-    then their running variances, then a zero (the padding's).
-
-    Forward: one var_mean per layer (K batches at once), the norms of all layers in one padded reduction. Backward,
-    written out: the norms' gradient d / ||d|| for all layers at once, then d mean / dx = 1/M and d var / dx =
-    2 (x - mean) / M folded into one pass per layer, a + b * x per batch and channel. A zero norm (a statistic equal
-    to its target) has a zero gradient, not NaN."""
+class PaddedNorms(torch.autograd.Function):
+    """sum_i ||stats_i - target_i||_2 per batch, (K,): stats are (K, C_i) each, target their running values
+    concatenated (then a zero, the padding's); one padded reduction for all of them. The backward is d / ||d|| (a zero
+    norm has a zero gradient, not NaN), gathered back to each statistic: no scatter (atomic, hence not reproducible,
+    on a GPU)."""
 
     @staticmethod
-    def forward(ctx, layout: _Layout, sizes: Sequence[int], target: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
-        moments = [_var_mean(x, sizes) for x in xs]
-        means = torch.cat([m for _, m in moments], dim=1)
-        stats = torch.cat([means, *(v for v, _ in moments), means.new_zeros(len(sizes), 1)], dim=1)
-        padded = (stats - target).index_select(1, layout.index).view(len(sizes), -1, layout.width)
+    def forward(ctx, layout: _Layout, target: torch.Tensor, *stats: torch.Tensor) -> torch.Tensor:
+        k = len(stats[0])
+        flat = torch.cat([*stats, layout.zero.expand(k, 1)], dim=1)
+        padded = (flat - target).index_select(1, layout.index).view(k, -1, layout.width)
         norms = torch.linalg.vector_norm(padded, dim=-1)
-        ctx.save_for_backward(means, padded, norms, *xs)
-        ctx.layout, ctx.sizes = layout, sizes
+        ctx.save_for_backward(padded, norms)
+        ctx.layout = layout
         return norms.sum(1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        means, padded, norms, *xs = ctx.saved_tensors
-        layout, sizes = ctx.layout, ctx.sizes
+        padded, norms = ctx.saved_tensors
         scale = grad.unsqueeze(1) / norms.clamp_min(1e-30)
-        g = (padded * scale.unsqueeze(-1)).view(len(sizes), -1).index_select(1, layout.back)
-        g_mean, g_var = g.chunk(2, dim=1)
-        b = 2.0 * g_var * layout.inv_count
-        a = g_mean * layout.inv_count - b * means
-        channels = [x.shape[1] for x in xs]
-        grads = [_moments_backward(x, sizes, a_l, b_l)
-                 for x, a_l, b_l in zip(xs, a.split(channels, dim=1), b.split(channels, dim=1))]
-        return None, None, None, *grads
-
-
-def _moments_backward(x: torch.Tensor, sizes: Sequence[int], a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a + b * x per batch and channel (a, b: (K, C)), in x's shape and dtype."""
-    parts = _groups(x, sizes)
-    shape = (1, -1, *[1] * (x.dim() - 2))
-    outs = [torch.addcmul(a_k.view(len(g), *shape), b_k.view(len(g), *shape), g)
-            for g, a_k, b_k in zip(parts, a.split([len(g) for g in parts]), b.split([len(g) for g in parts]))]
-    grad = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-    return grad.view(x.shape).to(x.dtype)
+        g = (padded * scale.unsqueeze(-1)).view(len(grad), -1).index_select(1, ctx.layout.back)
+        return None, None, *g.split(ctx.layout.channels, dim=1)
 
 
 class BNStatsLoss:
-    """Forward pre-hooks on the teacher's BN layers keep each layer's input inside `capture()`; `loss()` is their
-    distance to the running statistics, per batch of the group (`capture(sizes)`: equal or not in size)."""
+    """Forward pre-hooks on the teacher's BN layers; inside `capture(sizes)` each takes its input's statistics per batch
+    of the group (equal batches or not); `loss()` is their distance to the running statistics, per batch."""
 
     def __init__(self, model: nn.Module):
         self.layers = bn_layers(model)
         if not self.layers:
             raise ValueError("the teacher has no BatchNorm layers: the BN-statistics loss needs them")
-        self.inputs: list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]] = []  # each call's layer and input
+        self.stats: list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor, torch.Tensor]] = []  # layer, var, mean
         self.sizes: list[int] | None = None
         self.active = False
         self._layouts: dict[tuple, _Layout] = {}
@@ -132,11 +130,12 @@ class BNStatsLoss:
 
     def _hook(self, module: nn.modules.batchnorm._BatchNorm, inputs: tuple[torch.Tensor, ...]) -> None:
         if self.active:
-            self.inputs.append((module, inputs[0]))
+            x = inputs[0]
+            self.stats.append((module, *LayerMoments.apply(x, tuple(self.sizes or [len(x)]))))
 
     @contextmanager
     def capture(self, sizes: list[int] | None = None) -> Iterator[BNStatsLoss]:
-        self.inputs, self.sizes, self.active = [], sizes, True
+        self.stats, self.sizes, self.active = [], sizes, True
         try:
             yield self
         finally:
@@ -144,16 +143,15 @@ class BNStatsLoss:
 
     def loss(self) -> torch.Tensor:
         """The summed distance over layers, per batch: shape (batches,)."""
-        layers, xs = zip(*self.inputs)
-        self.inputs = []
-        sizes = tuple(self.sizes or [len(xs[0])])
-        key = (sizes, xs[0].device, xs[0].dtype, *(x.shape[1:] for x in xs))
-        if key not in self._layouts:  # one per group shape: the last, shorter group of a shard has its own
-            self._layouts[key] = _layout(xs, sizes)
+        layers, variances, means = zip(*self.stats)
+        self.stats = []
+        key = (means[0].device, means[0].dtype, *(m.shape[1] for m in means))
+        if key not in self._layouts:
+            self._layouts[key] = _layout([*means, *variances])
         layout = self._layouts[key]
         # the running statistics as they are now (one copy of them all; the teacher is frozen, but not by this class)
         target = torch.cat([*(m.running_mean for m in layers), *(m.running_var for m in layers), layout.zero])
-        return LayerDistances.apply(layout, sizes, target.to(layout.zero.dtype), *xs)
+        return PaddedNorms.apply(layout, target.to(layout.zero.dtype), *means, *variances)
 
     def remove(self) -> None:
         for h in self.handles:
