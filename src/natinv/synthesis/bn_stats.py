@@ -12,6 +12,7 @@ iteration, benchmarks/README.md, "Operators per synthesis iteration"):
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,17 +52,23 @@ class LayerMoments(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_var: torch.Tensor, grad_mean: torch.Tensor):
         x, mean = ctx.saved_tensors
-        spatial = x[0].numel() // x.shape[1]
+        spatial = math.prod(x.shape[2:])
         shape = (1, -1, *[1] * (x.dim() - 2))
-        outs, k = [], 0
-        for g in _groups(x, ctx.sizes):
-            count = g.shape[1] * spatial
-            b = (2.0 / count) * grad_var[k:k + len(g)]
-            a = grad_mean[k:k + len(g)] / count - b * mean[k:k + len(g)]
-            outs.append(torch.addcmul(a.view(len(g), *shape), b.view(len(g), *shape), g))
-            k += len(g)
-        grad = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        groups = _groups(x, ctx.sizes)
+        if len(groups) > 1:  # unequal batches: each its own count
+            parts = zip(groups, grad_var.split(1), grad_mean.split(1), mean.split(1))
+            grad = torch.cat([_fold(g, gv, gm, m, g.shape[1] * spatial, shape) for g, gv, gm, m in parts], dim=1)
+        else:
+            grad = _fold(groups[0], grad_var, grad_mean, mean, groups[0].shape[1] * spatial, shape)
         return grad.view(x.shape).to(x.dtype), None
+
+
+def _fold(g: torch.Tensor, grad_var: torch.Tensor, grad_mean: torch.Tensor, mean: torch.Tensor, count: int,
+          shape: tuple[int, ...]) -> torch.Tensor:
+    """a + b * g per batch and channel: b = 2 grad_var / M, a = (grad_mean - 2 grad_var mean) / M."""
+    b = grad_var * (2.0 / count)
+    a = torch.addcmul(grad_mean, grad_var, mean, value=-2.0).mul_(1.0 / count)
+    return torch.addcmul(a.view(len(g), *shape), b.view(len(g), *shape), g)
 
 
 @dataclass
