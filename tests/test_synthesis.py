@@ -341,3 +341,40 @@ def test_a_synthesis_iteration_reads_nothing_back_to_the_host(module, cfg, k):
         reads.append(mode.n["_local_scalar_dense"])
     obj.close()
     assert reads[1] == reads[0]
+
+
+@pytest.mark.parametrize("method", ["dafl", "dfad"])
+def test_a_generator_step_with_its_student_reads_nothing_back_to_the_host(method):
+    """DAFL and DFAD: a generator step and its student's steps read no tensor value back to the host (z is drawn on
+    the device's generator, the curve and losses stay there): 3 steps read as many values as 1."""
+    import collections
+    import importlib
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from natinv.config import CoTrainConfig, DAFLConfig, DFADConfig
+    from natinv.models import build_model
+    from natinv.synthesis.cotrain import CoStudent
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    module = importlib.import_module(f"natinv.synthesis.{method}")
+    co = CoTrainConfig(student="s", steps=2, batch_size=8, lr=0.05, temperature=1.0)
+    teacher = tiny_teacher(width=8)
+    reads = []
+    for iterations in (1, 3):
+        cfg = (DAFLConfig if method == "dafl" else DFADConfig)(iterations=iterations, batch_size=8, latent_dim=16,
+                                                               generator_width=8, cotrain=co)
+        student = CoStudent(build_model("resnet8", 10, 3, 2), co, iterations * 2, torch.device("cpu"))
+        mode = Reads()
+        with mode:
+            module.train(teacher, student, cfg, (3, 32, 32), torch.device("cpu"), torch.Generator().manual_seed(0))
+        reads.append(mode.n["_local_scalar_dense"])
+    assert reads[1] == reads[0]
