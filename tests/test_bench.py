@@ -35,6 +35,19 @@ def test_bench_train_times_the_pipelines_training_loop(stored, capsys):
     assert result["device"] == "cpu" and result["threads"] == 1 and result["precision"] is None
 
 
+def test_bench_synth_takes_the_engine_of_a_params_stack(tmp_path, capsys):
+    """--params: the engine and `deterministic` a pipeline job of that stack runs with, whatever the engine flags say."""
+    overlay = tmp_path / "engine.yaml"
+    overlay.write_text("deterministic: true\nengine:\n  channels_last: false\n  batches_per_step: 2\n")
+    argv = ["bench", "synth", "--method", "di", "--arch", "resnet8", "--batch-size", "4", "--iterations", "1",
+            "--warmup", "0", "--threads", "1", "--batches-per-step", "3", "--params", str(ROOT / "params/default.yaml"),
+            "--params", str(overlay)]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["engine"]["channels_last"] is False and result["engine"]["batches_per_step"] == 2
+    assert result["deterministic"] is True
+
+
 @pytest.mark.parametrize("argv,message", [
     (["bench", "synth", "--method", "ni", "--batch-size", "0"], "--batch-size = 0: expected an integer >= 1"),
     (["bench", "train", "--steps", "0"], "--steps = 0: expected an integer >= 1"),

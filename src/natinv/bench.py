@@ -137,7 +137,7 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
         "peak_memory_mb": peak.get("device_mb", peak["host_mb"]), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else runtime.cpu_name(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "engine": asdict(engine) | {"reuse_host_memory": host_memory}, "waste": asdict(waste),
+        "engine": asdict(engine) | {"reuse_host_memory": host_memory}, "deterministic": deterministic, "waste": asdict(waste),
         "hardware": runtime.device_record(dev),
         "settings": asdict(cfg),
     }
@@ -203,6 +203,9 @@ def add_parser(sub) -> None:
     s.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     s.add_argument("--image-size", type=int, default=32)
     s.add_argument("--batches", type=int, help="batches in all (default: one step's worth, --batches-per-step)")
+    s.add_argument("--params", action="append", metavar="YAML",
+                   help="take the engine options and `deterministic` from this params stack (repeatable, as a stage's "
+                        "--params), the engine a pipeline job of it runs; the engine flags below are then ignored")
     e = s.add_argument_group("engine options (natinv.config.EngineConfig; defaults as the pipeline's)")
     e.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=EngineConfig.channels_last)
     e.add_argument("--autocast", choices=["bf16"], default=EngineConfig.autocast, help="synthesis under bfloat16 autocast (generator, FTP, ACS, teacher passes; losses in float32)")
@@ -226,6 +229,8 @@ def add_parser(sub) -> None:
                    help="how the images are kept: float16 (synthesized) or uint8 (real pixels)")
     t.add_argument("--train-autocast", choices=["bf16"], help="as engine.train_autocast")
     t.add_argument("--deterministic", action="store_true", help="as the params' `deterministic: true`")
+    t.add_argument("--params", action="append", metavar="YAML",
+                   help="take engine.train_autocast and `deterministic` from this params stack (repeatable)")
     w.add_argument("--teacher-grads", action="store_true", help="compute the teacher's weight gradients")
     w.add_argument("--recompute", action="store_true", help="one extra teacher forward per iteration")
 
@@ -240,6 +245,13 @@ def run(args) -> None:
     for flag in ("arch", "teacher"):
         if getattr(args, flag, None) is not None and getattr(args, flag) not in ARCHS:
             raise ConfigError(f"--{flag} = {getattr(args, flag)!r}: expected one of {', '.join(ARCHS)}")
+    if args.params:  # the settings a pipeline job of this params stack runs with
+        from natinv.config import load_config
+
+        cfg = load_config(args.params)
+        args.deterministic = cfg.deterministic
+        if args.bench == "train":
+            args.train_autocast = cfg.engine.train_autocast
     if args.bench == "train":
         result = bench_train(args.arch, args.num_classes, args.batch_size, args.steps, args.device, args.threads,
                              args.teacher, args.image_size, stored=args.stored, precision=args.train_autocast,
@@ -248,8 +260,9 @@ def run(args) -> None:
         return
     if args.warmup < 0:
         raise ConfigError(f"--warmup = {args.warmup}: expected an integer >= 0")
-    engine = EngineConfig(channels_last=args.channels_last, autocast=args.autocast, compile=args.compile,
-                          batches_per_step=args.batches_per_step)
+    engine = (cfg.engine if args.params else
+              EngineConfig(channels_last=args.channels_last, autocast=args.autocast, compile=args.compile,
+                           batches_per_step=args.batches_per_step))
     result = bench_synth(args.method, args.arch, args.num_classes, args.batch_size, args.iterations, args.warmup,
                          args.device, args.threads, args.image_size, engine=engine, batches=args.batches,
                          reuse_host_memory=args.reuse_host_memory, waste=Waste(args.teacher_grads, args.recompute),
