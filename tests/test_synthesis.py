@@ -1,10 +1,12 @@
 """NI and DI on a tiny net: they lower their loss, shards are reproducible byte for byte, the teacher stays frozen."""
+import collections
 import hashlib
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from natinv.checkpoint import load_model
 from natinv.config import DIConfig, EngineConfig, NIConfig, SynthesisConfig
@@ -317,19 +319,6 @@ def test_ftp_reads_the_teacher_features_of_the_generator_output_the_switch_names
 def test_a_synthesis_iteration_reads_nothing_back_to_the_host(module, cfg, k):
     """No operator that reads a tensor's value to the host (item, tolist, bool of a tensor: a GPU sync) runs per
     iteration: a run of 3 iterations calls as many as a run of 1."""
-    import collections
-
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Reads(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.n = collections.Counter()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.n[func.overloadpacket.__name__] += 1
-            return func(*args, **(kwargs or {}))
-
     teacher = tiny_teacher(width=8)
     obj = InversionObjective(teacher, LossWeights.of(cfg), engine=EngineConfig(batches_per_step=k))
     batches = [(torch.arange(8) % 10, s) for s in range(k)]
@@ -347,23 +336,11 @@ def test_a_synthesis_iteration_reads_nothing_back_to_the_host(module, cfg, k):
 def test_a_generator_step_with_its_student_reads_nothing_back_to_the_host(method):
     """DAFL and DFAD: a generator step and its student's steps read no tensor value back to the host (z is drawn on
     the device's generator, the curve and losses stay there): 3 steps read as many values as 1."""
-    import collections
     import importlib
-
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     from natinv.config import CoTrainConfig, DAFLConfig, DFADConfig
     from natinv.models import build_model
     from natinv.synthesis.cotrain import CoStudent
-
-    class Reads(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.n = collections.Counter()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.n[func.overloadpacket.__name__] += 1
-            return func(*args, **(kwargs or {}))
 
     module = importlib.import_module(f"natinv.synthesis.{method}")
     co = CoTrainConfig(student="s", steps=2, batch_size=8, lr=0.05, temperature=1.0)
@@ -378,3 +355,15 @@ def test_a_generator_step_with_its_student_reads_nothing_back_to_the_host(method
             module.train(teacher, student, cfg, (3, 32, 32), torch.device("cpu"), torch.Generator().manual_seed(0))
         reads.append(mode.n["_local_scalar_dense"])
     assert reads[1] == reads[0]
+
+
+class Reads(TorchDispatchMode):
+    """Counts the operators dispatched inside it, by name (`_local_scalar_dense`: a value read back to the host)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
