@@ -141,13 +141,18 @@ def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [line["check"] for line in lines] == ["env", "synth", "official", "same_batch", "train", "gpu_tier", "smoke_gpu"]
+    assert [line["check"] for line in lines] == ["env", "synth", "official", "same_batch", "sharing", "train", "gpu_tier",
+                                                 "smoke_gpu"]
     assert out.read_text().splitlines() == proc.stdout.splitlines()
     status = {line["check"]: line["status"] for line in lines}
-    assert status == {"env": "ok", "synth": "ok", "official": "skipped", "same_batch": "ok", "train": "ok",
+    assert status == {"env": "ok", "synth": "ok", "official": "skipped", "same_batch": "ok", "sharing": "ok", "train": "ok",
                       "gpu_tier": "skipped", "smoke_gpu": "skipped"}, lines
     synth = lines[1]
-    assert {(r["method"], r["autocast"]) for r in synth["rows"]} == {("ni", None), ("ni", "bf16"), ("di", None), ("di", "bf16")}
+    assert {(r["method"], r["autocast"], r["batches_per_step"]) for r in synth["rows"]} == {
+        (m, a, k) for m in ("ni", "di") for a in (None, "bf16") for k in (1, 4)}
+    assert all(r["ops_per_batch_iteration"] > 0 for r in synth["rows"])
+    assert [len(r["s_per_iter_each"]) for r in lines[4]["processes"].values()] == [1, 2]  # shards side by side
+    assert {(r["arch"], r["precision"]) for r in lines[5]["rows"]} == {("resnet8", None), ("resnet8", "bf16")}
     assert isinstance(synth["adi"]["s_per_iter"], float)  # at toy sizes a difference of two timings: noise, either sign
     assert lines[3]["pipeline"]["same_bytes"] is True  # two fresh CPU processes: the same batch, byte for byte
 

@@ -140,7 +140,8 @@ def synthesize_shard(
         "settings": asdict(method),
     }
     if not entry.generative:
-        summary["engine"] = {k: v for k, v in asdict(engine).items() if k != "save_every_minutes"}  # how, not when it saved
+        # how it ran (not when it saved, nor how training runs)
+        summary["engine"] = {k: v for k, v in asdict(engine).items() if k not in ("save_every_minutes", "train_autocast")}
     series = dict(out.series)
     if co is not None:
         _check_finite(f"{teacher_key}/{method_key} shard {shard} co-trained student", co.arrays() | {"student_loss": co.loss_curve()})
