@@ -162,7 +162,7 @@ def optimize(
     on_step: Callable[[int], None] | None = None,
     sizes: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Run the inversion of a group of batches (`sizes`, one JitterDraws each; None: one batch); returns
+    """Run the inversion of a group of batches (`sizes`; None: one batch; `draws`: their rolls and flips); returns
     (best images, loss curves (iterations, batches, len(TERMS)), best iteration per batch): each batch keeps its
     own lowest-loss iteration. `on_step(it)` is called after every optimizer step (the speed benchmark times
     iterations with it)."""
