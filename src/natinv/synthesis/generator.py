@@ -52,9 +52,15 @@ class Generator(nn.Module):
         generator's own: no copy from the host per batch)."""
         return self(torch.randn(n, self.latent_dim, generator=gen, device=gen.device).to(self.fc.weight.device))
 
+    def conditioned(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The linear layer's input: z, then the one-hot y of a conditional generator (by scatter: one_hot checks the
+        labels' range with a read back to the host)."""
+        if not self.num_classes:
+            return z
+        onehot = torch.zeros(len(y), self.num_classes, dtype=z.dtype, device=z.device).scatter_(1, y.unsqueeze(1), 1.0)
+        return torch.cat([z, onehot], dim=1)
+
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.num_classes:  # one-hot by scatter: one_hot checks the labels' range with a read back to the host
-            onehot = torch.zeros(len(y), self.num_classes, dtype=z.dtype, device=z.device).scatter_(1, y.unsqueeze(1), 1.0)
-            z = torch.cat([z, onehot], dim=1)
+        z = self.conditioned(z, y)
         h = self.fc(z).view(len(z), self.width, self.init_size, self.init_size)
         return self.body(h)

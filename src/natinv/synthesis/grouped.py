@@ -4,7 +4,7 @@ Each parameter of the K modules is stacked along a new first axis into one leaf 
 batches' activations sit side by side along the channel axis, (B, K*C, H, W), so every convolution of the K modules is
 one grouped convolution (groups = K), every BatchNorm one call over K*C channels (each module's statistics are its own
 batch's, as alone), the linear layer one batched matrix product. One iteration of K batches dispatches the operators of
-one module instead of K times as many (benchmarks/README.md, "Synthesis engine"); each batch's images and gradients are
+one module instead of K times as many (benchmarks/README.md, "Operators per synthesis iteration"); each batch's images and gradients are
 the ones it gets alone, within float32 rounding.
 
 The generators' BatchNorm running statistics are not kept: they are never read (the images are rendered in training
@@ -57,9 +57,7 @@ class GroupedImages:
     def generate(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x = G_k(z_k | y_k) of every batch: z (K*B, latent), y (K*B,) -> (B, K*C, H, W)."""
         g = self.template.generator
-        if g.num_classes:
-            onehot = torch.zeros(len(y), g.num_classes, dtype=z.dtype, device=z.device).scatter_(1, y.unsqueeze(1), 1.0)
-            z = torch.cat([z, onehot], dim=1)
+        z = g.conditioned(z, y)
         w, b = self.params["generator.fc.weight"], self.params["generator.fc.bias"]
         h = torch.baddbmm(b.unsqueeze(1), z.view(self.k, -1, z.shape[1]), w.transpose(1, 2))
         h = h.view(self.k, -1, g.width, g.init_size, g.init_size).transpose(0, 1)
