@@ -12,7 +12,7 @@ Checks, in order (each line: {"check", "status": ok|failed|skipped, "seconds", .
   env          driver, torch, CUDA, cuDNN, TF32 and autotuning flags, the device and its memory
   synth        s/iteration, peak memory and operators per batch-iteration at the paper's shape (batch 256): NI and DI
                from ResNet-34 and VGG-11 for each engine setting (float32 and bf16 autocast, 1 and 4 batches per
-               step); ADI from ResNet-34 (per iteration, and its student's KD steps per batch)
+               step; from ResNet-34 also with engine.capture, the iteration as one CUDA graph); ADI from ResNet-34 (per iteration, and its student's KD steps per batch)
   official     the official code's s/iteration at the same shape on the same device
   same_batch   one NI batch synthesized by two fresh processes: equal bytes? (pipeline settings, then deterministic)
   sharing      NI shards from ResNet-34 run side by side on the one GPU (1, 2, 4 processes): each one's s/iteration, so
@@ -103,12 +103,14 @@ def synth_check(device: str, toy: bool) -> dict:
         for method in ("ni", "di"):
             for autocast in (None, "bf16"):
                 for per_step in (1, 4):
-                    r = bench_synth(method, arch, 10, batch, iters, warmup=3 if not toy else 1, device=device,
-                                    engine=EngineConfig(autocast=autocast, batches_per_step=per_step))
-                    rows.append({k: r[k] for k in ("method", "arch", "batch_size", "s_per_iter", "images_per_s",
-                                                   "peak_memory_mb", "hours_50k_images_2k_iterations",
-                                                   "ops_per_batch_iteration", "kernels_per_batch_iteration")}
-                                | {"autocast": autocast, "batches_per_step": per_step})
+                    # engine.capture (CUDA graphs) from the first teacher only: the launch overhead it removes
+                    for capture in ((False, True) if arch == archs[0] else (False,)):
+                        r = bench_synth(method, arch, 10, batch, iters, warmup=3 if not toy else 1, device=device,
+                                        engine=EngineConfig(autocast=autocast, batches_per_step=per_step, capture=capture))
+                        rows.append({k: r[k] for k in ("method", "arch", "batch_size", "s_per_iter", "images_per_s",
+                                                       "peak_memory_mb", "hours_50k_images_2k_iterations",
+                                                       "ops_per_batch_iteration", "kernels_per_batch_iteration")}
+                                    | {"autocast": autocast, "batches_per_step": per_step, "capture": capture})
     return {"device": device, "rows": rows, "adi": adi_rates(device, toy)}
 
 

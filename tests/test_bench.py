@@ -148,8 +148,8 @@ def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
     assert status == {"env": "ok", "synth": "ok", "official": "skipped", "same_batch": "ok", "sharing": "ok", "train": "ok",
                       "gpu_tier": "skipped", "smoke_gpu": "skipped"}, lines
     synth = lines[1]
-    assert {(r["method"], r["autocast"], r["batches_per_step"]) for r in synth["rows"]} == {
-        (m, a, k) for m in ("ni", "di") for a in (None, "bf16") for k in (1, 4)}
+    assert {(r["method"], r["autocast"], r["batches_per_step"], r["capture"]) for r in synth["rows"]} == {
+        (m, a, k, c) for m in ("ni", "di") for a in (None, "bf16") for k in (1, 4) for c in (False, True)}
     assert all(r["ops_per_batch_iteration"] > 0 for r in synth["rows"])
     assert [len(r["s_per_iter_each"]) for r in lines[4]["processes"].values()] == [1, 2]  # shards side by side
     assert {(r["arch"], r["precision"]) for r in lines[5]["rows"]} == {("resnet8", None), ("resnet8", "bf16")}

@@ -23,6 +23,7 @@ from natinv.models import build_model
 from natinv.runtime import configure_device
 from natinv.synthesis.shard import synthesize_shard
 from pipeline import ROOT, TINY, copy_repo, tool
+from test_synthesis import CAPTURE_CASES, CAPTURE_IDS, assert_capture_equals_eager
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU: torch sees no CUDA device")]
 
@@ -63,6 +64,14 @@ def test_every_method_kind_on_cuda_agrees_with_the_cpu(teacher_file, key):
 def test_a_shard_rerun_on_the_same_gpu_gives_the_same_bytes(teacher_file, key):
     digests = [hashlib.sha256(npz_bytes(_shard(teacher_file, key, torch.device("cuda"))[0])).hexdigest() for _ in range(2)]
     assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("module,cfg,k", CAPTURE_CASES, ids=CAPTURE_IDS)
+def test_a_cuda_graph_of_the_iteration_equals_the_eager_iteration(module, cfg, k):
+    """engine.capture on cuda: the iterations after the warm-up are replays of one captured CUDA graph; in float64
+    with deterministic kernels they give the eager loop's curves, best iterations and images."""
+    configure_device(torch.device("cuda"), deterministic=True)
+    assert_capture_equals_eager(module, cfg, k, torch.device("cuda"), tol=1e-9)
 
 
 def test_the_tiny_profile_runs_every_stage_on_cuda(tmp_path):

@@ -175,6 +175,53 @@ def test_batches_in_one_vectorized_step_equal_separate_steps(module, cfg, dtype,
     assert not torch.allclose(runs[2][0].curve, runs[2][1].curve)  # the two batches of a group are not one run
 
 
+CAPTURE_CASES = [(naturalinversion, replace(NI, iterations=7), 1),
+                 (naturalinversion, replace(NI, iterations=7, ftp_input="jittered"), 2),
+                 (naturalinversion, replace(NI, iterations=7, o2o=False), 1),
+                 (deepinversion, replace(DI, iterations=7, clamp=True), 2),
+                 (deepinversion, replace(DI, iterations=7, competition=0.5), 1)]
+CAPTURE_IDS = ["ni", "ni-k2-jittered-ftp", "ni-o2m", "di-k2-clamp", "adi"]
+
+
+@pytest.mark.parametrize("module,cfg,k", CAPTURE_CASES, ids=CAPTURE_IDS)
+def test_the_static_iteration_of_engine_capture_equals_the_eager_one(module, cfg, k):
+    """engine.capture: after the warm-up, every iteration is the static one a CUDA graph captures (jitter from held
+    buffers loaded before it, the curve indexed by a device counter, the best images kept in place, capturable Adam);
+    on the CPU it runs uncaptured. Curves, best iterations and images equal the eager loop's (float64: 1e-12), across
+    groups of K batches, FTP jitter (two draws per iteration), one-to-many's fresh z and DI's clamp."""
+    assert_capture_equals_eager(module, cfg, k, torch.device("cpu"), tol=1e-12)
+
+
+def assert_capture_equals_eager(module, cfg, k: int, device: torch.device, tol: float) -> None:
+    """A shard's batches with engine.capture off and on, in float64 on `device`: the same results within `tol`, and
+    the best images of the first batch come from a static (on a GPU: replayed) iteration."""
+    from natinv.synthesis import capture
+    from natinv.synthesis.competition import Competitor
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        teacher = tiny_teacher(width=8).double().to(device)
+        batches = [(torch.arange(8) % 10, s) for s in (21, 22, 23)]
+        extra = ({"pixel_range": (torch.tensor(-2.0, device=device), torch.tensor(2.0, device=device))}
+                 if module is deepinversion else {})
+        runs = {}
+        for static in (False, True):
+            competitor = Competitor(tiny_teacher(width=4).double().to(device), cfg.competition) if cfg.competition else None
+            obj = InversionObjective(teacher, LossWeights.of(cfg), competitor,
+                                     engine=EngineConfig(batches_per_step=k, capture=static))
+            runs[static] = list(module.synthesize(obj, batches, cfg, 10, (3, 32, 32), device, **extra))
+            obj.close()
+    finally:
+        torch.set_default_dtype(default)
+    assert cfg.iterations > capture.WARMUP + 1  # static iterations ran
+    for eager, static in zip(runs[False], runs[True], strict=True):
+        assert static.best_iteration == eager.best_iteration
+        torch.testing.assert_close(static.curve, eager.curve, rtol=tol, atol=tol)
+        torch.testing.assert_close(static.images, eager.images, rtol=tol, atol=tol)
+    assert runs[True][0].best_iteration > capture.WARMUP  # the kept images are a static iteration's
+
+
 def test_a_batch_that_turns_non_finite_is_optimized_again_from_a_derived_seed(teacher_file, monkeypatch):
     """The first try of batch 0 'diverges' (its curve turns NaN at iteration 3): the batch is optimized again from a
     seed derived from its own, the shard keeps only finite images, says so, and a re-run gives the same bytes."""
@@ -313,17 +360,21 @@ def test_ftp_reads_the_teacher_features_of_the_generator_output_the_switch_names
     torch.testing.assert_close(x, expected.detach())
 
 
-@pytest.mark.parametrize("module,cfg,k", [(naturalinversion, NI, 1), (naturalinversion, NI, 2),
-                                          (naturalinversion, replace(NI, o2o=False, ftp=False, acs=False), 1),
-                                          (deepinversion, DI, 2)], ids=["ni", "ni-k2", "ni-o2m", "di-k2"])
-def test_a_synthesis_iteration_reads_nothing_back_to_the_host(module, cfg, k):
+@pytest.mark.parametrize("module,cfg,k,capture", [(naturalinversion, NI, 1, False), (naturalinversion, NI, 2, False),
+                                                  (naturalinversion, replace(NI, o2o=False, ftp=False, acs=False), 1, False),
+                                                  (deepinversion, DI, 2, False), (naturalinversion, NI, 2, True),
+                                                  (deepinversion, DI, 1, True)],
+                         ids=["ni", "ni-k2", "ni-o2m", "di-k2", "ni-k2-capture", "di-capture"])
+def test_a_synthesis_iteration_reads_nothing_back_to_the_host(module, cfg, k, capture):
     """No operator that reads a tensor's value to the host (item, tolist, bool of a tensor: a GPU sync) runs per
-    iteration: a run of 3 iterations calls as many as a run of 1."""
+    iteration: a run of 3 iterations calls as many as a run of 1 (with engine.capture: 5 static iterations as many as 1)."""
+    from natinv.synthesis.capture import WARMUP
+
     teacher = tiny_teacher(width=8)
-    obj = InversionObjective(teacher, LossWeights.of(cfg), engine=EngineConfig(batches_per_step=k))
+    obj = InversionObjective(teacher, LossWeights.of(cfg), engine=EngineConfig(batches_per_step=k, capture=capture))
     batches = [(torch.arange(8) % 10, s) for s in range(k)]
     reads = []
-    for iterations in (1, 3):
+    for iterations in ((WARMUP + 1, WARMUP + 5) if capture else (1, 3)):
         mode = Reads()
         with mode:
             list(module.synthesize(obj, batches, replace(cfg, iterations=iterations), 10, (3, 32, 32), torch.device("cpu")))

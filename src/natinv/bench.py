@@ -79,8 +79,12 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
     """Time `iterations` synthesis steps after `warmup` untimed ones, for every group of engine.batches_per_step
     batches of `batch_size` (`batches` in all; default one group); the paper's settings of the method (NIConfig /
     DIConfig defaults) apart from the iteration count. s_per_iter is the median step; images_per_s counts every
-    batch of a step. `deterministic`: as the params' key (False: cuDNN autotuning and TF32, as the pipeline's default)."""
+    batch of a step. `deterministic`: as the params' key (False: cuDNN autotuning and TF32, as the pipeline's default).
+    With engine.capture the untimed iterations include the eager warm-up and the capture: every timed one is a replay;
+    the operator counts are those of the iteration a graph captures (what it launches at once)."""
     import torch
+
+    from natinv.synthesis.capture import WARMUP
 
     from natinv import runtime
     from natinv.models import build_model  # torch and the synthesis engine: imported when a benchmark runs, not by the CLI parser
@@ -96,6 +100,8 @@ def bench_synth(method: str, arch: str, num_classes: int, batch_size: int, itera
     host_memory = reuse_host_memory and dev.type == "cpu" and runtime.reuse_host_memory()
     torch.manual_seed(seed)
     teacher = build_model(arch, num_classes, channels, None).to(dev)  # the objective freezes it
+    if engine.capture:
+        warmup = max(warmup, WARMUP + 1)
     cfg = replace(config_cls(), iterations=warmup + iterations)
     objective = InversionObjective(teacher, LossWeights.of(cfg), engine=engine)
     teacher.requires_grad_(waste.teacher_grads)
@@ -211,6 +217,8 @@ def add_parser(sub) -> None:
     e.add_argument("--autocast", choices=["bf16"], default=EngineConfig.autocast, help="synthesis under bfloat16 autocast (generator, FTP, ACS, teacher passes; losses in float32)")
     e.add_argument("--compile", action=argparse.BooleanOptionalAction, default=EngineConfig.compile)
     e.add_argument("--batches-per-step", type=int, default=EngineConfig.batches_per_step)
+    e.add_argument("--capture", action=argparse.BooleanOptionalAction, default=EngineConfig.capture,
+                   help="a CUDA graph of the whole iteration, replayed (on a CPU: the same static iteration, uncaptured)")
     e.add_argument("--deterministic", action="store_true",
                    help="as the params' `deterministic: true` (GPU: no cuDNN autotuning, no TF32)")
     e.add_argument("--reuse-host-memory", action=argparse.BooleanOptionalAction, default=True,
@@ -262,7 +270,7 @@ def run(args) -> None:
         raise ConfigError(f"--warmup = {args.warmup}: expected an integer >= 0")
     engine = (cfg.engine if args.params else
               EngineConfig(channels_last=args.channels_last, autocast=args.autocast, compile=args.compile,
-                           batches_per_step=args.batches_per_step))
+                           batches_per_step=args.batches_per_step, capture=args.capture))
     result = bench_synth(args.method, args.arch, args.num_classes, args.batch_size, args.iterations, args.warmup,
                          args.device, args.threads, args.image_size, engine=engine, batches=args.batches,
                          reuse_host_memory=args.reuse_host_memory, waste=Waste(args.teacher_grads, args.recompute),

@@ -64,9 +64,10 @@ def resident(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device) if t.numel() * t.element_size() <= free // 4 else t.pin_memory()
 
 
-def autocast(device: torch.device, precision: str | None):
-    """bfloat16 autocast on `device` when `precision` is "bf16" (weights and losses stay float32), else a no-op."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast(device: torch.device, precision: str | None, cache: bool = True):
+    """bfloat16 autocast on `device` when `precision` is "bf16" (weights and losses stay float32), else a no-op.
+    cache=False: no cache of weights cast once per context (what a CUDA graph capture needs)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=cache)
 
 
 @dataclass
@@ -118,10 +119,11 @@ def epoch_eval(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, device: tor
                                                   normalization)["acc"]}
 
 
-def adam(params, lr: float | None = None) -> torch.optim.Adam:
+def adam(params, lr: float | None = None, capturable: bool = False) -> torch.optim.Adam:
     """Adam with its fused kernel: one operator updates every parameter of every group (the per-parameter loop
-    dispatches about ten each and reads each step count back to the host); the same update up to float rounding."""
-    return torch.optim.Adam(params, fused=True, **({} if lr is None else {"lr": lr}))
+    dispatches about ten each and reads each step count back to the host); the same update up to float rounding.
+    `capturable`: the bias correction computed on the device too, so a CUDA graph can replay the step."""
+    return torch.optim.Adam(params, fused=True, capturable=capturable, **({} if lr is None else {"lr": lr}))
 
 
 def sgd_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:

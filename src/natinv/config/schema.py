@@ -273,6 +273,10 @@ class EngineConfig:
     train_autocast: Literal["bf16"] | None = None
     compile: bool = False  # torch.compile the teacher passes (a one-off compile in every synthesize process)
     batches_per_step: int = field(default=1, metadata=_min(1))  # one-to-one batches advanced in one vectorized step
+    # NI and DI: after a few eager iterations, each batch group's iteration is captured once as a CUDA graph and
+    # replayed (one launch per iteration instead of hundreds of kernels); on a device without CUDA graphs the same
+    # static iteration runs uncaptured (the same numbers, no speed-up)
+    capture: bool = False
     # a shard saves its progress (images so far, a co-trained student, generators) at the first batch or generator-step
     # boundary after this many minutes, and a re-run continues from there (0: at every boundary)
     save_every_minutes: float = field(default=10.0, metadata=_min(0))

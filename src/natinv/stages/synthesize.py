@@ -73,6 +73,9 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
                         60 * cfg.engine.save_every_minutes, log)
     for stale in remove_stale_temps(progress.path):
         log(f"removed {stale}, left by an interrupted run")
+    if cfg.engine.capture and device.type != "cuda":
+        log(f"engine.capture: CUDA graphs need a CUDA device; on {device.type} the static iteration runs uncaptured "
+            f"(the same results, no speed-up)")
     arrays, summary, series = synthesize_shard(model, meta, teacher, method, method_cfg, cfg.synthesis,
                                                cfg.seed, shard, device, student, log=log, engine=cfg.engine,
                                                meta_path=paths.meta_weights(cfg.exp_dir, teacher, method) if has_meta else None,

@@ -26,7 +26,7 @@ def synthesize(
         # the group's pixels as one tensor (Adam's update is per element: the batches stay independent)
         pixels = concat([torch.randn(len(labels), *shape, generator=gen) for (labels, _), gen in zip(group, gens)])
         pixels = pixels.to(device).requires_grad_(True)
-        optimizer = adam([pixels], lr=cfg.lr)
+        optimizer = adam([pixels], lr=cfg.lr, capturable=objective.engine.capture)
         after_step = _clamp([pixels], *pixel_range) if cfg.clamp and pixel_range is not None else None
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)

@@ -92,20 +92,21 @@ def synthesize(
         # equal one-to-one batches run as one module of stacked parameters; otherwise each batch's module on its own
         render = (Grouped(models, alpha0s, cfg, device) if cfg.o2o and len(group) > 1 and len(set(sizes)) == 1
                   else Separate(models, alpha0s, cfg, device))
-        optimizer = adam(render.groups)
+        optimizer = adam(render.groups, capturable=objective.engine.capture)
         if not cfg.o2o or fresh_z:  # one-to-many (the generator carries over) or a warm-up: a fresh z every iteration
             z_gen = torch.Generator(device=device).manual_seed(group[0][1])  # drawn where it is used: no copy per iteration
+            z_gens = (z_gen,)
 
             def make_images():
                 z = torch.randn(len(y), cfg.latent_dim, generator=z_gen, device=device)
                 return render.images(z, y, sizes, objective, jitter)
         else:
-            z = concat(zs).to(device)
+            z, z_gens = concat(zs).to(device), ()
 
             def make_images():
                 return render.images(z, y, sizes, objective, jitter)
         best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, draws, on_step=on_step,
-                                           sizes=sizes)
+                                           sizes=sizes, generators=z_gens)
         if meta is not None:
             render.write_back()
             for model in models:

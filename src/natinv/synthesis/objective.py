@@ -87,7 +87,7 @@ class InversionObjective:
 
     def autocast(self, device: torch.device):
         """engine.autocast's context on `device` (bfloat16, or nothing)."""
-        return autocast(device, self.engine.autocast)
+        return autocast(device, self.engine.autocast, cache=not self.engine.capture)
 
     def draws(self, gens: list[torch.Generator]) -> GroupJitter:
         """The rolls and flips of a group's batches, each from its own generator, with this objective's jitter and flip."""
@@ -161,34 +161,61 @@ def optimize(
     after_step: Callable[[], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     sizes: list[int] | None = None,
+    generators: tuple[torch.Generator, ...] = (),
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Run the inversion of a group of batches (`sizes`; None: one batch; `draws`: their rolls and flips); returns
     (best images, loss curves (iterations, batches, len(TERMS)), best iteration per batch): each batch keeps its
     own lowest-loss iteration. `on_step(it)` is called after every optimizer step (the speed benchmark times
-    iterations with it)."""
+    iterations with it). With engine.capture the iterations after a few eager ones replay one captured iteration
+    (natinv.synthesis.capture; `generators`: the device generators make_images draws from, which the graph advances)."""
     sizes = sizes or [len(labels)]
     device = labels.device
     curve = torch.empty(iterations, len(sizes), len(TERMS), device=device)
-    best_loss = torch.full((len(sizes),), float("inf"), device=device)
-    best_iter = torch.zeros(len(sizes), dtype=torch.long, device=device)
-    owner = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)  # each image's batch
-    best = None
-    for it in range(iterations):
+    lowest = Lowest(sizes, device)
+
+    def step(it: int | torch.Tensor) -> None:
+        """Iteration `it` (a number, or a (1,) device counter in a static iteration)."""
         with objective.autocast(device):  # the generator, FTP and ACS (NI); the losses are float32 (widened)
             images = widened(make_images())
         totals, terms = objective(images, labels, draws, sizes)
         # keep the images this loss belongs to before the step changes them (DI optimizes them in place)
         curve[it] = terms
-        better = terms[:, 0] < best_loss
-        detached = images.detach()
-        best = detached.clone() if best is None else torch.where(better[owner].view(-1, 1, 1, 1), detached, best)
-        best_loss = torch.where(better, terms[:, 0], best_loss)
-        best_iter = torch.where(better, torch.full_like(best_iter, it), best_iter)
+        lowest.keep(images.detach(), terms[:, 0], it)
         optimizer.zero_grad(set_to_none=True)
         totals.sum().backward()  # the batches share no parameters: each gets its own loss's gradient
         optimizer.step()
         if after_step is not None:
             after_step()
-        if on_step is not None:
-            on_step(it)
-    return best, curve.cpu(), best_iter.tolist()
+
+    if objective.engine.capture:
+        from natinv.synthesis.capture import run_captured
+
+        run_captured(step, draws, iterations, on_step, device, generators)
+    else:
+        for it in range(iterations):
+            step(it)
+            if on_step is not None:
+                on_step(it)
+    return lowest.images, curve.cpu(), lowest.iteration.tolist()
+
+
+class Lowest:
+    """Each batch's lowest-loss iteration so far and the images it had, on the device, updated in place (a static
+    iteration writes into the same memory every time) without reading anything back."""
+
+    def __init__(self, sizes: list[int], device: torch.device):
+        self.loss = torch.full((len(sizes),), float("inf"), device=device)
+        self.iteration = torch.zeros(len(sizes), dtype=torch.long, device=device)
+        self.owner = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)  # each image's batch
+        self.images: torch.Tensor | None = None
+
+    def keep(self, images: torch.Tensor, loss: torch.Tensor, it: int | torch.Tensor) -> None:
+        """Iteration `it`'s images and per-batch losses: kept where they are lower than every earlier one's."""
+        better = loss < self.loss
+        if self.images is None:
+            self.images = images.clone()
+        else:
+            torch.where(better[self.owner].view(-1, 1, 1, 1), images, self.images, out=self.images)
+        torch.where(better, loss, self.loss, out=self.loss)
+        torch.where(better, torch.full_like(self.iteration, it) if isinstance(it, int) else it, self.iteration,
+                    out=self.iteration)

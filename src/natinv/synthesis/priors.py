@@ -63,6 +63,10 @@ class GroupJitter:
         self.block: tuple[torch.Tensor, torch.Tensor] | None = None
         self.used = 0
         self.shape: tuple[int, int] | None = None
+        self.calls: list[tuple[int, int, torch.device]] = []  # the calls since `trace` (shape, device), while tracing
+        self.tracing = False
+        self.held: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # `hold`: the buffers each call of an iteration reads
+        self.at = 0
 
     def __call__(self, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         """x: the group's batches (sizes) stacked along axis 0, (N, C, H, W); each batch rolled and flipped by its next
@@ -70,14 +74,44 @@ class GroupJitter:
         if self.identity:
             return x
         h, w = x.shape[-2:]
-        if self.block is None or self.used == self.block[0].shape[1] or self.shape != (h, w):
-            self._refill(h, w, x.device)
-        perm, inverse = self.block[0][:, self.used], self.block[1][:, self.used]
-        self.used += 1
+        if self.held is not None:  # a static iteration: this call's draws were loaded by `advance`
+            perm, inverse = self.held[self.at]
+            self.at += 1
+        else:
+            perm, inverse = self._next(h, w, x.device)
+            if self.tracing:
+                self.calls.append((h, w, x.device))
         if len(set(sizes)) == 1:
             return SpatialPermutation.apply(x, perm, inverse, len(sizes))
         parts = torch.split(x, sizes)
         return torch.cat([SpatialPermutation.apply(part, perm[k:k + 1], inverse[k:k + 1], 1) for k, part in enumerate(parts)])
+
+    def trace(self) -> None:
+        """Record the calls from now on (their shapes): what `hold` makes static."""
+        self.calls, self.tracing = [], True
+
+    def hold(self) -> None:
+        """Make an iteration static (for a CUDA graph): every call traced since `trace` (one iteration's) gets a buffer
+        of its own, the calls from now on read their buffers in that order, and `advance` loads each iteration's next
+        draws into them (device copies, outside the iteration)."""
+        self.held = [tuple(torch.empty(len(self.draws), h * w, dtype=torch.long, device=device) for _ in range(2))
+                     for h, w, device in self.calls]
+        self.tracing, self.at = False, 0
+
+    def advance(self) -> None:
+        """Before a static iteration: each batch's next draws into the held buffers (the draws it gets unheld)."""
+        for (perm, inverse), (h, w, device) in zip(self.held, self.calls):
+            new_perm, new_inverse = self._next(h, w, device)
+            perm.copy_(new_perm, non_blocking=True)
+            inverse.copy_(new_inverse, non_blocking=True)
+        self.at = 0
+
+    def _next(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The group's next permutation and its inverse, (K, H*W) each, on `device`."""
+        if self.block is None or self.used == self.block[0].shape[1] or self.shape != (h, w):
+            self._refill(h, w, device)
+        self.used += 1
+        return self.block[0][:, self.used - 1], self.block[1][:, self.used - 1]
 
     def _refill(self, h: int, w: int, device: torch.device) -> None:
         calls = max(1, min(JitterDraws.BLOCK, self.BUFFER // (len(self.draws) * h * w)))
