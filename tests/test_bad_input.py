@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save as save_safetensors
 
-from natinv.checkpoint import ModelMeta, save_model
+from natinv.checkpoint import ModelMeta, checkpoint_digest, save_model
 from natinv.cli import main
 from pipeline import tiny_params
 from natinv.models import build_model
@@ -66,10 +66,13 @@ def image_folder(root: Path, sizes: dict[str, tuple[int, int]], broken: str | No
     return root
 
 
-def checkpoint_with(path: Path, meta_text: str | None, model: torch.nn.Module | None = None) -> Path:
-    """A safetensors teacher with the given natinv metadata text (None: none at all)."""
+def checkpoint_with(path: Path, meta_text: str | None, model: torch.nn.Module | None = None, seal: bool = False) -> Path:
+    """A safetensors teacher with the given natinv metadata text (None: none at all); seal: with the digest that
+    natinv would write for these weights and this metadata (so that the checks after it are reached)."""
     model = model or build_model("resnet8", 10, 1, 8)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if seal:
+        meta_text = json.dumps(json.loads(meta_text) | {"sha256": checkpoint_digest(state, ModelMeta(**json.loads(meta_text)))})
     metadata = {"natinv": meta_text} if meta_text is not None else {}
     path.write_bytes(save_safetensors(state, metadata=metadata))
     return path
@@ -201,7 +204,7 @@ CASES = [
     Case("meta-incomplete", SYN, [f"{TEACHER}.safetensors: natinv metadata has keys", "expected exactly"]),
     Case("meta-arch", SYN, [f"{TEACHER}.safetensors: metadata arch = 'resnet9'"]),
     Case("meta-classes", SYN, [f"{TEACHER}.safetensors: metadata num_classes = 1"]),
-    Case("weights-swapped", SYN, [f"{TEACHER}.safetensors: its weights are not the ones"]),
+    Case("weights-swapped", SYN, [f"{TEACHER}.safetensors: its weights or metadata are not the ones"]),
     Case("weights-nan", SYN, [f"{TEACHER}.safetensors: 1 tensors hold NaN"]),
     Case("wrong-architecture", SYN, [f"{TEACHER}.safetensors: does not fit architecture vgg11"]),
     Case("import-pickle", ["import-checkpoint", "--teacher", TEACHER], ["payload.pt: cannot be loaded with weights_only=True"],
@@ -224,9 +227,9 @@ PLANTED = {  # what the teacher's checkpoint holds in the checkpoint cases
     "meta-incomplete": lambda p: checkpoint_with(p, json.dumps({"arch": "resnet8", "num_classes": 10})),
     "meta-arch": lambda p: checkpoint_with(p, _meta(arch="resnet9")),
     "meta-classes": lambda p: checkpoint_with(p, _meta(num_classes=1)),
-    "weights-swapped": lambda p: checkpoint_with(p, json.dumps(json.loads(_meta()) | {"weights_sha256": "0" * 64})),
-    "weights-nan": lambda p: checkpoint_with(p, _meta(), model=_nan_model()),
-    "wrong-architecture": lambda p: checkpoint_with(p, _meta(arch="vgg11")),
+    "weights-swapped": lambda p: checkpoint_with(p, json.dumps(json.loads(_meta()) | {"sha256": "0" * 64})),
+    "weights-nan": lambda p: checkpoint_with(p, _meta(), model=_nan_model(), seal=True),
+    "wrong-architecture": lambda p: checkpoint_with(p, _meta(arch="vgg11"), seal=True),
 }
 
 
@@ -342,7 +345,7 @@ def test_no_planted_payload_runs_anywhere_a_file_is_loaded(project, tmp_path, ca
         expected="not a readable .npz")
     shard = exp / "synth" / TEACHER / "ni" / "shard-0.npz"
     npz(shard, images=np.array([Payload(marker)], dtype=object), labels=np.zeros(1, int))
-    run(*KD, expected="shard-0.npz: unreadable .npz")
+    run(*KD, expected="shard-0.npz: it has no digest")
     # 7. a YAML tag that would call a function
     tagged = tmp_path / "tag.yaml"
     tagged.write_text(f"kd: !!python/object/apply:os.system ['touch {marker}']\n")

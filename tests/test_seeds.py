@@ -9,6 +9,7 @@ import pytest
 from natinv import paths
 from natinv.config import load_config
 from natinv.errors import ConfigError
+from natinv.io import atomic_write_json
 from natinv.pipeline import STAGES
 from natinv.report.spread import comparisons, over_seeds, verdict
 
@@ -69,7 +70,7 @@ def test_verdict_says_within_noise_only_when_the_gap_is_inside_the_spread():
 def _write_kd(exp: Path, teacher: str, method: str, student: str, acc: float) -> None:
     path = paths.kd_json(exp, teacher, method, student)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"test_acc": acc, "images": 10, "seconds": 1.0, "epochs": []}))
+    atomic_write_json(path, {"test_acc": acc, "images": 10, "seconds": 1.0, "epochs": []})
 
 
 def test_the_report_aggregates_the_replicas_and_marks_each_comparison(tmp_path):

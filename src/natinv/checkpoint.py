@@ -30,7 +30,7 @@ class ModelMeta:
     std: list[float]
 
 
-DIGEST = "weights_sha256"  # in the metadata: which weights were saved under it
+DIGEST = "sha256"  # in the metadata: the digest of the weights and every other metadata field (checkpoint_digest)
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
@@ -41,6 +41,12 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def checkpoint_digest(state: dict[str, torch.Tensor], meta: ModelMeta) -> str:
+    """sha256 over the weights (weights_digest) and every metadata field: what a checkpoint's reader relies on."""
+    text = json.dumps(asdict(meta), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{weights_digest(state)}|{text}".encode()).hexdigest()
 
 
 def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
@@ -55,13 +61,13 @@ def save_model(path: Path, model: StagedNet, meta: ModelMeta) -> None:
         raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); the training "
                               f"diverged, nothing was written")
     # one metadata entry: safetensors orders several in a hash map, which would make equal checkpoints differ in bytes
-    metadata = {"natinv": json.dumps(asdict(meta) | {DIGEST: weights_digest(state)})}
+    metadata = {"natinv": json.dumps(asdict(meta) | {DIGEST: checkpoint_digest(state, meta)})}
     atomic_write_bytes(Path(path), save(state, metadata=metadata))
 
 
-def _meta_from_json(path: Path, raw: str) -> tuple[ModelMeta, str | None]:
-    """The metadata's fields, each of the type the networks need, and the weights' digest (None in a checkpoint
-    written without one), or one line naming what is wrong."""
+def _meta_from_json(path: Path, raw: str) -> tuple[ModelMeta, str]:
+    """The metadata's fields, each of the type the networks need, and the checkpoint's digest, or one line naming
+    what is wrong."""
     from natinv.models import ARCHS
 
     try:
@@ -72,7 +78,7 @@ def _meta_from_json(path: Path, raw: str) -> tuple[ModelMeta, str | None]:
     digest = obj.pop(DIGEST, None) if isinstance(obj, dict) else None
     if not isinstance(obj, dict) or set(obj) != set(names):
         have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(f"{path}: natinv metadata has keys {have}; expected exactly {names}")
+        raise CheckpointError(f"{path}: natinv metadata has keys {have}; expected exactly {names} and {DIGEST}")
     for key, low in {"num_classes": 2, "in_channels": 1, "image_size": 1, "width": 1}.items():
         v = obj[key]
         if not (key == "width" and v is None) and (not isinstance(v, int) or isinstance(v, bool) or v < low):
@@ -87,11 +93,14 @@ def _meta_from_json(path: Path, raw: str) -> tuple[ModelMeta, str | None]:
                 or (key == "std" and min(v) <= 0)):
             raise CheckpointError(f"{path}: metadata {key} = {v!r}; expected {obj['in_channels']} finite numbers"
                                   + (" > 0" if key == "std" else ""))
+    if not isinstance(digest, str):
+        raise CheckpointError(f"{path}: natinv metadata has no {DIGEST} (every checkpoint natinv writes has one); a "
+                              f"PyTorch state_dict comes in through `natinv import-checkpoint`")
     return ModelMeta(**obj), digest
 
 
-def _read_header(path: Path) -> tuple[ModelMeta, str | None]:
-    """(the architecture, the weights' digest) from a checkpoint's metadata."""
+def _read_header(path: Path) -> tuple[ModelMeta, str]:
+    """(the architecture, the checkpoint's digest) from its metadata."""
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("natinv")
@@ -125,9 +134,11 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[StagedNe
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors checkpoint ({exc})") from None
-    if digest is not None and weights_digest(state) != digest:
-        raise CheckpointError(f"{path}: its weights are not the ones its metadata was written with (sha256 differs); "
-                              f"the file was altered after it was saved")
+    if checkpoint_digest(state, meta) != digest:
+        from natinv.pipeline import maker_of
+
+        raise CheckpointError(f"{path}: its weights or metadata are not the ones it was written with (sha256 differs); "
+                              f"it was altered after {maker_of(path)} saved it: delete it and run that stage again")
     if bad := _non_finite(state):
         raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]})")
     model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.width)
@@ -157,7 +168,8 @@ def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
 
     from natinv.io import atomic_write_bytes
 
-    atomic_write_bytes(Path(path), save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    atomic_write_bytes(Path(path), save(tensors, metadata={DIGEST: weights_digest(tensors)}))
 
 
 def load_state(path: Path, model: torch.nn.Module, what: str) -> torch.nn.Module:
@@ -167,9 +179,17 @@ def load_state(path: Path, model: torch.nn.Module, what: str) -> torch.nn.Module
     if not path.is_file():
         raise CheckpointError(f"{path}: not found")
     try:
+        with safe_open(str(path), framework="pt") as f:
+            digest = (f.metadata() or {}).get(DIGEST)
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
+    if digest != weights_digest(state):
+        from natinv.pipeline import maker_of
+
+        raise CheckpointError(f"{path}: its tensors are not the ones it was written with (sha256 "
+                              f"{'missing' if digest is None else 'differs'}); it was altered after {maker_of(path)} "
+                              f"saved it: delete it and run that stage again")
     if bad := _non_finite(state):
         raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]})")
     _fit(model, state, path, what)

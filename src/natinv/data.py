@@ -7,7 +7,6 @@ padded to 32x32. cifar10/cifar100: torchvision (downloaded when online). custom:
 from __future__ import annotations
 
 import gzip
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 
 from natinv.config import DataConfig
 from natinv.errors import DataNotFound
-from natinv.io import atomic_write_json, read_json, read_npz, write_npz
+from natinv.io import atomic_write_json, damaged, file_sha256, read_json, read_npz, write_npz
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -342,7 +341,7 @@ def prepare(cfg: DataConfig, out_dir: Path) -> dict:
     for split, (xs, ys) in {"train": (x, y), "test": (xt, yt)}.items():
         path = out_dir / f"{split}.npz"
         write_npz(path, {"images": np.ascontiguousarray(xs), "labels": ys.astype(np.int64)})
-        files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        files[path.name] = file_sha256(path)
     manifest = {
         "dataset": cfg.dataset, "standin": cfg.standin, "source": source, "num_classes": n, "in_channels": int(x.shape[1]),
         "image_size": int(x.shape[-1]), "train_images": len(x), "test_images": len(xt),
@@ -362,6 +361,10 @@ def read_manifest(out_dir: Path) -> dict:
 def load(out_dir: Path) -> Dataset:
     """Load what the `data` stage wrote."""
     m = read_manifest(out_dir)
+    for name in ("train.npz", "test.npz"):  # the files this manifest was written with, not another run's
+        if (out_dir / name).is_file() and file_sha256(out_dir / name) != m["sha256"].get(name):
+            raise damaged(out_dir / name, f"its sha256 is not the one {out_dir / 'manifest.json'} records (a file of "
+                                          f"another run or experiment?)")
     tr, te = read_npz(out_dir / "train.npz"), read_npz(out_dir / "test.npz")
     t = torch.from_numpy
     return Dataset(m["dataset"], t(tr["images"]), t(tr["labels"]), t(te["images"]), t(te["labels"]),

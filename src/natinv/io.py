@@ -1,6 +1,10 @@
-"""Atomic, deterministic file writing: nothing is ever left half-written, equal content gives equal bytes."""
+"""Atomic, deterministic file writing: nothing is ever left half-written, equal content gives equal bytes; and
+every JSON and .npz the package writes carries a digest of its own content (`SEAL`), which every read checks, so a
+file damaged, truncated or edited after it was written is one line naming it and the stage that makes it, never data.
+"""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -90,13 +94,33 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return found
 
 
+SEAL = "_sha256"  # a JSON object's key / an .npz's member: the sha256 of the rest of the file's content
+
+
+def _json_digest(obj: dict) -> str:
+    """sha256 of a JSON object's content without its seal (canonical: sorted keys, no spaces)."""
+    text = json.dumps({k: v for k, v in obj.items() if k != SEAL}, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """A stage's JSON result; NaN and infinity are refused (json.dumps would write the non-standard NaN)."""
+    """A stage's JSON result, sealed (an object gets SEAL, the digest of its content, which read_json checks); NaN and
+    infinity are refused (json.dumps would write the non-standard NaN)."""
     try:
-        text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+        text = json.dumps(obj | {SEAL: _json_digest(obj)} if isinstance(obj, dict) else obj, indent=2, sort_keys=True,
+                          allow_nan=False)
     except ValueError:
         raise NatinvError(f"{path}: not written, a value is NaN or infinite ({', '.join(_non_finite(obj))})") from None
     atomic_write_bytes(path, (text + "\n").encode())
+
+
+def damaged(path: Path, what: str) -> NatinvError:
+    """The one line for a file the package wrote that is no longer what it wrote: which file, what is wrong, which
+    stage makes it (natinv.pipeline's file contract) and what to do."""
+    from natinv.pipeline import maker_of
+
+    return NatinvError(f"{path}: {what}; it was changed or damaged after {maker_of(path)} wrote it: delete it and run "
+                       f"that stage again")
 
 
 def _non_finite(obj: Any, key: str = "") -> list[str]:
@@ -136,16 +160,69 @@ def _nbytes(value: np.ndarray | Chunked) -> int:
     return int(np.prod(value.shape, dtype=np.int64)) * np.dtype(value.dtype).itemsize
 
 
+class _Hashing:
+    """A file object that also feeds what is written to a hash."""
+
+    def __init__(self, fh, digest):
+        self.fh, self.digest = fh, digest
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.fh.write(data)
+
+
+def _member_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    return info
+
+
 def _write_npz_to(target, arrays: dict[str, np.ndarray | Chunked]) -> None:
     """An .npz (readable by np.load, uncompressed) with fixed timestamps, so equal arrays give identical bytes; each
-    member is streamed into the archive (nothing is built in memory beside it)."""
+    member is streamed into the archive (nothing is built in memory beside it). The last member, SEAL, is the sha256
+    of the others (their names and .npy bytes, in name order), computed as they are written."""
+    digest = hashlib.sha256()
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
             value = arrays[name]
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=_nbytes(value) > 2**30) as fh:
-                _write_member(fh, value)
+            digest.update(f"{name}.npy".encode())
+            with zf.open(_member_info(name), "w", force_zip64=_nbytes(value) > 2**30) as fh:
+                _write_member(_Hashing(fh, digest), value)
+        with zf.open(_member_info(SEAL), "w") as fh:
+            np.lib.format.write_array(fh, np.array(digest.hexdigest()), allow_pickle=False)
+
+
+_VERIFIED: dict[Path, tuple[int, int, int]] = {}  # files checked by this process, with their (inode, size, mtime)
+
+
+def verify_npz(path: Path) -> None:
+    """An .npz the package wrote (write_npz) is unchanged: its members hash to its SEAL (read once per process while
+    the file's inode, size and modification time stay the same); else one line (damaged)."""
+    path = Path(path)
+    st = path.stat()
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _VERIFIED.get(path) == key:
+        return
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = sorted(n for n in zf.namelist() if n != f"{SEAL}.npy")
+            if f"{SEAL}.npy" not in zf.namelist():
+                raise damaged(path, "it has no digest (every .npz natinv writes has one)")
+            with zf.open(f"{SEAL}.npy") as fh:
+                sealed = str(np.lib.format.read_array(fh, allow_pickle=False))
+            for name in names:
+                digest.update(name.encode())
+                with zf.open(name) as fh:
+                    while block := fh.read(1 << 22):
+                        digest.update(block)
+    except NatinvError:
+        raise
+    except Exception as exc:
+        raise damaged(path, f"unreadable .npz ({type(exc).__name__}: {exc})") from None
+    if digest.hexdigest() != sealed:
+        raise damaged(path, "its content does not match the digest it was written with")
+    _VERIFIED[path] = key
 
 
 def npz_bytes(arrays: dict[str, np.ndarray | Chunked]) -> bytes:
@@ -167,23 +244,25 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None =
     path = Path(path)
     if not path.is_file():
         raise NatinvError(f"{path}: not found")
+    verify_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            names = z.files if keys is None else keys
+            names = [n for n in z.files if n != SEAL] if keys is None else keys
             return {k: z[k] for k in names if prefix is None or k.startswith(prefix)}
     except Exception as exc:
         raise NatinvError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc})") from None
 
 
 def read_rows(path: Path, key: str, rows: np.ndarray) -> np.ndarray:
-    """Rows `rows` of member `key` of an .npz, reading only those rows' bytes: a member stored uncompressed (as
-    write_npz stores them) is memory-mapped in place; a compressed one is read whole."""
+    """Rows `rows` of member `key` of an .npz write_npz wrote, reading only those rows' bytes (the member, stored
+    uncompressed, is memory-mapped in place)."""
     path = Path(path)
     try:
+        verify_npz(path)
         with zipfile.ZipFile(path) as zf:
             info = zf.getinfo(f"{key}.npy")
         if info.compress_type != zipfile.ZIP_STORED:
-            return read_npz(path, (key,))[key][rows]
+            raise ValueError("a compressed member (write_npz stores every member uncompressed)")
         with open(path, "rb") as fh:
             fh.seek(info.header_offset)
             local = fh.read(30)  # the member's local header: its name and extra field lengths end it
@@ -208,6 +287,7 @@ def npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ..
     path = Path(path)
     if not path.is_file():
         raise NatinvError(f"{path}: not found")
+    verify_npz(path)
     out = {}
     try:
         with zipfile.ZipFile(path) as zf:
@@ -222,11 +302,30 @@ def npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ..
     return out
 
 
-def read_json(path: Path) -> Any:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object the package wrote (atomic_write_json), its seal checked and removed; else one line (damaged)."""
     path = Path(path)
     if not path.is_file():
         raise NatinvError(f"{path}: not found")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise NatinvError(f"{path}: not valid JSON ({exc})") from None
+        obj = json.loads(path.read_bytes().decode())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise damaged(path, f"not valid JSON ({exc})") from None
+    if not isinstance(obj, dict) or SEAL not in obj:
+        raise damaged(path, "it has no digest (every JSON natinv writes has one)")
+    try:
+        intact = _json_digest(obj) == obj[SEAL]
+    except ValueError:  # NaN or infinity, which natinv never writes
+        intact = False
+    if not intact:
+        raise damaged(path, "its content does not match the digest it was written with")
+    return {k: v for k, v in obj.items() if k != SEAL}

@@ -203,19 +203,25 @@ def _features(images: torch.Tensor, fe, layers: list[str], batch_size: int, cuda
 
 def cached_features(path: Path | None, compute) -> dict[str, torch.Tensor]:
     """Features from a safetensors file (arrays only: nothing to unpickle), or computed and stored there atomically."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file, save
 
     from natinv.io import atomic_write_bytes
 
+    from natinv.checkpoint import weights_digest
+
     if path is not None and path.is_file():
         try:
-            return load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                digest = (f.metadata() or {}).get("sha256")
+            feats = load_file(str(path))
+            if digest == weights_digest(feats):
+                return feats
         except (SafetensorError, OSError, ValueError):
-            pass  # unreadable: computed again and replaced
-    feats = compute()
+            pass  # unreadable or changed since it was written: computed again and replaced
+    feats = {k: v.contiguous() for k, v in compute().items()}
     if path is not None:
-        atomic_write_bytes(path, save({k: v.contiguous() for k, v in feats.items()}))
+        atomic_write_bytes(path, save(feats, metadata={"sha256": weights_digest(feats)}))
     return feats
 
 

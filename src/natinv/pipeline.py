@@ -331,6 +331,20 @@ def producer(cfg: Config, path: Path) -> tuple[Stage, Wildcards] | None:
     return None
 
 
+def maker_of(path: Path) -> str:
+    """Which stage writes a file of this name, from the file contract alone (no params needed): "the `synthesize`
+    stage (`natinv synthesize`)", or "natinv" for a file outside it."""
+    import re
+
+    text = Path(path).as_posix()
+    for stage in STAGES.values():
+        for out in [*stage.outputs.values(), *(stage.dvc_outputs or {}).values()]:
+            pattern = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(out.template))
+            if re.search(f"(^|/){pattern}" + ("/" if out.directory else "$"), text):
+                return f"the `{stage.name}` stage (`natinv {stage.name}`)"
+    return "natinv"
+
+
 def missing_input_hint(cfg: Config, stage: Stage, w: Wildcards, params: list[str]) -> str | None:
     """One line naming the first input of a job of the plan that is not there and the command that makes it; None if all
     are (or the job is not one of the plan's: the stage then says what is wrong with its names)."""

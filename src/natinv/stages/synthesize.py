@@ -11,7 +11,7 @@ from natinv.checkpoint import load_model
 from natinv.config import Config
 from natinv.data import render_uint8
 from natinv.errors import ConfigError, NatinvError
-from natinv.io import atomic_write_json, read_json, remove_stale_temps, write_npz
+from natinv.io import atomic_write_json, read_json, remove_stale_temps, verify_npz, write_npz
 from natinv.runtime import log
 from natinv.stages.common import choose, new_model, student_seed
 from natinv.synthesis import registry
@@ -45,7 +45,8 @@ def is_done(cfg: Config, teacher: str, method: str, shard: int) -> bool:
         return False
     try:
         made_from = read_json(paths.shard_json(cfg.exp_dir, teacher, method, shard)).get("job")
-    except (NatinvError, UnicodeDecodeError, AttributeError):  # unreadable, or not a summary
+        verify_npz(paths.shard_npz(cfg.exp_dir, teacher, method, shard))
+    except NatinvError:  # damaged, truncated or edited since it was written: made again
         return False
     return made_from == job_digest(cfg, teacher, method, shard)
 

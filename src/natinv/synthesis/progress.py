@@ -53,6 +53,15 @@ def unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return node
 
 
+def _digest(tensors: dict[str, torch.Tensor], state: str) -> str:
+    """sha256 of a progress file's tensors and its state's JSON: what a resume relies on."""
+    import hashlib
+
+    from natinv.checkpoint import weights_digest
+
+    return hashlib.sha256(f"{weights_digest(tensors)}|{state}".encode()).hexdigest()
+
+
 @dataclass
 class Progress:
     """Where one shard saves and finds its progress. `path` None: the shard saves nothing (a test, a benchmark)."""
@@ -78,6 +87,10 @@ class Progress:
             if meta.get("job") != self.job:
                 self.log(f"{self.path}: saved by other parameters or code; starting the shard from the beginning")
                 return None
+            if meta.get("sha256") != _digest(tensors, meta["state"]):
+                self.log(f"{self.path}: its content does not match the digest it was saved with (changed since); "
+                         f"starting the shard from the beginning")
+                return None
             state = unflatten(json.loads(meta["state"]), tensors)
             self.earlier_s = float(meta.get("seconds", 0.0))
             return state
@@ -95,7 +108,8 @@ class Progress:
         from natinv.io import atomic_path
 
         tensors: dict[str, torch.Tensor] = {}
-        meta = {"job": self.job, "state": json.dumps(flatten(state, tensors)), "where": where,
+        text = json.dumps(flatten(state, tensors))
+        meta = {"job": self.job, "state": text, "where": where, "sha256": _digest(tensors, text),
                 "seconds": str(self.earlier_s + time.monotonic() - self._started)}
         try:
             with atomic_path(self.path) as tmp:
