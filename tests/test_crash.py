@@ -43,7 +43,7 @@ def _interrupted_equals_uninterrupted(outputs: list[Path], cmd: list[str], logge
     with log.open("w") as fh:
         kill_when(cmd, lambda: logged in log.read_text(), {**QUIET, "PYTHONUNBUFFERED": "1"}, stderr=fh)
     assert not any(p.exists() for p in outputs)  # killed mid-work: nothing half-written under the real names
-    stale = outputs[0].parent / f".{outputs[0].name}.k1ll3d.tmp"  # as a kill inside the write window leaves
+    stale = outputs[0].parent / f".{outputs[0].name}.natinv-k1ll3d00.tmp"  # as a kill inside the write window leaves
     stale.write_bytes(b"half")
     subprocess.run(cmd, check=True, capture_output=True, env=QUIET)  # the re-run: the same command
     for p in outputs:

@@ -127,10 +127,11 @@ def test_atomic_writes_never_write_nan_and_stale_temporaries_are_removed(tmp_pat
     with pytest.raises(NatinvError, match=r"r.json: not written, a value is NaN or infinite \(a.b, c.1\)"):
         atomic_write_json(tmp_path / "r.json", {"a": {"b": math.nan}, "c": [1.0, math.inf], "d": 2})
     assert list(tmp_path.iterdir()) == []
-    (tmp_path / ".r.json.x1.tmp").write_text("half")  # left by a process killed inside the write window
-    (tmp_path / ".other.json.x2.tmp").write_text("someone else's")
-    assert remove_stale_temps(tmp_path / "r.json") == [tmp_path / ".r.json.x1.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x2.tmp"]
+    (tmp_path / ".r.json.natinv-x1x1x1x1.tmp").write_text("half")  # left by a process killed inside the write window
+    (tmp_path / ".other.json.natinv-x2x2x2x2.tmp").write_text("someone else's")
+    (tmp_path / ".r.json.notes.tmp").write_text("the user's own")  # ends in .tmp, but no name natinv makes
+    assert remove_stale_temps(tmp_path / "r.json") == [tmp_path / ".r.json.natinv-x1x1x1x1.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.natinv-x2x2x2x2.tmp", ".r.json.notes.tmp"]
     (tmp_path / "file").write_text("")
     for bad in (tmp_path / "file" / "r.json", tmp_path / "file" / "deeper" / "r.json"):
         with pytest.raises(NatinvError, match="is a file, not a folder"):

@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> None:
 
     from natinv import tracking
     from natinv.config import load_config
-    from natinv.io import check_writable, remove_stale_temps
+    from natinv.io import check_writable, confine, remove_stale_temps
+    from natinv.paths import feature_cache
     from natinv.runtime import configure_device, log, peak_memory_mb, pick_device, reuse_host_memory, set_threads
 
     if args.stage == "cost":
@@ -156,6 +157,7 @@ def run(args: argparse.Namespace) -> None:
         bench.run(args)
         return
     cfg = load_config(args.params, [_override(text) for text in args.set])
+    confine(cfg.exp_dir, feature_cache(Path(cfg.results)))  # every write of a stage stays inside its experiment
     check_job_names(cfg, {k: getattr(args, k) for k in ("teacher", "method", "student", "evaluator") if getattr(args, k, None) is not None})
     if args.stage == "import-checkpoint":
         from natinv.paths import teacher_weights
@@ -211,4 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"natinv {args.stage}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from natinv.io import confine
+
+        confine()  # a caller in the same process (a test) writes where it likes again
     return 0

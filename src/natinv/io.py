@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import struct
 import zipfile
@@ -37,15 +38,45 @@ def _umask() -> int:
     return mask
 
 
+_ROOTS: list[Path] = []  # confine(): the folders every write must stay inside (empty: no confinement)
+TEMP = re.compile(r"^\.(?P<name>.+)\.natinv-[a-z0-9_]{8}\.tmp$")  # the temporary names atomic_path makes, and only those
+
+
+def confine(*roots: Path) -> None:
+    """From now on every write of this process (atomic_path) must land inside one of `roots` (results/{experiment},
+    which may itself be a symbolic link, e.g. to a scratch file system): a path outside, or one that passes through
+    a symbolic link below the root, is refused with one line (natinv follows no link inside the results it writes)."""
+    _ROOTS[:] = [Path(r).absolute() for r in roots]
+
+
+def check_confined(path: Path) -> None:
+    """One line unless `path` lies inside a confine() root with no symbolic link between the root and its folder."""
+    if not _ROOTS:
+        return
+    path = Path(path).absolute()
+    root = next((r for r in _ROOTS if r == path or r in path.parents), None)
+    if root is None:
+        raise NatinvError(f"{path}: outside {', '.join(map(str, _ROOTS))}; natinv writes only inside its results folder")
+    folder = root
+    for part in path.relative_to(root).parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            raise NatinvError(f"{folder}: a symbolic link inside {root} (to {os.path.realpath(folder)}); natinv writes "
+                              f"only into real folders there: replace the link by a folder (a link to the whole "
+                              f"results folder or experiment folder is followed)")
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` for the block to write; when the block ends the file is flushed to disk and
     renamed over `path` with the permissions the umask gives a new file (mkstemp's own are 0600, which a group on a
-    shared file system could not read). When the block fails the temporary file is removed and `path` is untouched."""
+    shared file system could not read). When the block fails the temporary file is removed and `path` is untouched.
+    `path` must be inside the confined roots (confine)."""
     path = Path(path)
+    check_confined(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.natinv-", suffix=".tmp")
         os.close(fd)
     except OSError as exc:
         raise NatinvError(f"{path}: cannot be written ({exc.strerror or exc})") from None
@@ -74,6 +105,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def check_writable(path: Path) -> None:
     """One line, before any work, when `path` could not be written: its nearest existing ancestor must be a folder
     this process may write in (a results path that is a file, read-only or not creatable fails here, not at the end)."""
+    check_confined(path)
     path = Path(path).absolute()
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
@@ -85,13 +117,19 @@ def check_writable(path: Path) -> None:
 
 
 def remove_stale_temps(path: Path) -> list[Path]:
-    """The temporary files atomic writes of `path` left when their process was killed (a file: `.{name}.*.tmp` beside
-    it; a folder: every `.*.tmp` inside). Only the job that owns `path` may call it."""
+    """The temporary files atomic writes of `path` left when their process was killed (a file: `.{name}.natinv-*.tmp`
+    beside it; a folder: every such name inside, below no symbolic link); only names atomic_path makes (TEMP), never
+    a file that merely ends in .tmp. Only the job that owns `path` may call it."""
     path = Path(path)
-    found = sorted(path.rglob(".*.tmp")) if path.is_dir() else sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
-    for tmp in found:
+    if path.is_dir() and not path.is_symlink():
+        found = [Path(root) / f for root, _, files in os.walk(path) for f in files if TEMP.match(f)]  # os.walk: no links
+    elif path.parent.is_dir():
+        found = [p for p in path.parent.iterdir() if (m := TEMP.match(p.name)) and m["name"] == path.name]
+    else:
+        found = []
+    for tmp in sorted(found):
         tmp.unlink(missing_ok=True)
-    return found
+    return sorted(found)
 
 
 SEAL = "_sha256"  # a JSON object's key / an .npz's member: the sha256 of the rest of the file's content

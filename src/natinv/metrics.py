@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from natinv.errors import ConfigError
+from natinv.imports import installed_attribute
 from natinv.train import inference_batch
 
 
@@ -107,10 +107,15 @@ def extractor_name(spec: str) -> str:
     name = re.sub(r"[^\w.-]", ".", spec)
     if name in FEATURE_EXTRACTORS_REGISTRY:
         return name
-    module, _, cls = spec.partition(":")
+    if ":" not in spec:
+        raise ConfigError(f"metrics.inception.feature_extractor = {spec!r}: expected one of "
+                          f"{', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))} or 'module:Class' of an installed module")
+    extractor = installed_attribute("metrics.inception.feature_extractor", spec)
     try:
-        register_feature_extractor(name, getattr(importlib.import_module(module), cls))
-    except (ImportError, AttributeError, ValueError) as exc:
+        if not isinstance(extractor, type):
+            raise ValueError(f"{spec.partition(':')[2]} is a {type(extractor).__name__}, not a class")
+        register_feature_extractor(name, extractor)
+    except (AttributeError, ValueError) as exc:
         raise ConfigError(f"metrics.inception.feature_extractor = {spec!r}: {exc}; expected one of "
                           f"{', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))} or 'module:Class'") from None
     return name
