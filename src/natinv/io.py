@@ -96,10 +96,41 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+_STAGED: list[list[tuple[Path, bytes]]] = []  # staged(): the writes held back until the block ends
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path` (atomic_path)."""
+    """Write `data` to a temporary file beside `path`, then rename it over `path` (atomic_path); inside staged(), when
+    the block ends without an error."""
+    if _STAGED:
+        check_confined(path)
+        _STAGED[-1].append((Path(path), bytes(data)))
+        return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def current_bytes(path: Path) -> bytes | None:
+    """What `path` holds, or will hold once the staged() block around this call ends; None when it is no file."""
+    for staged_path, data in reversed([w for block in _STAGED for w in block]):
+        if staged_path == Path(path):
+            return data
+    return Path(path).read_bytes() if Path(path).is_file() else None
+
+
+@contextmanager
+def staged() -> Iterator[None]:
+    """Hold back every atomic_write_bytes (and so atomic_write_json, figures) of the block and write them all when it
+    ends without an error: a stage that fails on any input it reads (a damaged file, a missing key) has written
+    nothing, and the outputs of its last good run stay as they were."""
+    _STAGED.append([])
+    try:
+        yield
+        writes = _STAGED[-1]
+    finally:
+        _STAGED.pop()
+    for path, data in writes:
+        atomic_write_bytes(path, data)
 
 
 def check_writable(path: Path) -> None:

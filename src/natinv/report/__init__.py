@@ -8,7 +8,7 @@ import time
 from natinv import paths
 from natinv.config import Config
 from natinv.data import read_manifest
-from natinv.io import atomic_write_bytes, atomic_write_json
+from natinv.io import atomic_write_bytes, atomic_write_json, staged
 from natinv.report import html
 from natinv.report.collect import collect
 from natinv.report.markdown import render
@@ -17,16 +17,19 @@ from natinv.tracking import Outcome
 
 
 def run(cfg: Config, device=None) -> Outcome:
+    """Every file of the report, written only once all of them are made: a report that fails on any input leaves the
+    previous report, figures and plots as they were."""
     start = time.perf_counter()
     manifest = read_manifest(paths.data_dir(cfg.exp_dir))
-    summary = collect(cfg)
-    made = write_figures(cfg, summary, manifest)
     report, page, summary_json = (paths.at(cfg.exp_dir, paths.REPORT[k]) for k in ("report", "html", "summary"))
-    text = render(cfg, summary, manifest, made)
-    atomic_write_bytes(report, text.encode())
-    atomic_write_bytes(page, html.render(text, report.parent, f"natinv report: {cfg.experiment}").encode())
-    summary["report_seconds"] = time.perf_counter() - start
-    atomic_write_json(summary_json, summary)
+    with staged():
+        summary = collect(cfg)
+        made = write_figures(cfg, summary, manifest)
+        text = render(cfg, summary, manifest, made)
+        atomic_write_bytes(report, text.encode())
+        atomic_write_bytes(page, html.render(text, report.parent, f"natinv report: {cfg.experiment}").encode())
+        summary["report_seconds"] = time.perf_counter() - start
+        atomic_write_json(summary_json, summary)
     from natinv.runtime import log
 
     log(f"report: {report} ({len(made)} figures, {summary['report_seconds']:.1f} s)")

@@ -32,8 +32,8 @@ def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
     fig_dir = paths.at(cfg.exp_dir, paths.REPORT["figures"])
     made: dict[str, str] = {}
     n_classes = manifest["num_classes"]
-    with np.load(paths.at(cfg.exp_dir, paths.DATA["test"])) as z:
-        figures.save_png(figures.class_grid(z["images"], z["labels"], n_classes), fig_dir / "grid-real.png")
+    test = read_npz(paths.at(cfg.exp_dir, paths.DATA["test"]), ("images", "labels"))
+    figures.save_png(figures.class_grid(test["images"], test["labels"], n_classes), fig_dir / "grid-real.png")
     made["grid/real"] = "figures/grid-real.png"
     for t in cfg.teacher.models:
         loss_panels: dict[str, dict[str, np.ndarray]] = {"cross-entropy (CE) per batch": {}, "BN-statistics term per batch": {}}
