@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from natinv.config import seeds
 from natinv.config.schema import Config
@@ -21,10 +22,28 @@ def bad_name(value: object) -> bool:
     return not (isinstance(value, str) and NAME.fullmatch(value) and ".." not in value)
 
 
+RESULTS_RULE = ("a folder path (relative to the working folder, or absolute) that is not the working folder, one of its "
+                "parents or a file-system root, with no control characters, no leading '~' and no '$' (neither is "
+                "expanded)")
+
+
+def bad_results(value: object) -> bool:
+    """Whether `results` could not hold experiments: not a plain path, or a folder whose experiments would be
+    written among the project's own files (the working folder, a parent of it) or at a file-system root."""
+    if not isinstance(value, str) or not value.strip() or value.startswith("~") or "$" in value:
+        return True
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return True
+    folder, here = Path(value).absolute().resolve(), Path.cwd().resolve()
+    return folder == here or folder in here.parents or folder == Path(folder.anchor)
+
+
 def check_names(cfg: Config, fail: Callable[[str, str], None]) -> None:
-    """Every configured name that becomes a path part under results/."""
+    """Every configured name that becomes a path part under results/, and the results folder itself."""
     if bad_name(cfg.experiment):
         fail("experiment", f"got {cfg.experiment!r}; expected {NAME_RULE}")
+    if bad_results(cfg.results):
+        fail("results", f"got {cfg.results!r}; expected {RESULTS_RULE}")
     for section, keys in (("models", cfg.models), ("synthesis.methods", cfg.synthesis.methods)):
         for key in keys:
             if bad_name(key):
