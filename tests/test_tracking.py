@@ -219,6 +219,29 @@ def test_an_unreachable_tracking_server_costs_a_stage_one_warning_and_no_long_wa
     assert (tmp_path / "results/tiny/data/manifest.json").is_file()
 
 
+def test_a_tracking_server_that_never_answers_costs_a_stage_one_bounded_wait(tmp_path):
+    """A server that accepts the connection and then says nothing (a hung proxy, a stopped process): the stage waits
+    for it once (tracking.PROBE_S), warns once, and finishes with its files; MLflow's own retries are never reached."""
+    import socket
+
+    from natinv.tracking import PROBE_S
+    from pipeline import tiny_params
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel's backlog; nothing ever reads or answers them
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        env.pop("NATINV_TRACKING", None)
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "natinv", "data", *tiny_params(tmp_path)], capture_output=True,
+                              text=True, env=env, timeout=600)
+        waited = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("warning:") == 1 and "not reachable" in proc.stderr and "timed out" in proc.stderr
+    assert (tmp_path / "results/tiny/data/manifest.json").is_file()
+    assert waited >= PROBE_S  # it did wait for the answer, once (the bound is the probe's, whatever this machine's speed)
+
+
 @pytest.mark.slow
 def test_sixteen_stage_jobs_on_a_tracking_server_lose_no_run(tmp_path):
     """`mlflow server` on loopback (what README advises for a cluster): 16 stage processes at once, every run kept."""

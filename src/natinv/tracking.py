@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import random
@@ -199,8 +200,33 @@ def _store(cfg: Config) -> Iterator[Any]:
 
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if (why := _server_silent(tracking_uri(cfg))) is not None:
+        raise ConnectionError(f"not reachable: {why}")  # _warn_on_failure: one warning, tracking off for the process
     with _store_lock(cfg):
         yield MlflowClient(tracking_uri=tracking_uri(cfg))
+
+
+PROBE_S = 5.0  # how long an HTTP tracking server may take to answer the first request of a process
+
+
+@functools.cache
+def _server_silent(uri: str) -> str | None:
+    """Why an HTTP(S) tracking server cannot be used (no connection, or no answer within PROBE_S), or None: it
+    answered (any HTTP status: a server behind a login answers too) or the store is not a server. Asked once per
+    process, so a stage's wait for a server that never answers is bounded by PROBE_S, not by MLflow's retries."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
+        return None
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_S):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - refused, timed out, no such host, a reset, a broken answer
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
 
 
 def _experiment_id(client, cfg: Config) -> str:
