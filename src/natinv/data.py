@@ -7,6 +7,8 @@ padded to 32x32. cifar10/cifar100: torchvision (downloaded when online). custom:
 from __future__ import annotations
 
 import gzip
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,7 +239,30 @@ def _load_npz(path: Path, cfg: DataConfig) -> tuple:
     return x, y, xt, yt
 
 
+SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # 16-bit gray as Pillow opens it ("I": 32-bit integers)
+
+
+def pixels(img, path: str) -> np.ndarray:
+    """An image's pixels as uint8, (H, W) gray or (H, W, 3) colour: 8-bit modes converted as Pillow does (alpha
+    dropped, palette and CMYK/YCbCr/LAB/HSV to RGB), 16-bit gray scaled to 8 bits (not clipped), and one line for
+    what has no 8-bit meaning (floating-point pixels, integers beyond 16 bits)."""
+    mode = img.mode
+    if mode in SIXTEEN_BIT:
+        a = np.asarray(img).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise DataNotFound(f"{path}: {mode} pixels range {a.min()}..{a.max()}; expected 16-bit values 0..65535")
+        return ((a * 255 + 32767) // 65535).astype(np.uint8)
+    if mode == "F":
+        raise DataNotFound(f"{path}: floating-point pixels (mode F), whose range is unknown; expected 8- or 16-bit images")
+    gray = mode in ("1", "L", "LA", "La")
+    try:
+        return np.asarray(img.convert("L" if gray else "RGB"))
+    except (ValueError, OSError) as exc:
+        raise DataNotFound(f"{path}: image mode {mode} cannot be read as 8-bit gray or RGB ({exc})") from None
+
+
 def _load_folder(path: Path, cfg: DataConfig) -> tuple:
+    from PIL import Image
     from torchvision.datasets import ImageFolder
 
     def read(folder: Path, classes: list[str] | None = None):
@@ -250,19 +275,29 @@ def _load_folder(path: Path, cfg: DataConfig) -> tuple:
         imgs, labels = [], []
         if not ds.samples:
             raise DataNotFound(f"{folder}: no images in its class folders")
+        seen: dict[str, str] = {}
         for p, label in ds.samples:
+            if not stat.S_ISREG(os.stat(p).st_mode):  # opening a FIFO would wait for a writer forever
+                raise DataNotFound(f"{p}: not a regular file (a FIFO, socket or device); expected an image file")
+            if (real := os.path.realpath(p)) in seen:
+                raise DataNotFound(f"{p}: the same file as {seen[real]} (a symbolic link loop or a folder linked twice); "
+                                   f"every image must be reached once")
+            seen[real] = p
             try:
-                img = ds.loader(p)
-                img.load()
+                with Image.open(p) as opened:
+                    opened.load()
+                    img = opened.copy()
             except Exception as exc:  # PIL raises several types for a truncated or foreign file
                 raise DataNotFound(f"{p}: unreadable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
             if cfg.image_size:
                 img = img.resize((cfg.image_size, cfg.image_size))
-            imgs.append(np.asarray(img.convert("L" if img.mode in ("L", "1", "I;16") else "RGB")))
+            imgs.append(pixels(img, p))
             labels.append(label)
-        shapes = {a.shape for a in imgs}
+        shapes = {a.shape[:2] for a in imgs}
         if len(shapes) != 1:
             raise DataNotFound(f"{folder}: images have different sizes {sorted(shapes)[:3]}; set data.image_size to resize them")
+        if len({a.ndim for a in imgs}) > 1:  # gray and colour images in one set: the gray ones as colour
+            imgs = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in imgs]
         return _to_nchw(np.stack(imgs), str(folder)), np.asarray(labels, dtype=np.int64), ds.classes
 
     if (path / "train").is_dir():
@@ -277,8 +312,14 @@ def _load_folder(path: Path, cfg: DataConfig) -> tuple:
 
 def _load_custom(cfg: DataConfig) -> tuple:
     path = Path(cfg.path)
+    if path.is_symlink() and not path.exists():
+        raise DataNotFound(f"data.path = {cfg.path}: a symbolic link that leads nowhere or loops (expected an image "
+                           f"folder or an .npz file)")
     if not path.exists():
         raise DataNotFound(f"data.path = {cfg.path}: not found (expected an image folder or an .npz file)")
+    if not path.is_dir() and not path.is_file():  # a FIFO, socket or device: reading it could wait forever
+        raise DataNotFound(f"data.path = {cfg.path}: not a regular file or folder (a FIFO, socket or device); expected "
+                           f"an image folder or an .npz file")
     x, y, xt, yt = _load_npz(path, cfg) if path.suffix == ".npz" else _load_folder(path, cfg)
     if x.shape[-1] != x.shape[-2]:
         raise DataNotFound(f"{path}: images must be square, got {x.shape[-2]}x{x.shape[-1]}; set data.image_size")
