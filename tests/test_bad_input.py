@@ -17,6 +17,7 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from natinv.checkpoint import ModelMeta, checkpoint_digest, save_model
+from natinv.io import place
 from natinv.cli import main
 from pipeline import tiny_params
 from natinv.models import build_model
@@ -72,7 +73,8 @@ def checkpoint_with(path: Path, meta_text: str | None, model: torch.nn.Module | 
     model = model or build_model("resnet8", 10, 1, 8)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if seal:
-        meta_text = json.dumps(json.loads(meta_text) | {"sha256": checkpoint_digest(state, ModelMeta(**json.loads(meta_text)))})
+        meta_text = json.dumps(json.loads(meta_text) | {"sha256": checkpoint_digest(state, ModelMeta(**json.loads(meta_text)),
+                                                                                  place(path))})
     metadata = {"natinv": meta_text} if meta_text is not None else {}
     path.write_bytes(save_safetensors(state, metadata=metadata))
     return path

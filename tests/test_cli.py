@@ -269,13 +269,13 @@ def test_a_meta_learned_method_warms_up_once_and_its_shards_stay_independent(pre
     """ni-fast: the `meta` stage writes the meta-parameters every shard starts from; a shard made alone and the same
     shard made after another (whose batches moved that shard's meta-parameters) hold the same bytes, and a shard
     without the warm-up's file says which stage makes it."""
-    import shutil
 
     tmp, params = prepared
     exp = tmp / "results/tiny-meta"  # an experiment of its own: the other tests' shards stay out of its report
-    for folder in ("data", "teachers"):
-        shutil.copytree(tmp / "results/tiny" / folder, exp / folder)
     params = [*params, "--set", "experiment=tiny-meta"]
+    assert main(["data", *params]) == 0  # its own data; the teacher adopted from the other experiment, as README says
+    assert main(["import-checkpoint", *params, "--teacher", "resnet8-w16", "--checkpoint",
+                 str(tmp / "results/tiny/teachers/resnet8-w16.safetensors")]) == 0
     job = ["--teacher", "resnet8-w16", "--method", "ni-fast", "--set", "synthesis.run=[ni-fast]"]
     assert main(["synthesize", *params, *job, "--shard", "0"]) == 2
     assert "meta/resnet8-w16/ni-fast.safetensors is missing: stage meta makes it (`python -m natinv meta" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from natinv.errors import CheckpointError
-from natinv.io import atomic_write_bytes
+from natinv.io import atomic_write_bytes, place
 from natinv.models import StagedNet, build_model
 
 
@@ -43,10 +43,11 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def checkpoint_digest(state: dict[str, torch.Tensor], meta: ModelMeta) -> str:
-    """sha256 over the weights (weights_digest) and every metadata field: what a checkpoint's reader relies on."""
+def checkpoint_digest(state: dict[str, torch.Tensor], meta: ModelMeta, where: str = "") -> str:
+    """sha256 over the weights (weights_digest), every metadata field and the checkpoint's place (natinv.io.place: a
+    teacher of another experiment is not this one's): what a checkpoint's reader relies on."""
     text = json.dumps(asdict(meta), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"{weights_digest(state)}|{text}".encode()).hexdigest()
+    return hashlib.sha256(f"{where}|{weights_digest(state)}|{text}".encode()).hexdigest()
 
 
 def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
@@ -61,7 +62,7 @@ def save_model(path: Path, model: StagedNet, meta: ModelMeta) -> None:
         raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]}); the training "
                               f"diverged, nothing was written")
     # one metadata entry: safetensors orders several in a hash map, which would make equal checkpoints differ in bytes
-    metadata = {"natinv": json.dumps(asdict(meta) | {DIGEST: checkpoint_digest(state, meta)})}
+    metadata = {"natinv": json.dumps(asdict(meta) | {DIGEST: checkpoint_digest(state, meta, place(path))})}
     atomic_write_bytes(Path(path), save(state, metadata=metadata))
 
 
@@ -134,11 +135,12 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[StagedNe
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors checkpoint ({exc})") from None
-    if checkpoint_digest(state, meta) != digest:
+    if checkpoint_digest(state, meta, place(path)) != digest:
         from natinv.pipeline import maker_of
 
-        raise CheckpointError(f"{path}: its weights or metadata are not the ones it was written with (sha256 differs); "
-                              f"it was altered after {maker_of(path)} saved it: delete it and run that stage again")
+        raise CheckpointError(f"{path}: its weights or metadata are not the ones it was written with for this place "
+                              f"(sha256 differs): altered after {maker_of(path)} saved it, or a checkpoint of another "
+                              f"experiment or file: delete it and run that stage again")
     if bad := _non_finite(state):
         raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values (first: {bad[0]})")
     model = build_model(meta.arch, meta.num_classes, meta.in_channels, meta.width)
@@ -146,13 +148,36 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[StagedNe
     return model.to(device), meta
 
 
-def import_torch_checkpoint(path: Path, meta: ModelMeta, out: Path) -> None:
-    """Convert a user's PyTorch state_dict (.pt/.pth) into a natinv safetensors checkpoint, safely."""
-    path = Path(path)
+def _adopted_state(path: Path, meta: ModelMeta) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after checking that natinv metadata in it (if any) was made for data of
+    this shape and normalization."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("natinv")
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if raw is not None:
+        theirs, _ = _meta_from_json(path, raw)
+        for key in ("num_classes", "in_channels", "image_size", "mean", "std"):
+            if getattr(theirs, key) != getattr(meta, key):
+                raise CheckpointError(f"{path}: trained on other data ({key} {getattr(theirs, key)!r}; this experiment's "
+                                      f"data have {getattr(meta, key)!r})")
+    return state
+
+
+def import_torch_checkpoint(path: Path, meta: ModelMeta, out: Path) -> None:
+    """Convert a user's PyTorch state_dict (.pt/.pth) into a natinv safetensors checkpoint, safely; or adopt a
+    .safetensors file (another experiment's teacher: its natinv metadata, when it has some, must describe this
+    experiment's data, or the teacher was trained on other data)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        obj = _adopted_state(path, meta)
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors)")
@@ -162,6 +187,10 @@ def import_torch_checkpoint(path: Path, meta: ModelMeta, out: Path) -> None:
     save_model(out, model, meta)
 
 
+def _state_digest(state: dict[str, torch.Tensor], path: Path) -> str:
+    return hashlib.sha256(f"{place(path)}|{weights_digest(state)}".encode()).hexdigest()
+
+
 def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Tensors of a module that is not a network of `models` (ni-fast's meta-parameters) as safetensors, atomically."""
     from safetensors.torch import save
@@ -169,7 +198,7 @@ def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
     from natinv.io import atomic_write_bytes
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    atomic_write_bytes(Path(path), save(tensors, metadata={DIGEST: weights_digest(tensors)}))
+    atomic_write_bytes(Path(path), save(tensors, metadata={DIGEST: _state_digest(tensors, path)}))
 
 
 def load_state(path: Path, model: torch.nn.Module, what: str) -> torch.nn.Module:
@@ -184,7 +213,7 @@ def load_state(path: Path, model: torch.nn.Module, what: str) -> torch.nn.Module
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
-    if digest != weights_digest(state):
+    if digest != _state_digest(state, path):
         from natinv.pipeline import maker_of
 
         raise CheckpointError(f"{path}: its tensors are not the ones it was written with (sha256 "

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from natinv.config import DataConfig
 from natinv.errors import DataNotFound
+from natinv.models import MIN_IMAGE_SIZE
 from natinv.io import atomic_write_json, damaged, file_sha256, read_json, read_npz, write_npz
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -338,6 +339,9 @@ def check_arrays(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, n
             raise DataNotFound(f"{source}: 0 {split} images (after data.train_limit / test_limit); expected at least one")
     if xt.shape[1:] != x.shape[1:]:
         raise DataNotFound(f"{source}: test images are {xt.shape[1:]}, training images {x.shape[1:]}; expected the same shape")
+    if x.shape[-1] < MIN_IMAGE_SIZE:
+        raise DataNotFound(f"{source}: images are {x.shape[-2]}x{x.shape[-1]}; at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} "
+                           f"are needed (set data.image_size to resize an image folder)")
     if x.shape[-1] > MAX_IMAGE_SIZE:
         raise DataNotFound(f"{source}: images are {x.shape[-2]}x{x.shape[-1]}; at most {MAX_IMAGE_SIZE}x{MAX_IMAGE_SIZE} are "
                            f"supported (set data.image_size to resize an image folder)")

@@ -166,17 +166,26 @@ def remove_stale_temps(path: Path) -> list[Path]:
 SEAL = "_sha256"  # a JSON object's key / an .npz's member: the sha256 of the rest of the file's content
 
 
-def _json_digest(obj: dict) -> str:
-    """sha256 of a JSON object's content without its seal (canonical: sorted keys, no spaces)."""
+def place(path: Path) -> str:
+    """Where a file belongs, as its seal records it: `{experiment}/{path in the file contract}` for a stage output
+    (natinv.pipeline), its name otherwise. A file copied from another experiment, or to the place of another file,
+    no longer matches its seal."""
+    from natinv.pipeline import contract_place
+
+    return contract_place(Path(path)) or Path(path).name
+
+
+def _json_digest(obj: dict, where: str) -> str:
+    """sha256 of a JSON object's place and content without its seal (canonical: sorted keys, no spaces)."""
     text = json.dumps({k: v for k, v in obj.items() if k != SEAL}, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(f"{where}\n{text}".encode()).hexdigest()
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """A stage's JSON result, sealed (an object gets SEAL, the digest of its content, which read_json checks); NaN and
     infinity are refused (json.dumps would write the non-standard NaN)."""
     try:
-        text = json.dumps(obj | {SEAL: _json_digest(obj)} if isinstance(obj, dict) else obj, indent=2, sort_keys=True,
+        text = json.dumps(obj | {SEAL: _json_digest(obj, place(path))} if isinstance(obj, dict) else obj, indent=2, sort_keys=True,
                           allow_nan=False)
     except ValueError:
         raise NatinvError(f"{path}: not written, a value is NaN or infinite ({', '.join(_non_finite(obj))})") from None
@@ -246,11 +255,12 @@ def _member_info(name: str) -> zipfile.ZipInfo:
     return info
 
 
-def _write_npz_to(target, arrays: dict[str, np.ndarray | Chunked]) -> None:
+def _write_npz_to(target, arrays: dict[str, np.ndarray | Chunked], where: str = "") -> None:
     """An .npz (readable by np.load, uncompressed) with fixed timestamps, so equal arrays give identical bytes; each
     member is streamed into the archive (nothing is built in memory beside it). The last member, SEAL, is the sha256
-    of the others (their names and .npy bytes, in name order), computed as they are written."""
-    digest = hashlib.sha256()
+    of its place (`where`) and the other members (their names and .npy bytes, in name order), computed as they are
+    written."""
+    digest = hashlib.sha256(f"{where}\n".encode())
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
             value = arrays[name]
@@ -272,7 +282,7 @@ def verify_npz(path: Path) -> None:
     key = (st.st_ino, st.st_size, st.st_mtime_ns)
     if _VERIFIED.get(path) == key:
         return
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"{place(path)}\n".encode())
     try:
         with zipfile.ZipFile(path) as zf:
             names = sorted(n for n in zf.namelist() if n != f"{SEAL}.npy")
@@ -290,7 +300,8 @@ def verify_npz(path: Path) -> None:
     except Exception as exc:
         raise damaged(path, f"unreadable .npz ({type(exc).__name__}: {exc})") from None
     if digest.hexdigest() != sealed:
-        raise damaged(path, "its content does not match the digest it was written with")
+        raise damaged(path, "its content does not match the digest it was written with (or it was written for another "
+                            "place: a file of another experiment, or another file)")
     _VERIFIED[path] = key
 
 
@@ -304,7 +315,7 @@ def npz_bytes(arrays: dict[str, np.ndarray | Chunked]) -> bytes:
 def write_npz(path: Path, arrays: dict[str, np.ndarray | Chunked]) -> None:
     """`arrays` as an .npz at `path`, written atomically and streamed: peak memory is the largest chunk, not the file."""
     with atomic_path(path) as tmp:
-        _write_npz_to(tmp, arrays)
+        _write_npz_to(tmp, arrays, place(path))
 
 
 def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None = None) -> dict[str, np.ndarray]:
@@ -392,9 +403,10 @@ def read_json(path: Path) -> dict:
     if not isinstance(obj, dict) or SEAL not in obj:
         raise damaged(path, "it has no digest (every JSON natinv writes has one)")
     try:
-        intact = _json_digest(obj) == obj[SEAL]
+        intact = _json_digest(obj, place(path)) == obj[SEAL]
     except ValueError:  # NaN or infinity, which natinv never writes
         intact = False
     if not intact:
-        raise damaged(path, "its content does not match the digest it was written with")
+        raise damaged(path, "its content does not match the digest it was written with (or it was written for another "
+                            "place: a file of another experiment, or another file)")
     return {k: v for k, v in obj.items() if k != SEAL}

@@ -331,18 +331,30 @@ def producer(cfg: Config, path: Path) -> tuple[Stage, Wildcards] | None:
     return None
 
 
-def maker_of(path: Path) -> str:
-    """Which stage writes a file of this name, from the file contract alone (no params needed): "the `synthesize`
-    stage (`natinv synthesize`)", or "natinv" for a file outside it."""
+def _contract_match(path: Path):
+    """(stage, the experiment folder's name, the path in the file contract) of a stage output's path, or None."""
     import re
 
     text = Path(path).as_posix()
     for stage in STAGES.values():
         for out in [*stage.outputs.values(), *(stage.dvc_outputs or {}).values()]:
             pattern = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(out.template))
-            if re.search(f"(^|/){pattern}" + ("/" if out.directory else "$"), text):
-                return f"the `{stage.name}` stage (`natinv {stage.name}`)"
-    return "natinv"
+            if m := re.search(f"(?:^|/)([^/]+)/({pattern}" + ("/.+)$" if out.directory else ")$"), text):
+                return stage, m[1], m[2]
+    return None
+
+
+def contract_place(path: Path) -> str | None:
+    """`{experiment}/{path under it}` of a stage output (the place its seal binds it to), or None outside the contract."""
+    found = _contract_match(path)
+    return None if found is None else f"{found[1]}/{found[2]}"
+
+
+def maker_of(path: Path) -> str:
+    """Which stage writes a file of this name, from the file contract alone (no params needed): "the `synthesize`
+    stage (`natinv synthesize`)", or "natinv" for a file outside it."""
+    found = _contract_match(path)
+    return "natinv" if found is None else f"the `{found[0].name}` stage (`natinv {found[0].name}`)"
 
 
 def missing_input_hint(cfg: Config, stage: Stage, w: Wildcards, params: list[str]) -> str | None:

@@ -22,6 +22,21 @@ ARCHS: dict[str, tuple[str, str]] = {
 }
 
 
+# the smallest images an architecture takes (VGG: five 2x2 max-poolings down to 1x1); others: MIN_IMAGE_SIZE
+SMALLEST_INPUT = {"vgg11": 32, "vgg16": 32}
+MIN_IMAGE_SIZE = 8  # below this no architecture here has anything left to learn from (data.image_size's bound too)
+
+
+def check_input_size(arch: str, image_size: int) -> None:
+    """One line when `arch` cannot take square images of `image_size`."""
+    smallest = SMALLEST_INPUT.get(arch, MIN_IMAGE_SIZE)
+    if image_size < smallest:
+        from natinv.errors import ConfigError
+
+        raise ConfigError(f"model arch {arch} takes images of at least {smallest}x{smallest}; these data are "
+                          f"{image_size}x{image_size} (choose another architecture, or resize the data: data.image_size)")
+
+
 def build_model(arch: str, num_classes: int, in_channels: int, width: int | None = None) -> StagedNet:
     if arch not in ARCHS:
         from natinv.errors import ConfigError

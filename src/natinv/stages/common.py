@@ -14,7 +14,7 @@ from natinv.checkpoint import ModelMeta
 from natinv.config import Config, seeds
 from natinv.errors import ConfigError
 from natinv.io import atomic_write_json
-from natinv.models import build_model
+from natinv.models import build_model, check_input_size
 from natinv.runtime import derive_seed, log
 from natinv.tracking import Outcome
 from natinv.train import SGDSchedule, epoch_eval, evaluate, fit
@@ -31,6 +31,7 @@ def dataset(cfg: Config) -> data.Dataset:
 
 def new_model(ds: data.Dataset | ModelMeta, spec, seed: int) -> torch.nn.Module:
     """A randomly initialised network of `spec` for the dataset (or a checkpoint's shape), weights drawn from `seed`."""
+    check_input_size(spec.arch, ds.image_size)
     torch.manual_seed(seed)
     return build_model(spec.arch, ds.num_classes, ds.in_channels, spec.width)
 
