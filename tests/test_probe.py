@@ -457,3 +457,67 @@ def test_settings_at_the_edge_run_or_stop_in_one_line(project, tmp_path, name, c
         assert code == 0, err[-3:]
     else:
         assert code == 2 and expected in err[-1] and err[-1].startswith(f"natinv {stage[0]}: error: "), err[-3:]
+
+
+# ------------------------------------------------------------------------------------------------ the principles
+
+
+def test_a_module_planted_under_results_is_never_imported(project, tmp_path, capsys, monkeypatch):
+    """A params value naming a module that is not installed (here one planted under results/, on the import path as
+    the project folder is for `python -m natinv`) is refused before any of its code runs."""
+    tmp, params = project
+    monkeypatch.setenv("NATINV_TRACKING", "off")
+    planted = tmp_path / "results"
+    planted.mkdir()
+    marker = tmp_path / "RAN"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (planted / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass X: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    capsys.readouterr()
+    code = main(["metrics", *params, "--set", "metrics.inception.feature_extractor=results.evil:X", "--teacher",
+                 "resnet8-w16", "--method", "ni", "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "module 'results' is not installed" in err[-1], err
+    assert not marker.exists()
+
+
+def test_a_symbolic_link_inside_the_experiment_is_refused_and_its_target_untouched(project, tmp_path, capsys, monkeypatch):
+    """results/{experiment}/teachers as a link to a folder elsewhere: the teacher stage names the link and writes
+    nothing there (the experiment folder itself may be a link: followed)."""
+    tmp, params = project
+    monkeypatch.setenv("NATINV_TRACKING", "off")
+    exp = tmp_path / "results/tiny"
+    shutil.copytree(tmp / "results/tiny/data", exp / "data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (exp / "teachers").symlink_to(elsewhere)
+    capsys.readouterr()
+    code = main(["teacher", *params, "--set", f"results={tmp_path / 'results'}", "--teacher", "resnet8-w16", "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "teachers: a symbolic link inside" in err[-1], err
+    assert list(elsewhere.iterdir()) == []
+    linked = tmp_path / "linked-results"  # the whole experiment folder behind a link (a scratch file system): fine
+    shutil.copytree(tmp / "results/tiny", tmp_path / "scratch/tiny")
+    linked.mkdir()
+    (linked / "tiny").symlink_to(tmp_path / "scratch/tiny")
+    assert main(["report", *params, "--set", f"results={linked}", "--threads", "1"]) == 0
+    assert (tmp_path / "scratch/tiny/report/report.md").is_file()
+
+
+def test_only_temporaries_natinv_made_are_removed(project, tmp_path, monkeypatch):
+    """A re-run removes the temporary files an interrupted write left (their names are natinv's own), never a user's
+    file that merely ends in .tmp."""
+    from natinv.io import TEMP
+
+    tmp, params = project
+    monkeypatch.setenv("NATINV_TRACKING", "off")
+    shutil.copytree(tmp / "results/tiny", tmp_path / "results/tiny")
+    folder = tmp_path / "results/tiny/synth/resnet8-w16/ni"
+    mine, theirs = folder / ".shard-0.npz.natinv-k1ll3d00.tmp", folder / ".notes.tmp"
+    mine.write_bytes(b"half")
+    theirs.write_bytes(b"the user's")
+    assert TEMP.match(mine.name) and not TEMP.match(theirs.name)
+    (folder / "shard-0.npz").unlink()
+    assert main(["synthesize", *params, "--set", f"results={tmp_path / 'results'}", "--teacher", "resnet8-w16",
+                 "--method", "ni", "--threads", "1"]) == 0
+    assert not mine.exists() and theirs.read_bytes() == b"the user's"

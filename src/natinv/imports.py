@@ -35,6 +35,16 @@ def installed_attribute(key: str, spec: str):
     """The attribute `Class` of the installed module `module` that `spec` = 'module:Class' names (a params value at
     `key`), imported; a module that is not installed (found in the working directory, under results/, anywhere else)
     is refused with one line, before any of its code runs."""
+    module, attr = check_installed(key, spec)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{key} = {spec!r}: {exc}") from None
+
+
+def check_installed(key: str, spec: str) -> tuple[str, str]:
+    """(module, attribute) of `spec` = 'module:Class' once its module is known to be installed, without importing it;
+    else one line (ConfigError naming `key`)."""
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr or not all(part.isidentifier() for part in [*module.split("."), attr]):
         raise ConfigError(f"{key} = {spec!r}: expected 'module:Class' with an installed module's dotted name")
@@ -53,7 +63,4 @@ def installed_attribute(key: str, spec: str):
     if outside:
         raise ConfigError(f"{key} = {spec!r}: module {top!r} is not installed (it would be imported from {outside[0]}); "
                           f"natinv imports only modules installed in its environment (pip install yours)")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{key} = {spec!r}: {exc}") from None
+    return module, attr

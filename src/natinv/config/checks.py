@@ -54,6 +54,14 @@ def check_references(cfg: Config, fail: Callable[[str, str], None]) -> None:
     from natinv.models import ARCHS  # late import: models import torch
 
     check_names(cfg, fail)
+    if ":" in (spec := cfg.metrics.inception.feature_extractor):  # before anything else runs: nothing of it imported
+        from natinv.errors import ConfigError
+        from natinv.imports import check_installed
+
+        try:
+            check_installed("metrics.inception.feature_extractor", spec)
+        except ConfigError as exc:
+            fail("metrics.inception.feature_extractor", str(exc).split(": ", 1)[1])
 
     for key, spec in cfg.models.items():
         if spec.arch not in ARCHS:
