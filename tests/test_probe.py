@@ -521,3 +521,45 @@ def test_only_temporaries_natinv_made_are_removed(project, tmp_path, monkeypatch
     assert main(["synthesize", *params, "--set", f"results={tmp_path / 'results'}", "--teacher", "resnet8-w16",
                  "--method", "ni", "--threads", "1"]) == 0
     assert not mine.exists() and theirs.read_bytes() == b"the user's"
+
+
+def test_a_damaged_shard_is_made_again_by_a_run_of_every_shard(project, tmp_path, capsys, monkeypatch):
+    """`synthesize` without --shard (what `dvc repro` runs) keeps a finished shard only when its files are intact: a
+    truncated .npz under an intact JSON is made again, to the same bytes."""
+    tmp, params = project
+    monkeypatch.setenv("NATINV_TRACKING", "off")
+    shutil.copytree(tmp / "results/tiny", tmp_path / "results/tiny")
+    npz = tmp_path / "results/tiny/synth/resnet8-w16/ni/shard-0.npz"
+    good = npz.read_bytes()
+    npz.write_bytes(good[: len(good) // 2])
+    capsys.readouterr()
+    assert main(["synthesize", *params, "--set", f"results={tmp_path / 'results'}", "--teacher", "resnet8-w16",
+                 "--method", "ni", "--threads", "1"]) == 0
+    assert "kept shard" not in capsys.readouterr().err
+    assert npz.read_bytes() == good
+
+
+@pytest.mark.parametrize("edit", ["image_size", "no-digest"])
+def test_a_checkpoint_whose_metadata_was_edited_is_refused(project, tmp_path, edit, capsys, monkeypatch):
+    """The checkpoint's digest covers every metadata field: an edited image_size (which would make synthesis write
+    images of another size) or a removed digest is one line."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
+    tmp, params = project
+    monkeypatch.setenv("NATINV_TRACKING", "off")
+    shutil.copytree(tmp / "results/tiny", tmp_path / "results/tiny")
+    path = tmp_path / "results/tiny/teachers/resnet8-w16.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["natinv"])
+    if edit == "image_size":
+        meta["image_size"] = 16
+    else:
+        del meta["sha256"]
+    path.write_bytes(save(load_file(str(path)), metadata={"natinv": json.dumps(meta)}))
+    capsys.readouterr()
+    code = main(["synthesize", *params, "--set", f"results={tmp_path / 'results'}", "--teacher", "resnet8-w16",
+                 "--method", "ni", "--shard", "0", "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "resnet8-w16.safetensors" in err[-1], err
+    assert ("not the ones it was written with" if edit == "image_size" else "has no sha256") in err[-1], err
