@@ -107,6 +107,8 @@ def _param_cases() -> list[ParamCase]:
         elif isinstance(value, (int, float)):
             integer = isinstance(value, int) and not (f is not None and "float" in str(f.type))
             cases += [ParamCase(key, v, True) for v in (math.nan, math.inf, -math.inf, *wrong_type)]
+            if "below" in meta:
+                cases += [ParamCase(key, meta["below"], True), ParamCase(key, meta["below"] * 10, True)]
             if "min" in meta:
                 low = meta["min"]
                 outside = low if meta.get("exclusive") else (low - 1 if integer else low - 1e-9)
@@ -434,6 +436,9 @@ RUN_CASES = {  # settings at the edge of sense, run through the stage they reach
                      ["synthesis.batch_size=1", "synthesis.num_images=2", "synthesis.methods.dafl.iterations=2"], None),
     "kd-batch-beyond-images": (["kd", "--teacher", "resnet8-w16", "--method", "ni", "--student", "resnet8-w8"],
                                ["kd.batch_size=100000", "kd.epochs=1"], None),
+    "bn-weight-beyond-float32": (["synthesize", "--teacher", "resnet8-w16", "--method", "di", "--shard", "0"],
+                                 ["synthesis.methods.di.lambda_bn=1e300", "synthesis.methods.di.iterations=2",
+                                  "synthesis.retries=0"], "before any step, so not a learning rate"),
     "vgg-on-small-images": (["evaluator", "--evaluator", "vgg11-w8"], ["data.dataset=custom", "data.path={small}"],
                             "takes images of at least 32x32"),
 }

@@ -209,9 +209,11 @@ class _Converter:
     def check_min(self, f: dataclasses.Field, value: Any, key: str) -> None:
         if "min" not in f.metadata or value is None:
             return
-        lo, exclusive = f.metadata["min"], f.metadata["exclusive"]
+        lo, exclusive, below = f.metadata["min"], f.metadata["exclusive"], f.metadata.get("below")
         if value < lo or (exclusive and value == lo):
-            self.fail(key, f"got {value!r}; must be {'>' if exclusive else '>='} {lo}")
+            self.fail(key, f"got {value!r}; must be {'>' if exclusive else '>='} {lo}" + (f" and < {below}" if below is not None else ""))
+        if below is not None and value >= below:
+            self.fail(key, f"got {value!r}; must be < {below}" + f" and {'>' if exclusive else '>='} {lo}")
 
     def convert(self, tp: Any, value: Any, path: str) -> Any:
         origin = typing.get_origin(tp)

@@ -9,8 +9,9 @@ from typing import Literal, Union
 from natinv.config.seeds import split as seeds_split
 
 
-def _min(value: float, *, exclusive: bool = False) -> dict:
-    return {"min": value, "exclusive": exclusive}
+def _min(value: float, *, exclusive: bool = False, below: float | None = None) -> dict:
+    """The bounds of a number: at least `value` (more than, when `exclusive`) and, when `below` is given, less than it."""
+    return {"min": value, "exclusive": exclusive} | ({} if below is None else {"below": below})
 
 
 @dataclass
@@ -20,7 +21,7 @@ class DataConfig:
     path: str | None = None  # custom data: an image folder or an .npz file
     train_limit: int | None = field(default=None, metadata=_min(1))  # first N training images (tiny runs)
     test_limit: int | None = field(default=None, metadata=_min(1))
-    test_fraction: float = field(default=0.1, metadata=_min(0, exclusive=True))  # custom data without a test split
+    test_fraction: float = field(default=0.1, metadata=_min(0, exclusive=True, below=1))  # custom data without a test split
     image_size: int | None = field(default=None, metadata=_min(8))  # custom data: resize to this (square)
     # Offline smoke runs: instead of reading the dataset, make a stand-in with its shape and class count (random class
     # patterns, not real images; train_limit / test_limit images, default 5,000 / 1,000). fashion-mnist, cifar10, cifar100.
@@ -39,7 +40,7 @@ class TeacherConfig:
     epochs: int = field(default=3, metadata=_min(1))
     batch_size: int = field(default=128, metadata=_min(1))
     lr: float = field(default=0.1, metadata=_min(0, exclusive=True))
-    momentum: float = field(default=0.9, metadata=_min(0))
+    momentum: float = field(default=0.9, metadata=_min(0, below=1))
     weight_decay: float = field(default=5e-4, metadata=_min(0))
     warmup_epochs: float = field(default=0.0, metadata=_min(0))  # linear warm-up before the cosine decay
 
@@ -53,7 +54,7 @@ class CoTrainConfig:
     steps: int = field(default=1, metadata=_min(1))  # ADI: KD steps after each new batch; DAFL: per generator step (1); DFAD: per generator step (5)
     batch_size: int = field(default=128, metadata=_min(1))  # ADI: the KD batch drawn from the images so far (DAFL, DFAD: the generator's batch)
     lr: float = field(default=0.1, metadata=_min(0, exclusive=True))  # SGD (Nesterov), cosine decay over all student steps
-    momentum: float = field(default=0.9, metadata=_min(0))
+    momentum: float = field(default=0.9, metadata=_min(0, below=1))
     weight_decay: float = field(default=5e-4, metadata=_min(0))
     temperature: float = field(default=1.0, metadata=_min(0, exclusive=True))  # KL temperature (ADI, DAFL); DFAD matches logits by L1
 
@@ -221,7 +222,7 @@ class KDConfig:
     epochs: int = field(default=30, metadata=_min(1))
     batch_size: int = field(default=128, metadata=_min(1))
     lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
-    momentum: float = field(default=0.9, metadata=_min(0))
+    momentum: float = field(default=0.9, metadata=_min(0, below=1))
     weight_decay: float = field(default=5e-4, metadata=_min(0))
     temperature: float = field(default=4.0, metadata=_min(0, exclusive=True))
     real_images: int | None = field(default=None, metadata=_min(1))  # method=real: image count (None = synthesis.num_images)
@@ -236,7 +237,7 @@ class ScratchConfig:
     epochs: int = field(default=200, metadata=_min(1))  # paper: 200
     batch_size: int = field(default=128, metadata=_min(1))
     lr: float = field(default=0.05, metadata=_min(0, exclusive=True))
-    momentum: float = field(default=0.9, metadata=_min(0))
+    momentum: float = field(default=0.9, metadata=_min(0, below=1))
     weight_decay: float = field(default=5e-4, metadata=_min(0))
     train_eval_images: int | None = field(default=None, metadata=_min(1))  # real training images scored (None = all)
     real_images: int | None = field(default=None, metadata=_min(1))  # method=real: image count (None = synthesis.num_images)
@@ -252,7 +253,7 @@ class PruneConfig:
     epochs: int = field(default=20, metadata=_min(1))  # paper: 20
     batch_size: int = field(default=128, metadata=_min(1))
     lr: float = field(default=1e-3, metadata=_min(0, exclusive=True))  # paper: 1e-3
-    momentum: float = field(default=0.9, metadata=_min(0))
+    momentum: float = field(default=0.9, metadata=_min(0, below=1))
     weight_decay: float = field(default=5e-4, metadata=_min(0))
     targets: Literal["teacher", "labels"] = "teacher"  # fine-tune on the unpruned teacher's soft targets, or the labels
     temperature: float = field(default=4.0, metadata=_min(0, exclusive=True))  # targets=teacher

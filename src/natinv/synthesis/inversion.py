@@ -131,6 +131,7 @@ def _until_finite(job: ShardJob, objective: InversionObjective, optimize: Optimi
         job.log(f"{name}: loss not finite from iteration {fault + 1}; optimizing it again from seed {seed} "
                 f"(retry {attempt + 1} of {job.syn.retries})")
         (res,) = list(optimize(objective, [(res.labels, seed)], Carry()))
+    cause = ("at the first iteration, before any step, so not a learning rate: a loss weight (lambda_*) too large for "
+             "float32, or the teacher" if fault == 0 else "lower the method's learning rates, or check the teacher")
     raise NatinvError(f"{name}: loss or images not finite from iteration {fault + 1} of {job.method.iterations}, in "
-                      f"{job.syn.retries + 1} tries from different seeds; nothing was written. Lower the method's "
-                      f"learning rates or check the teacher")
+                      f"{job.syn.retries + 1} tries from different seeds; nothing was written. Cause: {cause}")
