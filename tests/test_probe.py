@@ -246,9 +246,14 @@ def _other_kind(p: Path, exp: Path) -> None:
     shutil.copyfile(donor, p)
 
 
+def _fifo_file(p: Path, _: Path) -> None:
+    p.unlink()
+    os.mkfifo(p)
+
+
 DAMAGE: dict[str, Callable[[Path, Path], None]] = {"truncated": _truncate, "empty": _empty, "flipped-byte": _flip,
                                                    "garbage": _garbage, "other-experiment": _other_experiment,
-                                                   "other-kind": _other_kind}
+                                                   "other-kind": _other_kind, "fifo": _fifo_file}
 FILE_CASES = [(f, d) for f in READ_BACK for d in DAMAGE]
 
 
@@ -266,7 +271,7 @@ def test_every_file_read_back_damaged_is_one_line_naming_it(project, name, damag
     target = exp / name
     good = target.read_bytes()
     DAMAGE[damage](target, exp)
-    unchanged = target.read_bytes() == good  # the other experiment's file is this one's, byte for byte (the same test set)
+    unchanged = target.is_file() and target.read_bytes() == good  # the other experiment's file is this one's, byte for byte (the same test set)
     before = snapshot(tmp)
     stage = READ_BACK[name]
     capsys.readouterr()
@@ -282,6 +287,7 @@ def test_every_file_read_back_damaged_is_one_line_naming_it(project, name, damag
         assert name.split("/")[-1] in errors[0], errors[0]
         assert snapshot(tmp) == before  # nothing written, nothing lost
     finally:
+        target.unlink()
         target.write_bytes(good)
 
 

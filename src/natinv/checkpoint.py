@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from natinv.errors import CheckpointError
-from natinv.io import atomic_write_bytes, place
+from natinv.io import atomic_write_bytes, place, require_file
 from natinv.models import StagedNet, build_model
 
 
@@ -127,9 +127,7 @@ def _fit(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, arc
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[StagedNet, ModelMeta]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    path = require_file(path, "checkpoint not found", CheckpointError)
     meta, digest = _read_header(path)
     try:
         state = load_file(str(path))
@@ -204,9 +202,7 @@ def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
 def load_state(path: Path, model: torch.nn.Module, what: str) -> torch.nn.Module:
     """Load `save_state`'s file into `model` (whose layout `what` names), refusing a missing, corrupt, ill-fitting or
     non-finite file with one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not found")
+    path = require_file(path, "not found", CheckpointError)
     try:
         with safe_open(str(path), framework="pt") as f:
             digest = (f.metadata() or {}).get(DIGEST)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from natinv.config import DataConfig
 from natinv.errors import DataNotFound
 from natinv.models import MIN_IMAGE_SIZE
-from natinv.io import atomic_write_json, damaged, file_sha256, read_json, read_npz, write_npz
+from natinv.io import atomic_write_json, damaged, file_sha256, read_json, read_npz, require_file, write_npz
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -397,9 +397,7 @@ def prepare(cfg: DataConfig, out_dir: Path) -> dict:
 
 
 def read_manifest(out_dir: Path) -> dict:
-    path = out_dir / "manifest.json"
-    if not path.is_file():
-        raise DataNotFound(f"{path}: not found; run `python -m natinv data` first")
+    path = require_file(out_dir / "manifest.json", "not found; run `python -m natinv data` first", DataNotFound)
     return read_json(path)
 
 

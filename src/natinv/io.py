@@ -277,7 +277,7 @@ _VERIFIED: dict[Path, tuple[int, int, int]] = {}  # files checked by this proces
 def verify_npz(path: Path) -> None:
     """An .npz the package wrote (write_npz) is unchanged: its members hash to its SEAL (read once per process while
     the file's inode, size and modification time stay the same); else one line (damaged)."""
-    path = Path(path)
+    path = require_file(path)
     st = path.stat()
     key = (st.st_ino, st.st_size, st.st_mtime_ns)
     if _VERIFIED.get(path) == key:
@@ -318,12 +318,22 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray | Chunked]) -> None:
         _write_npz_to(tmp, arrays, place(path))
 
 
+def require_file(path: Path, missing: str = "not found", error: type[NatinvError] = NatinvError) -> Path:
+    """`path` as a Path when it is a regular file; else one line: `missing`, or, for something that is there but is
+    no regular file (a FIFO, socket or device, which a read could wait on forever), that."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.exists() or path.is_symlink():
+        raise error(f"{path}: not a regular file (a folder, FIFO, socket, device or dangling link); natinv reads only "
+                    f"the regular files it wrote")
+    raise error(f"{path}: {missing}")
+
+
 def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None = None) -> dict[str, np.ndarray]:
     """The arrays of an .npz file, or only `keys`, or only the members whose names start with `prefix` (the other
     members are not read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NatinvError(f"{path}: not found")
+    path = require_file(path)
     verify_npz(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -364,9 +374,7 @@ def read_rows(path: Path, key: str, rows: np.ndarray) -> np.ndarray:
 
 def npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """(shape, dtype) of members of an .npz, read from their headers (the arrays are not read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NatinvError(f"{path}: not found")
+    path = require_file(path)
     verify_npz(path)
     out = {}
     try:
@@ -393,9 +401,7 @@ def file_sha256(path: Path) -> str:
 
 def read_json(path: Path) -> dict:
     """A JSON object the package wrote (atomic_write_json), its seal checked and removed; else one line (damaged)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NatinvError(f"{path}: not found")
+    path = require_file(path)
     try:
         obj = json.loads(path.read_bytes().decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

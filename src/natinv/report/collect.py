@@ -9,8 +9,8 @@ from natinv.io import read_json
 
 
 def read_if_present(path: Path) -> dict | None:
-    """A stage JSON, or None while the stage has not run."""
-    return read_json(path) if path.is_file() else None
+    """A stage JSON, or None while the stage has not run (nothing there: something that is no regular file is an error)."""
+    return read_json(path) if path.exists() or path.is_symlink() else None
 
 
 def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
