@@ -163,9 +163,12 @@ class Probes:
         files = source_modules("natinv.synthesis.shard", "natinv.models")
         code = hashlib.sha256(b"".join((SRC.parent / f).read_bytes() for f in files)).hexdigest()[:12]
         self.version = f"{torch.__version__}:{code}:{COUNTING}"
-        try:
-            self.known = json.loads(path.read_text()) if path is not None and path.is_file() else {}
-        except (OSError, ValueError):
+        from natinv.errors import NatinvError
+        from natinv.io import read_json
+
+        try:  # a cache: one that is damaged or not natinv's is counted again
+            self.known = read_json(path) if path is not None and path.exists() else {}
+        except NatinvError:
             self.known = {}
 
     def _get(self, key: str, count) -> list[float]:
@@ -176,11 +179,9 @@ class Probes:
             log(f"natinv cost: counting {key.split(' ', 1)[1][:100]} (once; kept in {self.path})")
             self.known[key] = list(count())
             if self.path is not None:
-                import json
+                from natinv.io import atomic_write_json
 
-                from natinv.io import atomic_write_bytes
-
-                atomic_write_bytes(self.path, json.dumps(self.known, indent=1, sort_keys=True).encode())
+                atomic_write_json(self.path, self.known)
         return self.known[key]
 
     def train(self, arch: str, width: int | None, sh: Shapes) -> Probe:
