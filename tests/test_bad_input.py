@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from natinv.checkpoint import ModelMeta, checkpoint_digest, save_model
-from natinv.io import place
+from natinv.integrity import place
 from natinv.cli import main
 from pipeline import tiny_params
 from natinv.models import build_model

@@ -15,7 +15,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from natinv.errors import CheckpointError
-from natinv.io import atomic_write_bytes, place, require_file
+from natinv.integrity import place, require_file
+from natinv.io import atomic_write_bytes
 from natinv.models import StagedNet, build_model
 
 

@@ -153,8 +153,6 @@ class Probes:
     version and a digest of the package's synthesis and model code), so that planning a run counts nothing twice."""
 
     def __init__(self, path: Path | None):
-        import json
-
         import torch
 
         from natinv.pipeline import source_modules, SRC

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from natinv.config import DataConfig
 from natinv.errors import DataNotFound
 from natinv.models import MIN_IMAGE_SIZE
-from natinv.io import atomic_write_json, damaged, file_sha256, read_json, read_npz, require_file, write_npz
+from natinv.integrity import damaged, file_sha256, require_file
+from natinv.io import atomic_write_json, read_json, read_npz, write_npz
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

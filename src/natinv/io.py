@@ -1,7 +1,6 @@
-"""Atomic, deterministic file writing: nothing is ever left half-written, equal content gives equal bytes; and
-every JSON and .npz the package writes carries a digest of its own content (`SEAL`), which every read checks, so a
-file damaged, truncated or edited after it was written is one line naming it and the stage that makes it, never data.
-"""
+"""Atomic, deterministic file writing: nothing is ever left half-written, equal content gives equal bytes, every
+write stays inside the experiment folder (confine); every JSON and .npz is sealed as it is written and checked as it
+is read (natinv.integrity)."""
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from natinv.errors import NatinvError
+from natinv.integrity import SEAL, damaged, json_seal, place, require_file, unsealed, verify_npz
 
 
 def _umask() -> int:
@@ -163,42 +163,15 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return sorted(found)
 
 
-SEAL = "_sha256"  # a JSON object's key / an .npz's member: the sha256 of the rest of the file's content
-
-
-def place(path: Path) -> str:
-    """Where a file belongs, as its seal records it: `{experiment}/{path in the file contract}` for a stage output
-    (natinv.pipeline), its name otherwise. A file copied from another experiment, or to the place of another file,
-    no longer matches its seal."""
-    from natinv.pipeline import contract_place
-
-    return contract_place(Path(path)) or Path(path).name
-
-
-def _json_digest(obj: dict, where: str) -> str:
-    """sha256 of a JSON object's place and content without its seal (canonical: sorted keys, no spaces)."""
-    text = json.dumps({k: v for k, v in obj.items() if k != SEAL}, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(f"{where}\n{text}".encode()).hexdigest()
-
-
 def atomic_write_json(path: Path, obj: Any) -> None:
     """A stage's JSON result, sealed (an object gets SEAL, the digest of its content, which read_json checks); NaN and
     infinity are refused (json.dumps would write the non-standard NaN)."""
     try:
-        text = json.dumps(obj | {SEAL: _json_digest(obj, place(path))} if isinstance(obj, dict) else obj, indent=2, sort_keys=True,
+        text = json.dumps(obj | {SEAL: json_seal(obj, place(path))} if isinstance(obj, dict) else obj, indent=2, sort_keys=True,
                           allow_nan=False)
     except ValueError:
         raise NatinvError(f"{path}: not written, a value is NaN or infinite ({', '.join(_non_finite(obj))})") from None
     atomic_write_bytes(path, (text + "\n").encode())
-
-
-def damaged(path: Path, what: str) -> NatinvError:
-    """The one line for a file the package wrote that is no longer what it wrote: which file, what is wrong, which
-    stage makes it (natinv.pipeline's file contract) and what to do."""
-    from natinv.pipeline import maker_of
-
-    return NatinvError(f"{path}: {what}; it was changed or damaged after {maker_of(path)} wrote it: delete it and run "
-                       f"that stage again")
 
 
 def _non_finite(obj: Any, key: str = "") -> list[str]:
@@ -271,40 +244,6 @@ def _write_npz_to(target, arrays: dict[str, np.ndarray | Chunked], where: str = 
             np.lib.format.write_array(fh, np.array(digest.hexdigest()), allow_pickle=False)
 
 
-_VERIFIED: dict[Path, tuple[int, int, int]] = {}  # files checked by this process, with their (inode, size, mtime)
-
-
-def verify_npz(path: Path) -> None:
-    """An .npz the package wrote (write_npz) is unchanged: its members hash to its SEAL (read once per process while
-    the file's inode, size and modification time stay the same); else one line (damaged)."""
-    path = require_file(path)
-    st = path.stat()
-    key = (st.st_ino, st.st_size, st.st_mtime_ns)
-    if _VERIFIED.get(path) == key:
-        return
-    digest = hashlib.sha256(f"{place(path)}\n".encode())
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = sorted(n for n in zf.namelist() if n != f"{SEAL}.npy")
-            if f"{SEAL}.npy" not in zf.namelist():
-                raise damaged(path, "it has no digest (every .npz natinv writes has one)")
-            with zf.open(f"{SEAL}.npy") as fh:
-                sealed = str(np.lib.format.read_array(fh, allow_pickle=False))
-            for name in names:
-                digest.update(name.encode())
-                with zf.open(name) as fh:
-                    while block := fh.read(1 << 22):
-                        digest.update(block)
-    except NatinvError:
-        raise
-    except Exception as exc:
-        raise damaged(path, f"unreadable .npz ({type(exc).__name__}: {exc})") from None
-    if digest.hexdigest() != sealed:
-        raise damaged(path, "its content does not match the digest it was written with (or it was written for another "
-                            "place: a file of another experiment, or another file)")
-    _VERIFIED[path] = key
-
-
 def npz_bytes(arrays: dict[str, np.ndarray | Chunked]) -> bytes:
     """The bytes write_npz writes for `arrays`."""
     buf = io.BytesIO()
@@ -316,18 +255,6 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray | Chunked]) -> None:
     """`arrays` as an .npz at `path`, written atomically and streamed: peak memory is the largest chunk, not the file."""
     with atomic_path(path) as tmp:
         _write_npz_to(tmp, arrays, place(path))
-
-
-def require_file(path: Path, missing: str = "not found", error: type[NatinvError] = NatinvError) -> Path:
-    """`path` as a Path when it is a regular file; else one line: `missing`, or, for something that is there but is
-    no regular file (a FIFO, socket or device, which a read could wait on forever), that."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.exists() or path.is_symlink():
-        raise error(f"{path}: not a regular file (a folder, FIFO, socket, device or dangling link); natinv reads only "
-                    f"the regular files it wrote")
-    raise error(f"{path}: {missing}")
 
 
 def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None = None) -> dict[str, np.ndarray]:
@@ -390,15 +317,6 @@ def npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ..
     return out
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read a block at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_json(path: Path) -> dict:
     """A JSON object the package wrote (atomic_write_json), its seal checked and removed; else one line (damaged)."""
     path = require_file(path)
@@ -406,13 +324,4 @@ def read_json(path: Path) -> dict:
         obj = json.loads(path.read_bytes().decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise damaged(path, f"not valid JSON ({exc})") from None
-    if not isinstance(obj, dict) or SEAL not in obj:
-        raise damaged(path, "it has no digest (every JSON natinv writes has one)")
-    try:
-        intact = _json_digest(obj, place(path)) == obj[SEAL]
-    except ValueError:  # NaN or infinity, which natinv never writes
-        intact = False
-    if not intact:
-        raise damaged(path, "its content does not match the digest it was written with (or it was written for another "
-                            "place: a file of another experiment, or another file)")
-    return {k: v for k, v in obj.items() if k != SEAL}
+    return unsealed(path, obj)

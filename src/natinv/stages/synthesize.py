@@ -11,7 +11,8 @@ from natinv.checkpoint import load_model
 from natinv.config import Config
 from natinv.data import render_uint8
 from natinv.errors import ConfigError, NatinvError
-from natinv.io import atomic_write_json, read_json, remove_stale_temps, verify_npz, write_npz
+from natinv.integrity import verify_npz
+from natinv.io import atomic_write_json, read_json, remove_stale_temps, write_npz
 from natinv.runtime import log
 from natinv.stages.common import choose, new_model, student_seed
 from natinv.synthesis import registry
