@@ -73,7 +73,8 @@ def test_chain_writes_the_declared_outputs(chain):
             total += len(z["labels"])
         summary = json.loads((exp / f"synth/resnet8-w16/ni/shard-{shard}.json").read_text())
         assert summary["iterations"] == 10 and "agreement_uint8" in summary
-        assert summary["engine"] == {"channels_last": True, "autocast": None, "compile": False, "batches_per_step": 1}
+        assert summary["engine"] == {"channels_last": True, "autocast": None, "compile": False, "batches_per_step": 1,
+                                     "capture": False}
     assert total == 48
     for method in ("ni", "real"):
         kd = json.loads((exp / f"kd/resnet8-w16/{method}/resnet8-w8.json").read_text())
