@@ -171,6 +171,7 @@ def optimize(
     sizes = sizes or [len(labels)]
     device = labels.device
     curve = torch.empty(iterations, len(sizes), len(TERMS), device=device)
+    rows = torch.arange(iterations, device=device).view(-1, 1, 1)  # a static iteration's row of the curve: rows == it
     lowest = Lowest(sizes, device)
 
     def step(it: int | torch.Tensor) -> None:
@@ -179,7 +180,10 @@ def optimize(
             images = widened(make_images())
         totals, terms = objective(images, labels, draws, sizes)
         # keep the images this loss belongs to before the step changes them (DI optimizes them in place)
-        curve[it] = terms
+        if isinstance(it, int):
+            curve[it] = terms
+        else:  # an elementwise select, not an indexed write: no index kernel that a deterministic mode may sync in
+            torch.where(rows == it, terms, curve, out=curve)
         lowest.keep(images.detach(), terms[:, 0], it)
         optimizer.zero_grad(set_to_none=True)
         totals.sum().backward()  # the batches share no parameters: each gets its own loss's gradient
