@@ -155,3 +155,6 @@ def test_rows_of_an_npz_member_are_read_alone_and_equal_the_whole_members_rows(t
     got = read_rows(stored, "images", rows)
     assert got.dtype == np.float16 and np.array_equal(got, read_npz(stored, ("images",))["images"][rows])
     assert np.array_equal(read_rows(stored, "labels", rows), rows) and (read_rows(stored, "u8", rows) == 7).all()
+    named = tmp_path / "named.npz"  # array names that sort differently as file names ("a-b.npy" < "a.npy")
+    write_npz(named, {"a": np.zeros(2), "a-b": np.ones(2), "a_c": np.arange(2)})
+    assert set(read_npz(named)) == {"a", "a-b", "a_c"}

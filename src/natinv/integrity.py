@@ -91,7 +91,8 @@ def verify_npz(path: Path) -> None:
     digest = hashlib.sha256(f"{place(path)}\n".encode())
     try:
         with zipfile.ZipFile(path) as zf:
-            names = sorted(n for n in zf.namelist() if n != f"{SEAL}.npy")
+            # in the writer's order: by array name (sorting "a-b.npy" and "a.npy" as file names would swap them)
+            names = sorted((n for n in zf.namelist() if n != f"{SEAL}.npy"), key=lambda n: n.removesuffix(".npy"))
             if f"{SEAL}.npy" not in zf.namelist():
                 raise damaged(path, "it has no digest (every .npz natinv writes has one)")
             with zf.open(f"{SEAL}.npy") as fh:
