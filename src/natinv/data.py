@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from natinv.config import DataConfig
 from natinv.errors import DataNotFound
 from natinv.models import MIN_IMAGE_SIZE
-from natinv.integrity import damaged, file_sha256, require_file
+from natinv.integrity import damaged, file_sha256, has_digest, require_file
 from natinv.io import atomic_write_json, read_json, read_npz, write_npz
 from natinv.user_data import load_custom
 
@@ -266,7 +266,7 @@ def load(out_dir: Path) -> Dataset:
     """Load what the `data` stage wrote."""
     m = read_manifest(out_dir)
     for name in ("train.npz", "test.npz"):  # the files this manifest was written with, not another run's
-        if (out_dir / name).is_file() and file_sha256(out_dir / name) != m["sha256"].get(name):
+        if (out_dir / name).is_file() and not has_digest(out_dir / name, m["sha256"].get(name)):
             raise damaged(out_dir / name, f"its sha256 is not the one {out_dir / 'manifest.json'} records (a file of "
                                           f"another run or experiment?)")
     tr, te = read_npz(out_dir / "train.npz"), read_npz(out_dir / "test.npz")

@@ -80,12 +80,27 @@ def file_sha256(path: Path) -> str:
 _VERIFIED: dict[Path, tuple[int, int, int]] = {}  # files checked by this process, with their (inode, size, mtime)
 
 
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def has_digest(path: Path, expected: str | None) -> bool:
+    """Whether a file's bytes hash to `expected` (a digest recorded when natinv wrote it, e.g. in the manifest). A file
+    that does is the one written, seal included, so verify_npz does not read it again in this process."""
+    path = require_file(path)
+    key = _stat_key(path)
+    if file_sha256(path) != expected:
+        return False
+    _VERIFIED[path] = key
+    return True
+
+
 def verify_npz(path: Path) -> None:
     """An .npz the package wrote (write_npz) is unchanged: its members hash to its SEAL (read once per process while
     the file's inode, size and modification time stay the same); else one line (damaged)."""
     path = require_file(path)
-    st = path.stat()
-    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    key = _stat_key(path)
     if _VERIFIED.get(path) == key:
         return
     digest = hashlib.sha256(f"{place(path)}\n".encode())
