@@ -1,0 +1,155 @@
+"""The claims matrix: each of the paper's claims, checked on every setting that ran, from the runs' summary.json.
+
+    .venv/bin/python benchmarks/claims_matrix.py default=results/default \
+        default-paper=results/default:ni-paper,di-paper digits=results/claims-digits ... \
+        [--out benchmarks/claims-matrix.md] [--json benchmarks/claims-matrix.jsonl]
+
+Each argument is `label=results/{experiment}` of a finished run (ideally with `seeds: [0, 1, 2]`), optionally with
+`:NI,DI`, the methods that stand for NI and DI in that column (default `ni,di`; e.g. the paper's hyper-parameters). A cell is the
+verdict the report gives (natinv.report.spread: a gap is within noise when it is no larger than the two standard
+deviations added) with NI's and the other side's mean ± std; "not run" where the setting lacks the rows, "one seed"
+where the spread is unknown. Claims (the paper's tables and figures):
+
+- KD: a student distilled from NI's images beats one from DI's (Table 5);
+- FD (teacher / evaluator embedding): NI's images are closer to real ones (Tables 1, 8);
+- scratch: a student trained from scratch on NI's images generalizes better (Tables 2, 9);
+- pruning: NI's images recover a pruned teacher better (Fig. 6), at each ratio;
+- convergence: NI ends lower than DI in CE and in the BN term at the same iterations (Fig. 5; the kept iteration of each
+  batch, mean over the shards);
+- components (Table 3, KD): one-to-one beats one-to-many; FTP and ACS each add to one-to-one; all three beat each pair;
+- FTP stages (Table 4, teacher FD): more stages in the FTP, closer to real data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from natinv.config import seeds
+from natinv.report.spread import stats, verdict
+
+# (claim, section, row template, value name, the better side, the other side, higher is better)
+# row templates: {t} teacher, {s} student, {m} method; `first` picks the first matching row
+CLAIMS: list[tuple[str, str, str, str, str, str, bool]] = [
+    ("KD accuracy (Table 5)", "kd", "{t}/{m}/{s}", "test_acc", "ni", "di", True),
+    ("FD, teacher embedding (Tables 1, 8)", "metrics", "{t}/{m}", "teacher/fd", "ni", "di", False),
+    ("FD, evaluator embedding", "metrics", "{t}/{m}", "evaluator:*/fd", "ni", "di", False),
+    ("from scratch, real test accuracy (Tables 2, 9)", "scratch", "{t}/{m}/{s}", "test_acc", "ni", "di", True),
+    ("pruned {r}, fine-tuned (Fig. 6)", "prune", "{t}/{m}/{r}", "test_acc", "ni", "di", True),
+    ("CE at the kept iteration (Fig. 5)", "synthesis", "{t}/{m}", "final_ce", "ni", "di", False),
+    ("BN term at the kept iteration (Fig. 5)", "synthesis", "{t}/{m}", "final_bn", "ni", "di", False),
+    ("Table 3: one-to-one vs one-to-many (KD)", "kd", "{t}/{m}/{s}", "test_acc", "ni-o2o", "ni-o2m", True),
+    ("Table 3: + FTP (KD)", "kd", "{t}/{m}/{s}", "test_acc", "ni-o2o-ftp", "ni-o2o", True),
+    ("Table 3: + ACS (KD)", "kd", "{t}/{m}/{s}", "test_acc", "ni-o2o-acs", "ni-o2o", True),
+    ("Table 3: all three vs one-to-one + FTP (KD)", "kd", "{t}/{m}/{s}", "test_acc", "ni", "ni-o2o-ftp", True),
+    ("Table 4: FTP top two stages vs top one (teacher FD)", "metrics", "{t}/{m}", "teacher/fd", "ni-ftp23", "ni-ftp3", False),
+    ("Table 4: FTP all stages vs top two (teacher FD)", "metrics", "{t}/{m}", "teacher/fd", "ni", "ni-ftp23", False),
+]
+
+
+def seed_rows(summary: dict, folder: Path) -> dict[str, dict[str, dict]]:
+    """{section: {row without seed suffix: {value: stats}}}; `synthesis`: each seed's CE and BN term at the kept
+    iteration (the mean over its shards, read from synth/{teacher}/{method}[-seedK]/shard-*.json)."""
+    rows = {k: v for k, v in summary["seeds"].items() if k != "seeds"}
+    synth: dict[str, dict[str, list[float]]] = {}
+    for teacher_dir in sorted((folder / "synth").glob("*")):
+        for method_dir in sorted(teacher_dir.glob("*")):
+            shards = [json.loads(p.read_text())["final"] for p in sorted(method_dir.glob("shard-*.json"))]
+            if not shards:
+                continue
+            base = seeds.split(method_dir.name)[0]
+            for name, term in (("final_ce", "ce"), ("final_bn", "bn")):
+                value = statistics.fmean(f[term] for f in shards)
+                synth.setdefault(f"{teacher_dir.name}/{base}", {}).setdefault(name, []).append(value)
+    rows["synthesis"] = {k: {n: stats(v) for n, v in by.items()} for k, by in synth.items()}
+    return rows
+
+
+def _value(by_name: dict, pattern: str) -> dict | None:
+    if "*" not in pattern:
+        return by_name.get(pattern)
+    head, _, tail = pattern.partition("*")
+    return next((v for n, v in sorted(by_name.items()) if n.startswith(head) and n.endswith(tail)), None)
+
+
+def cells(summary: dict, folder: Path, pair: tuple[str, str] = ("ni", "di")) -> list[dict]:
+    """One dict per claim (and pruning ratio) of one setting: the verdict and both sides' stats, or why none.
+    `pair`: the methods that stand for NI and DI."""
+    stand_in = dict(zip(("ni", "di"), pair))
+    rows = seed_rows(summary, folder)
+    teacher = next(iter(summary["teachers"]))
+    student = next((k.split("/")[2] for k in rows.get("kd", {}) if k.startswith(f"{teacher}/")), "")
+    ratios = sorted({k.split("/")[2] for k in rows.get("prune", {}) if k.startswith(f"{teacher}/")} - {""})
+    out = []
+    for claim, section, template, name, a, b, higher in CLAIMS:
+        if pair != ("ni", "di") and not {a, b} <= {"ni", "di"}:
+            continue  # the component and FTP-stage variants are built on `ni` itself
+        named = (a, b) != ("ni", "di")  # the table names the pair unless it is NI against DI
+        a, b = stand_in.get(a, a), stand_in.get(b, b)
+        for r in (ratios if "{r}" in template else [None]):
+            label = claim.format(r=f"{float(r):.0%}" if r else "")
+            sides = [_value(rows.get(section, {}).get(template.format(t=teacher, s=student, m=m, r=r), {}), name)
+                     for m in (a, b)]
+            if None in sides:
+                out.append({"claim": label, "a": a, "b": b, "named": named, "verdict": "not run"})
+                continue
+            out.append({"claim": label, "named": named, **verdict(sides[0], sides[1], higher, (a, b))})
+    return out
+
+
+def fmt(s_mean: float, s_std: float | None) -> str:
+    digits = 2 if abs(s_mean) < 20 else 1
+    return f"{s_mean:.{digits}f}" + (f" ± {s_std:.{digits}f}" if s_std is not None else "")
+
+
+def text(c: dict) -> str:
+    if c["verdict"] == "not run":
+        return "not run"
+    claim_holds = c["verdict"] == f"{c['a']} ahead"
+    word = ("**holds**" if claim_holds else "within noise" if c.get("within_noise")
+            else "one seed" if c.get("within_noise") is None else "**reversed**")
+    return f"{word}: {fmt(c['a_mean'], c['a_std'])} vs {fmt(c['b_mean'], c['b_std'])} (n={min(c['n'])})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("settings", nargs="+", help="label=results/{experiment}")
+    ap.add_argument("--out", help="write the markdown table here (also printed)")
+    ap.add_argument("--json", help="append one JSON line per setting here")
+    args = ap.parse_args()
+    columns: dict[str, list[dict]] = {}
+    for arg in args.settings:
+        label, _, where = arg.partition("=")
+        folder, _, methods = where.partition(":")
+        pair = tuple(methods.split(",")) if methods else ("ni", "di")
+        if len(pair) != 2:
+            sys.exit(f"claims_matrix: {arg}: expected label=folder[:NI,DI]")
+        path = Path(folder) / "report" / "summary.json"
+        if not path.is_file():
+            sys.exit(f"claims_matrix: {path}: no summary.json (run the setting's pipeline first)")
+        columns[label] = cells(json.loads(path.read_text()), Path(folder), pair)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps({"setting": label, "folder": folder, "cells": columns[label]}) + "\n")
+    claims = list(dict.fromkeys(c["claim"] for col in columns.values() for c in col))
+    lines = ["| claim: NI vs DI unless named | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for claim in claims:
+        row = []
+        for col in columns.values():
+            c = next((c for c in col if c["claim"] == claim), None)
+            row.append("not run" if c is None else text(c))
+        sides = next(c for col in columns.values() for c in col if c["claim"] == claim)
+        pair = f": {sides['a']} vs {sides['b']}" if sides["named"] else ""
+        lines.append(f"| {claim}{pair} | " + " | ".join(row) + " |")
+    table = "\n".join(lines) + "\n"
+    print(table, end="")
+    if args.out:
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(table)
+        tmp.replace(args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The claims matrix's tools: the digits exporter feeds the user-data path, and the matrix reads the report's verdicts."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from natinv.config import DataConfig, load_config
+from natinv.report.spread import stats
+from natinv.user_data import load_custom
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import claims_matrix  # noqa: E402
+
+
+def test_the_digits_folder_is_read_by_the_user_data_path_as_the_claims_overlay_sets_it(tmp_path):
+    folder = tmp_path / "digits"
+    run = [sys.executable, str(ROOT / "benchmarks/digits_folder.py"), str(folder)]
+    first = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert "1438 train and 359 test images of 10 classes (1797 written)" in first.stdout
+    again = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert "(0 written)" in again.stdout
+    cfg = load_config([ROOT / "params/default.yaml", ROOT / "params/claims.yaml", ROOT / "params/claims-digits.yaml"])
+    assert (cfg.data.dataset, cfg.data.image_size, cfg.experiment) == ("custom", 32, "claims-digits")
+    x, y, xt, yt, classes, _ = load_custom(DataConfig(dataset="custom", path=str(folder), image_size=32))
+    assert x.shape == (1438, 1, 32, 32) and xt.shape == (359, 1, 32, 32) and x.dtype == np.uint8
+    assert classes == 10 and sorted(np.unique(y)) == list(range(10)) and np.bincount(yt).min() >= 35
+    assert x.max() == 255 and x.min() == 0
+
+
+def _summary(kd_ni: list[float], kd_di: list[float], fd_ni: list[float], fd_di: list[float]) -> dict:
+    t, s = "resnet8-w16", "resnet8-w8"
+    return {"teachers": {t: {}}, "synthesis": {},
+            "seeds": {"seeds": [0, 1, 2],
+                      "kd": {f"{t}/ni/{s}": {"test_acc": stats(kd_ni)}, f"{t}/di/{s}": {"test_acc": stats(kd_di)}},
+                      "metrics": {f"{t}/ni": {"teacher/fd": stats(fd_ni)}, f"{t}/di": {"teacher/fd": stats(fd_di)}},
+                      "scratch": {}, "prune": {}}}
+
+
+def test_the_matrix_says_holds_within_noise_reversed_and_not_run(tmp_path):
+    ahead = _summary([80, 81, 82], [70, 71, 72], [5.0, 5.1, 5.2], [3.0, 3.1, 3.2])
+    noise = _summary([70, 75, 80], [71, 72, 73], [3.0, 3.5, 4.0], [3.2, 3.3, 3.4])
+    for name, summary in (("ahead", ahead), ("noise", noise)):
+        (tmp_path / name / "report").mkdir(parents=True)
+        (tmp_path / name / "report" / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "matrix.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/claims_matrix.py"), f"a={tmp_path / 'ahead'}",
+                           f"b={tmp_path / 'noise'}", "--out", str(out)], capture_output=True, text=True, check=True)
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in out.read_text().splitlines()[2:]}
+    assert proc.stdout == out.read_text()
+    assert rows["KD accuracy (Table 5)"][0].startswith("**holds**: 81.0 ± 1.0 vs 71.0 ± 1.0 (n=3)")
+    assert rows["KD accuracy (Table 5)"][1].startswith("within noise")
+    assert rows["FD, teacher embedding (Tables 1, 8)"][0].startswith("**reversed**")  # NI's FD higher: worse
+    assert rows["from scratch, real test accuracy (Tables 2, 9)"] == ["not run", "not run |"]
+
+
+def test_a_column_can_name_the_methods_that_stand_for_ni_and_di(tmp_path):
+    t, s = "resnet8-w16", "resnet8-w8"
+    summary = _summary([1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3])
+    summary["seeds"]["kd"][f"{t}/ni-paper/{s}"] = {"test_acc": stats([10, 10.5, 11])}
+    summary["seeds"]["kd"][f"{t}/di-paper/{s}"] = {"test_acc": stats([50, 51, 52])}
+    kd = next(c for c in claims_matrix.cells(summary, tmp_path, ("ni-paper", "di-paper")) if c["claim"] == "KD accuracy (Table 5)")
+    assert (kd["a"], kd["b"], kd["verdict"]) == ("ni-paper", "di-paper", "di-paper ahead")
+    assert not any(c["claim"].startswith("Table 3") for c in claims_matrix.cells(summary, tmp_path, ("ni-paper", "di-paper")))
