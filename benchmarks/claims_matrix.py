@@ -1,14 +1,16 @@
-"""The claims matrix: each of the paper's claims, checked on every setting that ran, from the runs' summary.json.
+"""The claims matrix: each of the paper's claims, checked on every setting that ran, from the runs' job results.
 
     .venv/bin/python benchmarks/claims_matrix.py default=results/default \
         default-paper=results/default:ni-paper,di-paper digits=results/claims-digits ... \
         [--out benchmarks/claims-matrix.md] [--json benchmarks/claims-matrix.jsonl]
 
-Each argument is `label=results/{experiment}` of a finished run (ideally with `seeds: [0, 1, 2]`), optionally with
-`:NI,DI`, the methods that stand for NI and DI in that column (default `ni,di`; e.g. the paper's hyper-parameters). A cell is the
+Each argument is `label=results/{experiment}` of a run, ideally with `seeds: [0, 1, 2]`, optionally with `:NI,DI`,
+the methods that stand for NI and DI in that column (default `ni,di`; e.g. `ni-paper,di-paper`). Every kd, metrics,
+scratch, prune and synthesis JSON in the folder counts, whichever overlay made it (a component study run on the same
+experiment fills its rows; re-run an overlay after a settings change so that no row mixes recipes). A cell is the
 verdict the report gives (natinv.report.spread: a gap is within noise when it is no larger than the two standard
-deviations added) with NI's and the other side's mean ± std; "not run" where the setting lacks the rows, "one seed"
-where the spread is unknown. Claims (the paper's tables and figures):
+deviations added) with both sides' mean ± std: **holds** (NI's side ahead beyond the spread), within noise,
+**reversed** (the other side ahead beyond it), "one seed" where the spread is unknown, "not run". Claims (the paper's tables and figures):
 
 - KD: a student distilled from NI's images beats one from DI's (Table 5);
 - FD (teacher / evaluator embedding): NI's images are closer to real ones (Tables 1, 8);
@@ -28,10 +30,10 @@ import sys
 from pathlib import Path
 
 from natinv.config import seeds
-from natinv.report.spread import stats, verdict
+from natinv.report.spread import METRIC_KEYS, stats, verdict
 
 # (claim, section, row template, value name, the better side, the other side, higher is better)
-# row templates: {t} teacher, {s} student, {m} method; `first` picks the first matching row
+# row templates: {t} teacher, {s} student, {m} method, {r} pruning ratio; `*` in a value: the first evaluator
 CLAIMS: list[tuple[str, str, str, str, str, str, bool]] = [
     ("KD accuracy (Table 5)", "kd", "{t}/{m}/{s}", "test_acc", "ni", "di", True),
     ("FD, teacher embedding (Tables 1, 8)", "metrics", "{t}/{m}", "teacher/fd", "ni", "di", False),
@@ -49,20 +51,37 @@ CLAIMS: list[tuple[str, str, str, str, str, str, bool]] = [
 ]
 
 
-def seed_rows(summary: dict, folder: Path) -> dict[str, dict[str, dict]]:
-    """{section: {row without seed suffix: {value: stats}}}; `synthesis`: each seed's CE and BN term at the kept
-    iteration (the mean over its shards, read from synth/{teacher}/{method}[-seedK]/shard-*.json)."""
-    rows = {k: v for k, v in summary["seeds"].items() if k != "seeds"}
+def _per_seed(files: list[tuple[Path, str]], values_of) -> dict[str, dict[str, dict]]:
+    """{row: {value: stats over the seeds}} from (file, row key with the method's seed suffix) pairs."""
+    groups: dict[str, dict[str, list[float]]] = {}
+    for path, key in files:
+        parts = key.split("/")
+        parts[1] = seeds.split(parts[1])[0]
+        for name, value in values_of(json.loads(path.read_text())).items():
+            groups.setdefault("/".join(parts), {}).setdefault(name, []).append(value)
+    return {k: {n: stats(v) for n, v in by.items()} for k, by in groups.items()}
+
+
+def seed_rows(folder: Path) -> dict[str, dict[str, dict]]:
+    """{section: {row without seed suffix: {value: stats}}} from every job's JSON in results/{experiment} (whichever
+    params stack made it: a component-study overlay run on the same experiment adds its rows). `synthesis`: each
+    seed's CE and BN term at the kept iteration, the mean over its shards."""
+    acc = lambda j: {"test_acc": j["test_acc"]}  # noqa: E731
+    rel = lambda p: str(p.relative_to(folder).with_suffix("")).split("/", 1)[1]  # noqa: E731
+    rows = {
+        "kd": _per_seed([(p, rel(p)) for p in folder.glob("kd/*/*/*.json")], acc),
+        "scratch": _per_seed([(p, rel(p)) for p in folder.glob("scratch/*/*/*.json")], acc),
+        "prune": _per_seed([(p, rel(p).replace("ratio-", "")) for p in folder.glob("prune/*/*/ratio-*.json")], acc),
+        "metrics": _per_seed([(p, rel(p)) for p in folder.glob("metrics/*/*.json")],
+                             lambda j: {f"{net}/{k}": v[k] for net, v in j["embeddings"].items() for k in METRIC_KEYS}),
+    }
     synth: dict[str, dict[str, list[float]]] = {}
-    for teacher_dir in sorted((folder / "synth").glob("*")):
-        for method_dir in sorted(teacher_dir.glob("*")):
-            shards = [json.loads(p.read_text())["final"] for p in sorted(method_dir.glob("shard-*.json"))]
-            if not shards:
-                continue
-            base = seeds.split(method_dir.name)[0]
+    for method_dir in sorted(folder.glob("synth/*/*")):
+        shards = [json.loads(p.read_text())["final"] for p in sorted(method_dir.glob("shard-*.json"))]
+        if shards:
+            key = f"{method_dir.parent.name}/{seeds.split(method_dir.name)[0]}"
             for name, term in (("final_ce", "ce"), ("final_bn", "bn")):
-                value = statistics.fmean(f[term] for f in shards)
-                synth.setdefault(f"{teacher_dir.name}/{base}", {}).setdefault(name, []).append(value)
+                synth.setdefault(key, {}).setdefault(name, []).append(statistics.fmean(f[term] for f in shards))
     rows["synthesis"] = {k: {n: stats(v) for n, v in by.items()} for k, by in synth.items()}
     return rows
 
@@ -74,12 +93,12 @@ def _value(by_name: dict, pattern: str) -> dict | None:
     return next((v for n, v in sorted(by_name.items()) if n.startswith(head) and n.endswith(tail)), None)
 
 
-def cells(summary: dict, folder: Path, pair: tuple[str, str] = ("ni", "di")) -> list[dict]:
+def cells(folder: Path, pair: tuple[str, str] = ("ni", "di")) -> list[dict]:
     """One dict per claim (and pruning ratio) of one setting: the verdict and both sides' stats, or why none.
     `pair`: the methods that stand for NI and DI."""
     stand_in = dict(zip(("ni", "di"), pair))
-    rows = seed_rows(summary, folder)
-    teacher = next(iter(summary["teachers"]))
+    rows = seed_rows(folder)
+    teacher = next((k.split("/")[0] for k in sorted(rows["kd"])), "")
     student = next((k.split("/")[2] for k in rows.get("kd", {}) if k.startswith(f"{teacher}/")), "")
     ratios = sorted({k.split("/")[2] for k in rows.get("prune", {}) if k.startswith(f"{teacher}/")} - {""})
     out = []
@@ -126,10 +145,9 @@ def main() -> None:
         pair = tuple(methods.split(",")) if methods else ("ni", "di")
         if len(pair) != 2:
             sys.exit(f"claims_matrix: {arg}: expected label=folder[:NI,DI]")
-        path = Path(folder) / "report" / "summary.json"
-        if not path.is_file():
-            sys.exit(f"claims_matrix: {path}: no summary.json (run the setting's pipeline first)")
-        columns[label] = cells(json.loads(path.read_text()), Path(folder), pair)
+        if not (Path(folder) / "kd").is_dir():
+            sys.exit(f"claims_matrix: {folder}: no kd/ results (run the setting's pipeline first)")
+        columns[label] = cells(Path(folder), pair)
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps({"setting": label, "folder": folder, "cells": columns[label]}) + "\n")

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from natinv.config import DataConfig, load_config
-from natinv.report.spread import stats
 from natinv.user_data import load_custom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,21 +29,25 @@ def test_the_digits_folder_is_read_by_the_user_data_path_as_the_claims_overlay_s
     assert x.max() == 255 and x.min() == 0
 
 
-def _summary(kd_ni: list[float], kd_di: list[float], fd_ni: list[float], fd_di: list[float]) -> dict:
+def _results(folder: Path, kd: dict[str, list[float]], fd: dict[str, list[float]]) -> Path:
+    """A run's job JSONs as the stages write them: kd/T/M[-seedK]/S.json and metrics/T/M[-seedK].json."""
     t, s = "resnet8-w16", "resnet8-w8"
-    return {"teachers": {t: {}}, "synthesis": {},
-            "seeds": {"seeds": [0, 1, 2],
-                      "kd": {f"{t}/ni/{s}": {"test_acc": stats(kd_ni)}, f"{t}/di/{s}": {"test_acc": stats(kd_di)}},
-                      "metrics": {f"{t}/ni": {"teacher/fd": stats(fd_ni)}, f"{t}/di": {"teacher/fd": stats(fd_di)}},
-                      "scratch": {}, "prune": {}}}
+    for method, values in kd.items():
+        for seed, v in enumerate(values):
+            path = folder / "kd" / t / (method if seed == 0 else f"{method}-seed{seed}") / f"{s}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"test_acc": v}))
+    for method, values in fd.items():
+        for seed, v in enumerate(values):
+            path = folder / "metrics" / t / f"{method if seed == 0 else f'{method}-seed{seed}'}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"embeddings": {"teacher": {"fd": v, "precision": 0.5, "recall": 0.5}}}))
+    return folder
 
 
 def test_the_matrix_says_holds_within_noise_reversed_and_not_run(tmp_path):
-    ahead = _summary([80, 81, 82], [70, 71, 72], [5.0, 5.1, 5.2], [3.0, 3.1, 3.2])
-    noise = _summary([70, 75, 80], [71, 72, 73], [3.0, 3.5, 4.0], [3.2, 3.3, 3.4])
-    for name, summary in (("ahead", ahead), ("noise", noise)):
-        (tmp_path / name / "report").mkdir(parents=True)
-        (tmp_path / name / "report" / "summary.json").write_text(json.dumps(summary))
+    _results(tmp_path / "ahead", {"ni": [80, 81, 82], "di": [70, 71, 72]}, {"ni": [5.0, 5.1, 5.2], "di": [3.0, 3.1, 3.2]})
+    _results(tmp_path / "noise", {"ni": [70, 75, 80], "di": [71, 72, 73]}, {"ni": [3.0, 3.5, 4.0], "di": [3.2, 3.3, 3.4]})
     out = tmp_path / "matrix.md"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/claims_matrix.py"), f"a={tmp_path / 'ahead'}",
                            f"b={tmp_path / 'noise'}", "--out", str(out)], capture_output=True, text=True, check=True)
@@ -57,10 +60,9 @@ def test_the_matrix_says_holds_within_noise_reversed_and_not_run(tmp_path):
 
 
 def test_a_column_can_name_the_methods_that_stand_for_ni_and_di(tmp_path):
-    t, s = "resnet8-w16", "resnet8-w8"
-    summary = _summary([1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3])
-    summary["seeds"]["kd"][f"{t}/ni-paper/{s}"] = {"test_acc": stats([10, 10.5, 11])}
-    summary["seeds"]["kd"][f"{t}/di-paper/{s}"] = {"test_acc": stats([50, 51, 52])}
-    kd = next(c for c in claims_matrix.cells(summary, tmp_path, ("ni-paper", "di-paper")) if c["claim"] == "KD accuracy (Table 5)")
+    _results(tmp_path, {"ni": [1, 2, 3], "di": [1, 2, 3], "ni-paper": [10, 10.5, 11], "di-paper": [50, 51, 52]}, {})
+    cells = claims_matrix.cells(tmp_path, ("ni-paper", "di-paper"))
+    kd = next(c for c in cells if c["claim"] == "KD accuracy (Table 5)")
     assert (kd["a"], kd["b"], kd["verdict"]) == ("ni-paper", "di-paper", "di-paper ahead")
-    assert not any(c["claim"].startswith("Table 3") for c in claims_matrix.cells(summary, tmp_path, ("ni-paper", "di-paper")))
+    assert (kd["a_mean"], kd["b_mean"]) == (10.5, 51)
+    assert not any(c["claim"].startswith("Table 3") for c in cells)
