@@ -4,13 +4,13 @@
         [--variant plain clamp] [--epochs 30] [--batch-size 128] [--jobs 2] [--out FILE.jsonl]
 
 Reads a finished run with `seeds: [0, 1, 2]` (the synthesized images of `ni`, `ni-seed1`, `ni-seed2`, ...; its
-teacher and data) and distils the kd section's first student once per (image seed, kd seed, variant) from the same
-images: the image seed picks the synthesized set, the kd seed the student's initialization and data order (as the kd job of that seed draws them: equal image and kd
-seeds repeat the pipeline's own student). A spread
-across image seeds at a fixed kd seed is the images'; across kd seeds at a fixed image set, the training's. Variants:
-`plain` (what the kd stage trains on), `clamp` (every pixel clamped to the data's valid range [(0 - mean) / std,
-(1 - mean) / std] first). Also prints, per image set, the share of pixels outside that range and the teacher's
-agreement with the labels per batch. One JSON line per result.
+teacher and data) and distils the kd section's first student once per (image seed, kd seed, variant): the image
+seed picks the synthesized set, the kd seed the student's initialization and data order, drawn as the kd job of that
+seed draws them (equal image and kd seeds repeat the pipeline's own student). A spread across image sets at a fixed
+kd seed is the images'; across kd seeds on one image set, the training's. Variants: `plain` (what the kd stage trains
+on), `clamp` (every pixel clamped to the data's valid range [(0 - mean) / std, (1 - mean) / std] first). Also
+prints, per image set, the share of pixels outside that range and the teacher's agreement with the labels per batch.
+One JSON line per result (appended to --out).
 """
 from __future__ import annotations
 
