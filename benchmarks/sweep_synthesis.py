@@ -23,6 +23,17 @@ from natinv.runtime import pick_device, set_threads
 from natinv.synthesis.shard import synthesize_shard
 
 
+def grid_value(text: str):
+    """A grid value as YAML reads it, except that a number YAML 1.1 leaves a string ("1e-2": no dot) is a float."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", action="append", required=True)
@@ -41,7 +52,7 @@ def main() -> None:
     base = cfg.synthesis.methods[args.method]
     if args.iterations:
         base = replace(base, iterations=args.iterations)
-    axes = [(k, [yaml.safe_load(v) for v in vals.split(",")]) for k, _, vals in (g.partition("=") for g in args.grid)]
+    axes = [(k, [grid_value(v) for v in vals.split(",")]) for k, _, vals in (g.partition("=") for g in args.grid)]
     syn = replace(cfg.synthesis, num_images=cfg.synthesis.batch_size * args.batches, shards=1)
     for values in itertools.product(*[v for _, v in axes]):
         setting = dict(zip([k for k, _ in axes], values))
