@@ -66,3 +66,11 @@ def test_a_column_can_name_the_methods_that_stand_for_ni_and_di(tmp_path):
     assert (kd["a"], kd["b"], kd["verdict"]) == ("ni-paper", "di-paper", "di-paper ahead")
     assert (kd["a_mean"], kd["b_mean"]) == (10.5, 51)
     assert not any(c["claim"].startswith("Table 3") for c in cells)
+
+
+def test_a_sweep_grid_reads_1e_2_as_a_number():
+    """YAML 1.1 reads "1e-2" (no dot) as a string; a sweep's lr must reach the optimizer as a float."""
+    from sweep_synthesis import grid_value
+
+    assert [grid_value(v) for v in ("1e-2", "3", "0.4", "true", "clean")] == [0.01, 3, 0.4, True, "clean"]
+    assert isinstance(grid_value("1e-2"), float)
