@@ -51,13 +51,13 @@ CLAIMS: list[tuple[str, str, str, str, str, str, bool]] = [
 ]
 
 
-def _per_seed(files: list[tuple[Path, str]], values_of) -> dict[str, dict[str, dict]]:
-    """{row: {value: stats over the seeds}} from (file, row key with the method's seed suffix) pairs."""
+def _per_seed(records: list[tuple[str, dict]]) -> dict[str, dict[str, dict]]:
+    """{row: {value: stats over the seeds}} from (row key with the method's seed suffix, {value: number}) pairs."""
     groups: dict[str, dict[str, list[float]]] = {}
-    for path, key in files:
+    for key, values in records:
         parts = key.split("/")
         parts[1] = seeds.split(parts[1])[0]
-        for name, value in values_of(json.loads(path.read_text())).items():
+        for name, value in values.items():
             groups.setdefault("/".join(parts), {}).setdefault(name, []).append(value)
     return {k: {n: stats(v) for n, v in by.items()} for k, by in groups.items()}
 
@@ -66,24 +66,24 @@ def seed_rows(folder: Path) -> dict[str, dict[str, dict]]:
     """{section: {row without seed suffix: {value: stats}}} from every job's JSON in results/{experiment} (whichever
     params stack made it: a component-study overlay run on the same experiment adds its rows). `synthesis`: each
     seed's CE and BN term at the kept iteration, the mean over its shards."""
-    acc = lambda j: {"test_acc": j["test_acc"]}  # noqa: E731
-    rel = lambda p: str(p.relative_to(folder).with_suffix("")).split("/", 1)[1]  # noqa: E731
-    rows = {
-        "kd": _per_seed([(p, rel(p)) for p in folder.glob("kd/*/*/*.json")], acc),
-        "scratch": _per_seed([(p, rel(p)) for p in folder.glob("scratch/*/*/*.json")], acc),
-        "prune": _per_seed([(p, rel(p).replace("ratio-", "")) for p in folder.glob("prune/*/*/ratio-*.json")], acc),
-        "metrics": _per_seed([(p, rel(p)) for p in folder.glob("metrics/*/*.json")],
-                             lambda j: {f"{net}/{k}": v[k] for net, v in j["embeddings"].items() for k in METRIC_KEYS}),
-    }
-    synth: dict[str, dict[str, list[float]]] = {}
-    for method_dir in sorted(folder.glob("synth/*/*")):
+    def jobs(pattern: str, values_of, key=lambda k: k) -> dict[str, dict[str, dict]]:
+        return _per_seed([(key(str(p.relative_to(folder).with_suffix("")).split("/", 1)[1]),
+                           values_of(json.loads(p.read_text()))) for p in folder.glob(pattern)])
+
+    def synthesis(method_dir: Path) -> dict[str, float]:
         shards = [json.loads(p.read_text())["final"] for p in sorted(method_dir.glob("shard-*.json"))]
-        if shards:
-            key = f"{method_dir.parent.name}/{seeds.split(method_dir.name)[0]}"
-            for name, term in (("final_ce", "ce"), ("final_bn", "bn")):
-                synth.setdefault(key, {}).setdefault(name, []).append(statistics.fmean(f[term] for f in shards))
-    rows["synthesis"] = {k: {n: stats(v) for n, v in by.items()} for k, by in synth.items()}
-    return rows
+        return {name: statistics.fmean(f[term] for f in shards) for name, term in (("final_ce", "ce"), ("final_bn", "bn"))}
+
+    acc = lambda j: {"test_acc": j["test_acc"]}  # noqa: E731
+    return {
+        "kd": jobs("kd/*/*/*.json", acc),
+        "scratch": jobs("scratch/*/*/*.json", acc),
+        "prune": jobs("prune/*/*/ratio-*.json", acc, key=lambda k: k.replace("ratio-", "")),
+        "metrics": jobs("metrics/*/*.json",
+                        lambda j: {f"{net}/{k}": v[k] for net, v in j["embeddings"].items() for k in METRIC_KEYS}),
+        "synthesis": _per_seed([(f"{d.parent.name}/{d.name}", synthesis(d)) for d in sorted(folder.glob("synth/*/*"))
+                                if any(d.glob("shard-*.json"))]),
+    }
 
 
 def _value(by_name: dict, pattern: str) -> dict | None:
@@ -99,8 +99,8 @@ def cells(folder: Path, pair: tuple[str, str] = ("ni", "di")) -> list[dict]:
     stand_in = dict(zip(("ni", "di"), pair))
     rows = seed_rows(folder)
     teacher = next((k.split("/")[0] for k in sorted(rows["kd"])), "")
-    student = next((k.split("/")[2] for k in rows.get("kd", {}) if k.startswith(f"{teacher}/")), "")
-    ratios = sorted({k.split("/")[2] for k in rows.get("prune", {}) if k.startswith(f"{teacher}/")} - {""})
+    student = next((k.split("/")[2] for k in rows["kd"] if k.startswith(f"{teacher}/")), "")
+    ratios = sorted({k.split("/")[2] for k in rows["prune"] if k.startswith(f"{teacher}/")} - {""})
     out = []
     for claim, section, template, name, a, b, higher in CLAIMS:
         if pair != ("ni", "di") and not {a, b} <= {"ni", "di"}:
@@ -109,7 +109,7 @@ def cells(folder: Path, pair: tuple[str, str] = ("ni", "di")) -> list[dict]:
         a, b = stand_in.get(a, a), stand_in.get(b, b)
         for r in (ratios if "{r}" in template else [None]):
             label = claim.format(r=f"{float(r):.0%}" if r else "")
-            sides = [_value(rows.get(section, {}).get(template.format(t=teacher, s=student, m=m, r=r), {}), name)
+            sides = [_value(rows[section].get(template.format(t=teacher, s=student, m=m, r=r), {}), name)
                      for m in (a, b)]
             if None in sides:
                 out.append({"claim": label, "a": a, "b": b, "named": named, "verdict": "not run"})
