@@ -171,7 +171,7 @@ def test_curves_arrive_while_the_stage_runs_with_their_own_times(tmp_path, monke
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(PARENT_ENV, raising=False)
-    monkeypatch.setattr(tracking, "FLUSH_SECONDS", 0.2)
+    monkeypatch.setattr(tracking.stage, "FLUSH_SECONDS", 0.2)
     (tmp_path / "data").mkdir()
     (tmp_path / "data/train.npz").write_bytes(b"real")
     weights = tmp_path / "w.safetensors"

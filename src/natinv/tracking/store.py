@@ -1,0 +1,228 @@
+"""The MLflow store: where it is, taking turns at it, retrying a busy one, and a failure as one warning line.
+
+Store: `MLFLOW_TRACKING_URI` if set, else SQLite at `{results}/mlflow.db` with artifacts in `{results}/mlartifacts`
+(stored relative to the project when `results` is: run `mlflow ui` from the project folder). `NATINV_TRACKING=off`
+disables tracking. Writers of one SQLite store take turns (a file lock) and retry "database is locked", so parallel
+shard jobs never hold SQLite's single write lock for long.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import logging
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from natinv.config import Config
+from natinv.runtime import log
+
+PARENT_ENV = "NATINV_MLFLOW_PARENT_RUN"
+
+
+T = TypeVar("T")
+
+
+_UNREACHABLE: list[str] = []  # set when the tracking server could not be reached: the process stops trying
+
+
+def enabled() -> bool:
+    return not _UNREACHABLE and os.environ.get("NATINV_TRACKING", "on").lower() not in ("0", "off", "false", "no")
+
+
+# An HTTP tracking server that does not answer costs a stage a bounded wait, not MLflow's default of 7 retries with
+# exponential backoff and 120 s per request (minutes): one retry, 15 s per request; then this process stops trying.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+def tracking_uri(cfg: Config) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path(cfg.results) / 'mlflow.db').resolve()}"
+
+
+def _artifact_location(cfg: Config) -> str | None:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None  # the server decides
+    return (Path(cfg.results) / "mlartifacts").resolve().as_uri()
+
+
+def _keep_artifacts_relative(cfg: Config, experiment_id: str) -> None:
+    """MLflow stores a new experiment's artifact location as an absolute path; with a relative `results` it is set back
+    to the relative one, so a copied or moved project keeps its artifacts in its own folder (every stage and
+    `mlflow ui` run in the project folder)."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or Path(cfg.results).is_absolute():
+        return
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tracking_uri(cfg)[len("sqlite:///"):], timeout=60)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                   ((Path(cfg.results) / "mlartifacts").as_posix(), experiment_id))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def git_commit() -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower()} if commit else {}
+
+
+def retry(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """SQLite allows one writer at a time: retry "database is locked" (and the like) for up to a minute."""
+    delay = 0.1
+    for attempt in range(30):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - mlflow wraps sqlite errors in several exception types
+            text = str(exc).lower()
+            if attempt == 29 or not any(s in text for s in ("locked", "busy")):
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 3.0)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def warn_on_failure(what: str, said: list[bool] | None = None) -> Iterator[None]:
+    """A failure inside is one warning line (once per `said` flag: a run whose start failed does not warn again)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - tracking must never fail a stage
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _is_unreachable(exc):
+            if not _UNREACHABLE:
+                log(f"warning: MLflow tracking server {os.environ.get('MLFLOW_TRACKING_URI')} not reachable ({what}): "
+                    f"{first[:200]}; tracking is off for this stage, its files under results/ are complete")
+            _UNREACHABLE.append(what)
+        elif said is None or not said[0]:
+            log(f"warning: MLflow tracking failed ({what}): {first[:300]}; the stage's files under results/ are complete")
+        if said is not None:
+            said[0] = True
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Whether a tracking call failed because the server did not answer (refused, timed out, no route, no such host)."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(s in text for s in ("max retries exceeded", "connection refused", "connectionerror", "timed out",
+                                   "name or service not known", "no route to host", "failed to establish"))
+
+
+@contextlib.contextmanager
+def _store_lock(cfg: Config) -> Iterator[None]:
+    """Processes writing one SQLite store take turns, by an exclusive lock on `{db}.lock` beside it. MLflow creates and
+    migrates a new store on first use, and parallel first uses race (tables half-created, every run lost); turns also
+    keep SQLite's single writer lock from timing out under many parallel jobs. Other stores (a server) need none."""
+    uri = tracking_uri(cfg)
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def store(cfg: Config) -> Iterator[Any]:
+    """A client of the store, during this process's turn at it. MLflow is imported first (seconds of CPU, outside the
+    turn); creating the client opens the database (and creates and migrates a new one), so that happens inside it."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines about creating the store
+    for key, value in HTTP_DEFAULTS.items():  # a user's own settings win
+        os.environ.setdefault(key, value)
+    from mlflow import MlflowClient
+
+    for name in ("mlflow", "alembic", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if (why := _server_silent(tracking_uri(cfg))) is not None:
+        raise ConnectionError(f"not reachable: {why}")  # warn_on_failure: one warning, tracking off for the process
+    with _store_lock(cfg):
+        yield MlflowClient(tracking_uri=tracking_uri(cfg))
+
+
+PROBE_S = 5.0  # how long an HTTP tracking server may take to answer the first request of a process
+
+
+@functools.cache
+def _server_silent(uri: str) -> str | None:
+    """Why an HTTP(S) tracking server cannot be used (no connection, or no answer within PROBE_S), or None: it
+    answered (any HTTP status: a server behind a login answers too) or the store is not a server. Asked once per
+    process, so a stage's wait for a server that never answers is bounded by PROBE_S, not by MLflow's retries."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
+        return None
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_S):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - refused, timed out, no such host, a reset, a broken answer
+        return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+
+
+def experiment_of(client, cfg: Config) -> str:
+    found = retry(client.get_experiment_by_name, cfg.experiment)
+    if found is not None:
+        return found.experiment_id
+    try:
+        experiment_id = retry(client.create_experiment, cfg.experiment, artifact_location=_artifact_location(cfg))
+    except Exception:  # noqa: BLE001 - created by a parallel job in the meantime
+        return retry(client.get_experiment_by_name, cfg.experiment).experiment_id
+    retry(_keep_artifacts_relative, cfg, experiment_id)
+    return experiment_id
+
+
+Point = tuple[str, float, int, int | None]  # (metric, value, step, time in ms; None: when it is sent)
+
+
+def log_batches(client, run_id: str, params: dict[str, Any], tags: dict[str, str], points: list[Point]) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
+    metric_list = [Metric(k, float(v), now if ms is None else ms, step) for k, v, step, ms in points]
+    for i in range(0, len(param_list), 100):
+        retry(client.log_batch, run_id, params=param_list[i:i + 100])
+    for i in range(0, len(tag_list), 100):
+        retry(client.log_batch, run_id, tags=tag_list[i:i + 100])
+    for i in range(0, len(metric_list), 1000):
+        retry(client.log_batch, run_id, metrics=metric_list[i:i + 1000])
+
+
+def log_arrays(client, run_id: str, files: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each (name, arrays) as one `.npz` artifact, written to a temporary folder first."""
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="natinv-artifacts-") as tmp:
+        for name, arrays in files.items():
+            path = Path(tmp) / name
+            np.savez_compressed(path, **arrays)
+            retry(client.log_artifact, run_id, str(path))
