@@ -55,7 +55,7 @@ def mlflow_children(repo: Path, experiment: str, results: str = "results") -> Co
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{repo / results / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(f"natinv-{experiment}").experiment_id])
     parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("stage") != "pipeline"]

@@ -144,5 +144,5 @@ def test_a_killed_snakemake_run_resumes_to_the_uninterrupted_outputs(tiny_run, t
     assert compare_runs(tiny_run[0], repo, "results/tiny") > 50
     assert not list((repo / "results").rglob(".*.tmp"))
     client = MlflowClient(f"sqlite:///{repo / 'results/mlflow.db'}")
-    parents = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.stage = 'pipeline'")
+    parents = client.search_runs([client.get_experiment_by_name("natinv-tiny").experiment_id], "tags.stage = 'pipeline'")
     assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]

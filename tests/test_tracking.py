@@ -51,7 +51,7 @@ def test_parallel_stage_processes_lose_no_run(tmp_path, monkeypatch):
     assert all(p.returncode == 0 for p in procs)
     assert not any("warning" in e for e in errors), errors
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("par").experiment_id], "tags.stage = 'synthesize'")
+    runs = client.search_runs([client.get_experiment_by_name("natinv-par").experiment_id], "tags.stage = 'synthesize'")
     assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(6))
     for r in runs:
         assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
@@ -100,11 +100,11 @@ def test_sixteen_processes_on_a_fresh_store_and_on_an_existing_one_lose_no_run(t
         errors = _sixteen_at_once(tmp_path, first)
         assert not any("warning" in e for e in errors), [e for e in errors if e][:2]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("par").experiment_id], "tags.stage = 'synthesize'",
+    runs = client.search_runs([client.get_experiment_by_name("natinv-par").experiment_id], "tags.stage = 'synthesize'",
                               max_results=100)
     assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(32))
     assert all(r.info.status == "FINISHED" and r.data.metrics["final.ce"] == 0.5 for r in runs)
-    healthy = client.create_run(client.get_experiment_by_name("par").experiment_id)  # the schema is complete
+    healthy = client.create_run(client.get_experiment_by_name("natinv-par").experiment_id)  # the schema is complete
     client.log_metric(healthy.info.run_id, "x", 1.0)
     assert client.get_run(healthy.info.run_id).data.metrics == {"x": 1.0}
 
@@ -134,6 +134,21 @@ def test_the_parent_run_of_a_killed_pipeline_is_marked_killed_by_the_next_one(tm
     start_pipeline(Config(experiment="par", results=str(tmp_path)), "snakemake")  # its driver (this process) is alive
     assert client.get_run(current).info.status == "RUNNING"
     os.environ.pop(PARENT_ENV, None)
+
+
+def test_a_pipeline_in_which_no_stage_ran_leaves_no_parent_run(tmp_path, monkeypatch):
+    """Everything up to date, or `snakemake --touch`: the parent run opened at the start is deleted at the end."""
+    from mlflow import MlflowClient
+
+    from natinv.tracking import end_pipeline
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    cfg = Config(experiment="par", results=str(tmp_path))
+    parent = start_pipeline(cfg, "snakemake")
+    end_pipeline(cfg, "FINISHED")
+    os.environ.pop(PARENT_ENV, None)
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(parent).info.lifecycle_stage == "deleted"
 
 
 KILLED_STAGE = """
@@ -189,9 +204,11 @@ def test_curves_arrive_while_the_stage_runs_with_their_own_times(tmp_path, monke
     history = client.get_metric_history(run.run_id, "batch-0/ce")
     assert [(m.step, m.value, m.timestamp) for m in history] == [(1, 3.0, 1_700_000_000_000), (2, 2.0, 1_700_000_001_500)]
     assert client.get_run(run.run_id).info.status == "RUNNING"
-    while "system/cpu_utilization_percentage" not in client.get_run(run.run_id).data.metrics and time.time() < deadline:
+    while len(client.get_metric_history(run.run_id, "system/cpu_utilization_percentage")) < 2 and time.time() < deadline:
         time.sleep(0.1)
     assert "system/process_memory_rss_megabytes" in client.get_run(run.run_id).data.metrics
+    samples = client.get_metric_history(run.run_id, "system/cpu_utilization_percentage")
+    assert [m.step for m in samples][:2] == [1, 2]  # a time series, one step per sample
     run.close("FINISHED", Outcome({"batch_size": 16, "agreement_float16": 90.0}, {"batch-0/ce": [3.0, 2.0]}))
     done = client.get_run(run.run_id)
     assert done.info.status == "FINISHED" and done.info.run_name == "di synthesize shard-0 (t)"
@@ -201,7 +218,7 @@ def test_curves_arrive_while_the_stage_runs_with_their_own_times(tmp_path, monke
     assert done.data.metrics["agreement_float16"] == 90.0
     assert len(client.get_metric_history(run.run_id, "batch-0/ce")) == 2  # not logged again at the end
     (dataset,) = done.inputs.dataset_inputs
-    assert dataset.dataset.name == "fashion-mnist (real)" and len(dataset.dataset.digest) == 16
+    assert dataset.dataset.name == "fashion-mnist train (real)" and len(dataset.dataset.digest) == 16
     assert [a.path for a in client.list_artifacts(run.run_id, "weights")] == ["weights/w.safetensors"]
 
 
@@ -272,7 +289,7 @@ def test_sixteen_stage_jobs_on_a_tracking_server_lose_no_run(tmp_path):
         errors = _sixteen_at_once(tmp_path / "results", 0, uri)
         assert not any("warning" in e for e in errors), [e for e in errors if e][:2]
         client = MlflowClient(uri)
-        runs = client.search_runs([client.get_experiment_by_name("par").experiment_id], "tags.stage = 'synthesize'",
+        runs = client.search_runs([client.get_experiment_by_name("natinv-par").experiment_id], "tags.stage = 'synthesize'",
                                   max_results=100)
         assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(16))
         assert all(r.info.status == "FINISHED" and r.data.metrics["final.ce"] == 0.5 for r in runs)

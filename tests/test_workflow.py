@@ -317,7 +317,7 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
     repo, _ = tiny_run
     monkeypatch.chdir(repo)  # the artifact store is relative to the project, as `mlflow ui` run there sees it
     client = MlflowClient(f"sqlite:///{repo / 'results/mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("natinv-tiny").experiment_id])
     parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("stage") != "pipeline"]
@@ -333,15 +333,30 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
     assert shard.data.params["method.iterations"] == "10" and "method.lambda_bn" in shard.data.params
     assert shard.data.params["method.kind"] == shard.data.tags["method.kind"] and shard.data.params["result.images"] in ("16", "32")
     assert not any(k.startswith("synthesis.methods.") for k in shard.data.params)
-    assert len(client.get_metric_history(shard.info.run_id, "batch-0/ce" if shard.data.tags["shard"] == "0" else "batch-1/ce")) == 10
+    assert len(client.get_metric_history(shard.info.run_id, "batch-0/ce")) == 10  # batches numbered within the shard
     assert {d.dataset.name for d in shard.inputs.dataset_inputs} == {"teacher resnet8-w16"}
     kd = next(r for r in children if r.data.tags["stage"] == "kd" and r.data.tags["method"] == "ni")
-    assert {d.dataset.name for d in kd.inputs.dataset_inputs} == {"fashion-mnist (real)", "teacher resnet8-w16", "ni/resnet8-w16 images"}
-    assert [a.path for a in client.list_artifacts(kd.info.run_id, "weights")] == ["weights/resnet8-w8.safetensors"]
-    location = client.get_experiment_by_name("tiny").artifact_location
+    assert {d.dataset.name for d in kd.inputs.dataset_inputs} == {"fashion-mnist train (real)", "fashion-mnist test (real)",
+                                                                  "teacher resnet8-w16", "ni/resnet8-w16 images"}
+    (model,) = client.search_logged_models([kd.info.experiment_id], filter_string=f"source_run_id = '{kd.info.run_id}'")
+    assert model.name == "resnet8-w8" and str(model.status).endswith("READY")  # the student, as a logged model
+    location = client.get_experiment_by_name("natinv-tiny").artifact_location
     assert location == "results/mlartifacts", location  # relative to the project: a copy keeps its own
     names = {a.path for a in client.list_artifacts(shard.info.run_id)}
-    assert any(n.endswith(".png") for n in names) and any(n.endswith(".json") for n in names)
+    assert "grid.png" in names and any(n.endswith(".json") for n in names)
+    # the collapsed first view: the parent run carries the headline numbers, the report and the parameters
+    parent = parents[0]
+    for row in ("ni", "di", "real", "teacher"):
+        for column, value in json.loads((repo / f"results/tiny/report/headline/{row}.json").read_text()).items():
+            assert parent.data.metrics[f"{row}/{column}"] == value
+    assert {"ni/kd", "di/fd", "ni/precision", "teacher/test_acc"} <= set(parent.data.metrics)
+    assert {"params.yaml", "report.html", "summary.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert parent.data.tags["mlflow.note.content"].startswith("natinv pipeline run of experiment `tiny`")
+    assert parent.data.params["methods"] == "['ni', 'di', 'ni-o2m']"
+    # a report's run logs the settings of the methods the experiment runs, not of every method defined
+    report_run = next(r for r in children if r.data.tags["stage"] == "report")
+    logged = {k.split(".")[2] for k in report_run.data.params if k.startswith("synthesis.methods.")}
+    assert logged == {"ni", "di", "ni-o2m"}, logged
 
 
 @pytest.mark.slow

@@ -114,6 +114,15 @@ def _read_header(path: Path) -> tuple[ModelMeta, str]:
 
 
 
+def is_network(path: Path) -> bool:
+    """Whether `path` is a network checkpoint natinv wrote (safetensors with its architecture in the metadata)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "natinv" in (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
 def _fit(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, arch: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in state]

@@ -21,7 +21,7 @@ TSNE = {ext: "tsne/{teacher}." + ext for ext in ("json", "npz", "png")}
 SCRATCH = {"json": "scratch/{teacher}/{method}/{student}.json"}
 PRUNE = {"json": "prune/{teacher}/{method}/ratio-{ratio}.json"}
 REPORT = {"report": "report/report.md", "html": "report/report.html", "summary": "report/summary.json", "figures": "report/figures",
-          "plots": "report/plots"}
+          "plots": "report/plots", "headline": "report/headline"}  # headline: one small JSON per method (report.headline)
 
 
 def at(exp: Path, template: str, **wildcards) -> Path:

@@ -74,12 +74,18 @@ def write_figures(cfg: Config, summary: dict, manifest: dict) -> dict[str, str]:
         for name, path in charts.trained_curves(cfg, t):
             if (j := read_if_present(path)) is None or not j["epochs"]:
                 continue
-            acc[name] = np.asarray([e["test_acc_subset"] for e in j["epochs"]])
+            acc[name] = np.asarray([_epoch_acc(e) for e in j["epochs"]])
             _write_csv(charts.accuracy_csv(cfg, name), ["epoch", "train_loss", "test_acc"],
-                       [[e["epoch"], f"{e['train_loss']:.6g}", f"{e['test_acc_subset']:.4g}"] for e in j["epochs"]])
+                       [[e["epoch"], f"{e['train_loss']:.6g}", f"{_epoch_acc(e):.4g}"] for e in j["epochs"]])
         kd_only = {k: v for k, v in acc.items() if k.startswith("KD")}
         if kd_only:
             figures.curve_plot({f"student accuracy (%) on the first {EPOCH_EVAL_IMAGES:,} test images": kd_only},
                                fig_dir / f"kd-{t}.png", "epoch")
             made[f"kd/{t}"] = f"figures/kd-{t}.png"
     return made
+
+
+def _epoch_acc(record: dict) -> float:
+    """An epoch record's test accuracy on the subset of test images (the one `test_acc...` entry: its name says which)."""
+    (value,) = [v for k, v in record.items() if k.startswith("test_acc")]
+    return value

@@ -94,4 +94,4 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str, shard: int
     figures.save_png(figures.class_grid(rendered.numpy(), arrays["labels"][shown], meta.num_classes), grid)
     progress.clear()
     curves = {} if live else {"curves.npz": {k: arrays[k] for k in CURVE_ARRAYS}}
-    return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard), grid], curves)
+    return Outcome(summary, series, [paths.shard_json(cfg.exp_dir, teacher, method, shard)], curves, {"grid.png": grid})

@@ -54,7 +54,7 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     start = time.perf_counter()
     for k, res in enumerate(optimize(objective, batches[done:], carry), start=done):
         res, tries = _until_finite(job, objective, optimize, res, plan[k][0])
-        _emit_batch(job, plan[k][0], res, progress.times if len(progress.times) == len(res.curve) else None)
+        _emit_batch(job, k, res, progress.times if len(progress.times) == len(res.curve) else None)
         seeds[k] = res.seed
         retries.append(tries)
         n = len(res.labels)
@@ -85,7 +85,7 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     at_best = curve[np.arange(len(best)), best]  # (batches, terms)
     series = {f"loss/{t}": curve[:, :, i].mean(0) for i, t in enumerate(TERMS)}
     if job.live_curves:
-        series |= {f"batch-{b}/{t}": curve[k, :, TERMS.index(t)] for k, b in enumerate(batch_index) for t in ("ce", "bn")}
+        series |= {f"batch-{k}/{t}": curve[k, :, TERMS.index(t)] for k in range(len(plan)) for t in ("ce", "bn")}
     else:
         series = {name: tracking.thin(values) for name, values in series.items()}
     return ShardImages(
@@ -99,9 +99,10 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
 
 
 def _emit_batch(job: ShardJob, index: int, res: BatchResult, times: list[float] | None) -> None:
-    """A finished batch's losses to MLflow: every iteration's CE and BN (stamped with when each was reached), or, when
-    the method's curves are too many for metric rows (job.live_curves false), its losses at the best iteration as one
-    point of `batch/{term}` at step index + 1."""
+    """A finished batch's losses to MLflow (`index`: the batch's place in its shard, so every shard's run has the same
+    metric names): every iteration's CE and BN (stamped with when each was reached), or, when the method's curves are
+    too many for metric rows (job.live_curves false), its losses at the best iteration as one point of `batch/{term}`
+    at step index + 1."""
     if job.live_curves:
         for t in ("ce", "bn"):
             tracking.emit(f"batch-{index}/{t}", res.curve[:, TERMS.index(t)].tolist(), range(1, len(res.curve) + 1), times)

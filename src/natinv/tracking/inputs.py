@@ -5,23 +5,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+DATASET_FILES = {"data": (".npz",), "teachers": (".safetensors",), "evaluators": (".safetensors",), "synth": (".npz",),
+                 "meta": (".safetensors",)}  # the files that are the data; their JSON summaries are not
+
+
 def datasets_of(exp: Path, files: Sequence[Path], dataset: str) -> list[tuple[str, str, list[Path]]]:
-    """A job's input files as MLflow datasets (name, context, files), by the file contract's folders: the real data,
-    a teacher or evaluator checkpoint, a method's synthesized images or meta-learned start (other stages' results, which the report reads,
-    are not datasets)."""
+    """A job's input files as MLflow datasets (name, context, files), by the file contract's folders: each split of the
+    real data, a teacher or evaluator checkpoint, a method's synthesized images (all its shards) or meta-learned start.
+    Only the files that hold the data count (not the JSON beside them), so one input has one digest in every run that
+    reads it; other stages' results, which the report reads, are not datasets."""
     groups: dict[tuple[str, str], list[Path]] = {}
     for f in files:
         parts = Path(f).relative_to(exp).parts
+        if Path(f).suffix not in DATASET_FILES.get(parts[0], ()):
+            continue
+        stem = Path(parts[-1]).stem
         kind = {
-            "data": (f"{dataset} (real)", "real data"),
-            "teachers": (f"teacher {Path(parts[-1]).stem}", "teacher"),
-            "evaluators": (f"evaluator {Path(parts[-1]).stem}", "evaluator"),
+            "data": (f"{dataset} {stem} (real)", "real data"),
+            "teachers": (f"teacher {stem}", "teacher"),
+            "evaluators": (f"evaluator {stem}", "evaluator"),
             "synth": (f"{'/'.join(parts[1:3][::-1])} images", "synthesized images"),
-            "meta": (f"{Path(parts[-1]).stem}/{parts[-2]} meta-parameters", "meta-learned start"),
-        }.get(parts[0])
-        if kind is not None and (parts[0] != "synth" or f.suffix == ".npz"):  # the images, not the shards' summaries
-            groups.setdefault(kind, []).append(Path(f))
-    return [(name, context, fs) for (name, context), fs in groups.items()]
+            "meta": (f"{stem}/{parts[-2]} meta-parameters", "meta-learned start"),
+        }[parts[0]]
+        groups.setdefault(kind, []).append(Path(f))
+    return [(name, context, sorted(fs)) for (name, context), fs in groups.items()]
 
 
 def mlflow_datasets(inputs: Sequence[tuple[str, str, list[Path]]]) -> list[Any]:

@@ -8,7 +8,8 @@ import time
 
 from natinv.config import Config
 from natinv.runtime import log
-from natinv.tracking.store import PARENT_ENV, enabled, experiment_of, git_commit, retry, store, tracking_uri, warn_on_failure
+from natinv.tracking.store import (PARENT_ENV, enabled, experiment_of, git_commit, log_batches, mlflow_experiment, retry, store,
+                                   tracking_uri, warn_on_failure)
 
 def start_pipeline(cfg: Config, driver: str) -> str | None:
     """Create the parent run of a pipeline run and export its id to the stage processes; None when tracking is off or fails."""
@@ -23,18 +24,71 @@ def start_pipeline(cfg: Config, driver: str) -> str | None:
             _end_orphans(client, experiment_id)
             run = retry(client.create_run, experiment_id, tags=tags)
         os.environ[PARENT_ENV] = run.info.run_id
-        log(f"MLflow: parent run {run.info.run_id} in experiment {cfg.experiment!r} at {tracking_uri(cfg)}")
+        log(f"MLflow: parent run {run.info.run_id} in experiment {mlflow_experiment(cfg)!r} at {tracking_uri(cfg)}")
         return run.info.run_id
     return None
 
 
 def end_pipeline(cfg: Config, status: str) -> None:
+    """End the parent run with `status`. A run in which no stage ran (everything up to date, `snakemake --touch`) is
+    deleted rather than left empty; a finished one gets the headline numbers as metrics, the resolved parameters
+    (`params.yaml`) and the report as artifacts, its main settings as params and a description."""
     run_id = os.environ.get(PARENT_ENV)
     if not run_id or not enabled():
         return
     with warn_on_failure(f"pipeline end: {tracking_uri(cfg)}"):
         with store(cfg) as client:
+            children = retry(client.search_runs, [retry(client.get_run, run_id).info.experiment_id],
+                             f"tags.mlflow.parentRunId = '{run_id}'", max_results=1)
+            if not children:
+                retry(client.delete_run, run_id)
+                return
+            if status == "FINISHED":
+                _log_headline(cfg, client, run_id)
             retry(client.set_terminated, run_id, status)
+
+
+def _log_headline(cfg: Config, client, run_id: str) -> None:
+    from natinv import paths
+    from natinv.io import read_json
+    from natinv.report.headline import mlflow_metrics
+
+    exp = cfg.exp_dir
+    summary = paths.at(exp, paths.REPORT["summary"])
+    metrics = mlflow_metrics(cfg, read_json(summary)) if summary.is_file() else {}
+    log_batches(client, run_id, main_settings(cfg), {"mlflow.note.content": description(cfg, metrics)},
+                [(k, v, 0, None) for k, v in metrics.items()])
+    for path in (exp / "params.yaml", paths.at(exp, paths.REPORT["html"]), summary):
+        if path.is_file():
+            retry(client.log_artifact, run_id, str(path))
+
+
+def main_settings(cfg: Config) -> dict[str, str]:
+    """The settings two pipeline runs are compared by (every setting is in the params.yaml artifact)."""
+    out = {"experiment": cfg.experiment, "dataset": cfg.data.dataset, "seeds": [cfg.seed, *cfg.extra_seeds],
+           "teachers": cfg.teacher.models, "methods": cfg.synthesis.run, "num_images": cfg.synthesis.num_images,
+           "batch_size": cfg.synthesis.batch_size, "kd.students": cfg.kd.students,
+           "kd.steps": f"{cfg.kd.epochs} epochs x batch {cfg.kd.batch_size}"}
+    for m in cfg.synthesis.run:
+        if (method := cfg.synthesis.methods.get(m)) is not None:
+            out[f"{m}.iterations"] = method.iterations
+    return {k: str(v) for k, v in out.items()}
+
+
+def description(cfg: Config, metrics: dict[str, float]) -> str:
+    """The parent run's description (MLflow's Description box, markdown): what ran and where its numbers are."""
+    methods = ", ".join(cfg.synthesis.run)
+    seeds = [cfg.seed, *cfg.extra_seeds]
+    lines = [f"natinv pipeline run of experiment `{cfg.experiment}` ({cfg.data.dataset}; teacher(s) "
+             f"{', '.join(cfg.teacher.models)}; methods {methods} and real images; {len(seeds)} seed(s) {seeds}).", ""]
+    if metrics:
+        lines += ["Metrics, per method (mean over the seeds): `METHOD/kd` and `METHOD/scratch` student accuracy (%), "
+                  "`METHOD/prune_R` the teacher with R % of its filters removed and fine-tuned (%), `METHOD/fd` and "
+                  "`METHOD/fd_eval` Fréchet distance to real images in the teacher's and the evaluator's embedding "
+                  "(lower is closer), `METHOD/precision`, `METHOD/recall`; `teacher/test_acc`.", "",
+                  "The stage runs are nested below this one; the full report with its spread and verdicts is the "
+                  "`report.html` artifact, every setting the `params.yaml` artifact."]
+    return "\n".join(lines)
 
 
 def _alive(pid: int) -> bool:

@@ -12,14 +12,16 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from natinv.config import Config, seeds
 from natinv.tracking.inputs import mlflow_datasets
+from natinv.tracking.models import log_weights
 from natinv.tracking.store import (PARENT_ENV, Point, enabled, experiment_of, flatten, git_commit, log_arrays, log_batches,
+                                   log_named,
                                    retry, store, tracking_uri, warn_on_failure)
 
 FLUSH_SECONDS = float(os.environ.get("NATINV_MLFLOW_FLUSH_SECONDS", "15"))  # how often a running stage's points are sent
@@ -28,8 +30,6 @@ FLUSH_SECONDS = float(os.environ.get("NATINV_MLFLOW_FLUSH_SECONDS", "15"))  # ho
 # Result entries that describe the job rather than measure it: logged as params, not metrics
 SETTING_KEYS = {"batch_size", "batches", "iterations", "shard", "images", "steps", "ratio", "train_images", "test_images",
                 "reference_images", "retries"}
-
-
 SETTING_PREFIXES = ("model.", "engine.", "images.")
 
 
@@ -39,12 +39,15 @@ CURVE_STEPS = 100  # a thinned curve's points at most (`thin`)
 @dataclass
 class Outcome:
     """What a stage hands to tracking: its JSON result, curves (name -> values at steps 1, 2, ..., or {step: value}),
-    files to attach, and arrays to attach as `.npz` files (file name -> arrays)."""
+    files to attach, files to attach under a name of their own (the same in every run of the stage, e.g. a shard's
+    class grid as `grid.png`, so MLflow's compare view shows NI's and DI's side by side), and arrays to attach as
+    `.npz` files (file name -> arrays)."""
 
     result: dict
     series: dict[str, Sequence[float] | Mapping[int, float]] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
     arrays: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    named: dict[str, Path] = field(default_factory=dict)
 
 
 def thin(values: Sequence[float], at_most: int = CURVE_STEPS) -> dict[int, float]:
@@ -81,19 +84,24 @@ def _results(outcome: Outcome, sent: set[str]) -> tuple[dict[str, Any], list[Poi
     return params, points
 
 
-def neutral_params(params: Mapping[str, Any], method: str | None) -> dict[str, Any]:
+def neutral_params(params: Mapping[str, Any], method: str | None, used: Collection[str] | None = None) -> dict[str, Any]:
     """The job's settings with its synthesis method's under `method.*` (`synthesis.methods.ni.lr` -> `method.lr`; a seed
     replica's, `ni-seed1`, are its method's), so every method's run has the same names and MLflow's compare view lines
-    NI and DI up."""
+    NI and DI up. Other methods' settings (a report's or t-SNE's job reads them all) only for the methods in `used`
+    (those the experiment runs; None: all)."""
     prefix = f"synthesis.methods.{seeds.split(method)[0] if method else method}"
     out: dict[str, Any] = {}
     for key, value in flatten(params).items():
-        out["method" + key[len(prefix):] if method and (key == prefix or key.startswith(prefix + ".")) else key] = value
+        if method and (key == prefix or key.startswith(prefix + ".")):
+            out["method" + key[len(prefix):]] = value
+        elif used is None or not key.startswith("synthesis.methods.") or key.split(".")[2] in used:
+            out[key] = value
     return out
 
 
-def _system_sample(process: Any) -> list[Point]:
-    """CPU and memory of the machine and of this process, under MLflow's system-metric names (its System metrics tab)."""
+def _system_sample(process: Any, step: int) -> list[Point]:
+    """CPU and memory of the machine and of this process, under MLflow's system-metric names (its System metrics tab),
+    as the `step`-th point of each series."""
     import psutil
 
     ms, memory = int(time.time() * 1000), psutil.virtual_memory()
@@ -102,7 +110,7 @@ def _system_sample(process: Any) -> list[Point]:
               "system/system_memory_usage_percentage": memory.percent,
               "system/process_memory_rss_megabytes": process.memory_info().rss / 2**20,
               "system/process_cpu_percentage": process.cpu_percent()}
-    return [(k, float(v), 0, ms) for k, v in sample.items()]
+    return [(k, float(v), step, ms) for k, v in sample.items()]
 
 
 _current: StageRun | None = None
@@ -143,6 +151,11 @@ class StageRun:
         self.warned = [False]  # one warning per run
 
     @property
+    def used_methods(self) -> set[str]:
+        """The synthesis methods the experiment runs (their settings are the ones worth logging)."""
+        return {seeds.split(m)[0] for m in self.cfg.synthesis.run}
+
+    @property
     def name(self) -> str:
         """The method first and its teacher last, so a narrow column of MLflow's runs table still tells runs apart."""
         keys = self.keys
@@ -170,7 +183,7 @@ class StageRun:
             with store(self.cfg) as client:
                 run = retry(client.create_run, experiment_of(client, self.cfg), start_time=int(self.started * 1000))
                 self.run_id = run.info.run_id
-                log_batches(client, self.run_id, neutral_params(self.params, self.keys.get("method")), self.tags(), [])
+                log_batches(client, self.run_id, neutral_params(self.params, self.keys.get("method"), self.used_methods), self.tags(), [])
                 if datasets:
                     retry(client.log_inputs, self.run_id, datasets=datasets)
             _current = self
@@ -190,8 +203,10 @@ class StageRun:
 
         process = psutil.Process()
         process.cpu_percent()  # the first reading only starts the count
+        step = 0
         while not self.stop.wait(FLUSH_SECONDS):
-            self._send(_system_sample(process))
+            step += 1
+            self._send(_system_sample(process, step))
 
     def _send(self, extra: list[Point] = ()) -> None:
         with self.guard:
@@ -216,15 +231,17 @@ class StageRun:
                 if self.run_id is None:  # the start failed (e.g. the store was down): the whole run now
                     run = retry(client.create_run, experiment_of(client, self.cfg), start_time=int(self.started * 1000))
                     self.run_id = run.info.run_id
-                    params |= neutral_params(self.params, self.keys.get("method"))
+                    params |= neutral_params(self.params, self.keys.get("method"), self.used_methods)
                     log_batches(client, self.run_id, {}, self.tags(), [])
                 log_batches(client, self.run_id, params, {}, points)
                 for path in outcome.artifacts if outcome else []:
                     if path.is_file():
                         retry(client.log_artifact, self.run_id, str(path))
+                if outcome and outcome.named:
+                    log_named(client, self.run_id, outcome.named)
                 if outcome and outcome.arrays:
                     log_arrays(client, self.run_id, outcome.arrays)
                 for path in self.weights if outcome else []:
                     if path.is_file():
-                        retry(client.log_artifact, self.run_id, str(path), "weights")
+                        log_weights(self.cfg, client, self.run_id, path)
                 retry(client.set_terminated, self.run_id, status, int(time.time() * 1000))

@@ -37,8 +37,9 @@ def enabled() -> bool:
 
 # An HTTP tracking server that does not answer costs a stage a bounded wait, not MLflow's default of 7 retries with
 # exponential backoff and 120 s per request (minutes): one retry, 15 s per request; then this process stops trying.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+# MLflow's usage telemetry is off: a stage sends nothing beyond the tracking store.
+ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -150,7 +151,7 @@ def store(cfg: Config) -> Iterator[Any]:
     """A client of the store, during this process's turn at it. MLflow is imported first (seconds of CPU, outside the
     turn); creating the client opens the database (and creates and migrates a new one), so that happens inside it."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no INFO lines about creating the store
-    for key, value in HTTP_DEFAULTS.items():  # a user's own settings win
+    for key, value in ENV_DEFAULTS.items():  # a user's own settings win
         os.environ.setdefault(key, value)
     from mlflow import MlflowClient
 
@@ -185,14 +186,19 @@ def _server_silent(uri: str) -> str | None:
         return f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
 
 
+def mlflow_experiment(cfg: Config) -> str:
+    """The MLflow experiment of a natinv experiment: `natinv-{experiment}` (never MLflow's own `Default`)."""
+    return f"natinv-{cfg.experiment}"
+
+
 def experiment_of(client, cfg: Config) -> str:
-    found = retry(client.get_experiment_by_name, cfg.experiment)
+    found = retry(client.get_experiment_by_name, mlflow_experiment(cfg))
     if found is not None:
         return found.experiment_id
     try:
-        experiment_id = retry(client.create_experiment, cfg.experiment, artifact_location=_artifact_location(cfg))
+        experiment_id = retry(client.create_experiment, mlflow_experiment(cfg), artifact_location=_artifact_location(cfg))
     except Exception:  # noqa: BLE001 - created by a parallel job in the meantime
-        return retry(client.get_experiment_by_name, cfg.experiment).experiment_id
+        return retry(client.get_experiment_by_name, mlflow_experiment(cfg)).experiment_id
     retry(_keep_artifacts_relative, cfg, experiment_id)
     return experiment_id
 
@@ -213,6 +219,17 @@ def log_batches(client, run_id: str, params: dict[str, Any], tags: dict[str, str
         retry(client.log_batch, run_id, tags=tag_list[i:i + 100])
     for i in range(0, len(metric_list), 1000):
         retry(client.log_batch, run_id, metrics=metric_list[i:i + 1000])
+
+
+def log_named(client, run_id: str, files: Mapping[str, Path]) -> None:
+    """Each file as an artifact under the name given (a copy in a temporary folder is what is uploaded)."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="natinv-artifacts-") as tmp:
+        for name, path in files.items():
+            if Path(path).is_file():
+                retry(client.log_artifact, run_id, shutil.copyfile(path, Path(tmp) / name))
 
 
 def log_arrays(client, run_id: str, files: Mapping[str, Mapping[str, Any]]) -> None:
