@@ -18,6 +18,8 @@ DEFAULT = "params/default.yaml"
 
 configfile: DEFAULT
 
+report: "workflow/report/workflow.rst"  # the first page of `snakemake --report`: what the workflow does
+
 # An error names the params file that set the bad key, or `snakemake --config`. Snakemake merges this directive's
 # file first, then the --configfile files in order, then --config.
 ORIGIN = file_origins([DEFAULT, *(f for f in workflow.configfiles if str(f) != DEFAULT)], config, "snakemake --config")

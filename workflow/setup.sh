@@ -17,4 +17,6 @@ fi
 command -v uv >/dev/null || python3 -m pip install --quiet uv
 # pre-compiled bytecode: with PYTHONDONTWRITEBYTECODE set, every stage would otherwise re-compile torch (~7 s)
 uv sync --frozen --compile-bytecode --quiet
+# DVC's plots page with Vega inline (.dvc/config names it), so `dvc plots show` renders without a network
+.venv/bin/python -m natinv.dvc_plots workflow/dvc/offline.html >/dev/null
 .venv/bin/python -c "import torch, torchvision, natinv; print(f'setup: torch {torch.__version__}, torchvision {torchvision.__version__}, natinv {natinv.__version__}')"

@@ -223,6 +223,28 @@ def check_arrays(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, n
 # ---------------------------------------------------------------------------------------- prepare/load
 
 
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+def class_names(cfg: DataConfig, num_classes: int) -> list[str]:
+    """The name of each class, in label order: the dataset's own, an image folder's class folders; else the numbers."""
+    if not cfg.standin:
+        if cfg.dataset in CLASS_NAMES:
+            return CLASS_NAMES[cfg.dataset]
+        if cfg.dataset == "cifar100":
+            from torchvision.datasets import CIFAR100
+
+            return list(CIFAR100(cfg.root, train=False, download=False).classes)
+        if cfg.path is not None and Path(cfg.path).is_dir():
+            from natinv.user_data import folder_classes
+
+            return folder_classes(Path(cfg.path))
+    return [str(k) for k in range(num_classes)]
+
+
 def prepare(cfg: DataConfig, out_dir: Path) -> dict:
     """The `data` stage: fetch the dataset, write canonical uint8 arrays and a manifest with checksums."""
     if cfg.standin:
@@ -251,7 +273,7 @@ def prepare(cfg: DataConfig, out_dir: Path) -> dict:
     manifest = {
         "dataset": cfg.dataset, "standin": cfg.standin, "source": source, "num_classes": n, "in_channels": int(x.shape[1]),
         "image_size": int(x.shape[-1]), "train_images": len(x), "test_images": len(xt),
-        "mean": list(mean), "std": list(std), "sha256": files,
+        "mean": list(mean), "std": list(std), "classes": class_names(cfg, n), "sha256": files,
     }
     atomic_write_json(out_dir / "manifest.json", manifest)
     return manifest

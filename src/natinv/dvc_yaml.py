@@ -18,6 +18,7 @@ import yaml
 
 from natinv.config import Config, load_config, method_bases, read_params_file
 from natinv.pipeline import STAGES, Stage
+from natinv.dvc_plots import template_path, write_templates
 from natinv.report.charts import charts
 
 
@@ -35,9 +36,16 @@ def _sets(tree: Any, key: str) -> bool:
     return True
 
 
-def _outermost(keys: list[str]) -> list[str]:
-    """The keys without those inside another one of them (`teacher` covers `teacher.lr`), in order."""
-    return [k for k in dict.fromkeys(keys) if not any(k.startswith(other + ".") for other in keys)]
+def _leaves(tree: Any, key: str) -> list[str]:
+    """The values a params file (`tree`) sets at or under dotted `key`, as dotted keys of values (a number, a string,
+    a list), in the file's order: `teacher` -> `teacher.lr`, `teacher.epochs`, ... DVC is given only such keys, so no
+    key of one stage lies inside another stage's (`dvc params diff` would show that value twice)."""
+    node = tree
+    for part in key.split("."):
+        node = node[part]
+    if not isinstance(node, dict) or not node:
+        return [key]
+    return [leaf for k in node for leaf in _leaves(tree, f"{key}.{k}")]
 
 
 def bases_in(trees: Iterable[dict]) -> Callable[[str], list[str]]:
@@ -59,7 +67,7 @@ class _Writer:
     def params(self, tracked: list[str]) -> list[dict]:
         out = []
         for f, tree in self.trees.items():
-            keys = _outermost([key for key in tracked if _sets(tree, key)])
+            keys = list(dict.fromkeys(leaf for key in tracked if _sets(tree, key) for leaf in _leaves(tree, key)))
             if keys:
                 out.append({f: keys})
         return out
@@ -92,8 +100,9 @@ def build(files: list[str], wdir: str = ".") -> dict:
             jobs = list({tuple(j[k] for k in stage.dvc_job): {k: j[k] for k in stage.dvc_job} for j in jobs}.values())
         for job in jobs:
             w.add(stage, job)
-    plots = [{c.name: {"title": c.title, "x": c.x, "y": {os.path.normpath(os.path.join(wdir, f)): c.y for f in c.files}}}
-             for c in charts(cfg)]  # one chart per curve and teacher, a line per method
+    plots = [{c.name: {"title": c.title, "x": c.x, "y": {os.path.normpath(os.path.join(wdir, f)): c.y for f in c.files},
+                       "template": str(template_path(cfg, c.log_y))}}
+             for c in charts(cfg)]  # one chart per curve and teacher, a line per method in its colour
     return {"stages": w.stages, "plots": plots}
 
 
@@ -108,9 +117,11 @@ def render(files: list[str], out: Path) -> str:
 
 
 def write(files: list[str], out: Path | None = None) -> Path:
-    """Write the dvc.yaml of `files` (default: workflow/dvc/{experiment}/dvc.yaml) and return its path."""
+    """Write the dvc.yaml of `files` (default: workflow/dvc/{experiment}/dvc.yaml) and its plots' templates
+    (natinv.dvc_plots), and return its path."""
     from natinv.io import atomic_write_bytes
 
     out = Path(out) if out is not None else default_out(load_config(files))
     atomic_write_bytes(out, render(files, out).encode())
+    write_templates(load_config(files))
     return out

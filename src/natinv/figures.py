@@ -27,6 +27,34 @@ def class_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_cla
     return grid
 
 
+def grids_side_by_side(grids: Mapping[str, np.ndarray], class_names: list[str], image_size: int, path: Path,
+                       pad: int = 2) -> None:
+    """class_grid pictures (same layout) side by side, one panel per title (real images first, then each method), the
+    class names beside the rows of the first panel. Saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(grids.values()))
+    height = 0.9 + first.shape[0] / 60
+    fig, axes = plt.subplots(1, len(grids), figsize=(1.2 + len(grids) * height * first.shape[1] / first.shape[0], height),
+                             squeeze=False)
+    rows = [pad + k * (image_size + pad) + image_size / 2 for k in range(len(class_names))]
+    for k, (ax, (title, picture)) in enumerate(zip(axes[0], grids.items())):
+        ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255,
+                  interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks(rows if k == 0 else [])
+        if k == 0:
+            ax.set_yticklabels(class_names, fontsize=8)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def save_png(picture: np.ndarray, path: Path, scale: int = 2) -> None:
     from PIL import Image
 
@@ -37,8 +65,10 @@ def save_png(picture: np.ndarray, path: Path, scale: int = 2) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def curve_plot(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, xlabel: str, log_y: bool = False) -> None:
-    """One panel per title; per label an array (runs, steps): every run as a thin line, their mean bold. Saved as PNG."""
+def curve_plot(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, xlabel: str, log_y: bool = False,
+               colors: Mapping[str, str] | None = None) -> None:
+    """One panel per title; per label an array (runs, steps): every run as a thin line, their mean bold, in the label's
+    colour (natinv.palette). Saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +79,7 @@ def curve_plot(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, xlabe
         for k, (label, runs) in enumerate(lines.items()):
             runs = np.atleast_2d(np.asarray(runs, dtype=np.float64))
             steps = np.arange(1, runs.shape[1] + 1)
-            color = f"C{k}"
+            color = (colors or {}).get(label, f"C{k}")
             if len(runs) > 1:
                 ax.plot(steps, runs.T, color=color, alpha=0.2, linewidth=0.7)
             ax.plot(steps, runs.mean(0), color=color, linewidth=2, label=label if len(runs) == 1 else f"{label} (mean of {len(runs)})")
@@ -61,10 +91,6 @@ def curve_plot(panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, xlabe
         ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
-
-
-# The paper's Fig. 4 colours: real data green, NaturalInversion orange, DeepInversion purple.
-REAL_COLOR = "tab:green"  # real images in every plot (a method's colour: natinv.synthesis.registry)
 
 
 def scatter_panels(panels: Mapping[str, Mapping[str, np.ndarray]], colors: list[str], path: Path) -> None:
@@ -95,8 +121,9 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def xy_plot(lines: Mapping[str, list[tuple[float, float]]], path: Path, xlabel: str, ylabel: str, title: str) -> None:
-    """One line with markers per label through its (x, y) points (sorted by x). Saved as PNG."""
+def xy_plot(lines: Mapping[str, list[tuple[float, float]]], path: Path, xlabel: str, ylabel: str, title: str,
+            colors: Mapping[str, str] | None = None) -> None:
+    """One line with markers per label through its (x, y) points (sorted by x), in the label's colour. Saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +132,7 @@ def xy_plot(lines: Mapping[str, list[tuple[float, float]]], path: Path, xlabel: 
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     for k, (label, pts) in enumerate(lines.items()):
         xs, ys = zip(*sorted(pts))
-        ax.plot(xs, ys, marker="o", color=REAL_COLOR if label == "real" else f"C{k}", label=label)
+        ax.plot(xs, ys, marker="o", color=(colors or {}).get(label, f"C{k}"), label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

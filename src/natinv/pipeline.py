@@ -247,7 +247,7 @@ _TSNE_CAPTION = ("t-SNE of teacher {{ snakemake.wildcards.teacher }}'s features 
                  "synthesized images (paper Figs. 4 and 7), one panel per layer.")
 _REPORT_CAPTION = ("The run's report: every table (teachers, synthesis, KD beside the paper's Table 5, image metrics, "
                    "training from scratch, pruning, and how sure each comparison is) with its figures, as one page.")
-_FIGURES_CAPTION = ("A figure of the report, named by what it shows: grid-*: class grids of real and synthesized images; "
+_FIGURES_CAPTION = ("A figure of the report, named by what it shows: grids-*: real and synthesized images side by side, one row per class; "
                     "loss-* and fig5-*: synthesis losses per iteration; kd-*: student accuracy per epoch; prune-*: "
                     "accuracy per pruning ratio; tsne-*: feature embeddings.")
 

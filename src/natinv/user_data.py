@@ -135,6 +135,12 @@ def _load_folder(path: Path, cfg: DataConfig) -> tuple:
     return _split(x, y, cfg.test_fraction, 0)
 
 
+def folder_classes(path: Path) -> list[str]:
+    """An image folder's class names in label order (its class folders, sorted, as torchvision's ImageFolder)."""
+    root = path / "train" if (path / "train").is_dir() else path
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+
+
 def load_custom(cfg: DataConfig) -> tuple:
     """(train images, labels, test images, labels, classes, source) of data.path: an .npz or an image folder."""
     path = Path(cfg.path)

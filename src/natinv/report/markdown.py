@@ -179,8 +179,9 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
                       f"{v['agreement_float16']:.1f}", f"{v['agreement_uint8']:.1f}"]
                      for k, v in summary["synthesis"].items()])
 
-    lines += ["## Images", "", "One row per class (class 0 at the top), the first images of the first shard; real test images for comparison.", ""]
-    lines += [f"**{k.removeprefix('grid/')}**\n\n![{k}]({p})\n" for k, p in made.items() if k.startswith("grid/")]
+    lines += ["## Images", "", "Real test images and each method's images side by side, one row per class (named on the "
+              "left), the first images of each method's first shard.", ""]
+    lines += [f"**{k.removeprefix('grids/')}**\n\n![{k}]({p})\n" for k, p in made.items() if k.startswith("grids/")]
     lines += ["## Loss curves", "", "CE and BN-statistics terms per iteration for every batch (thin) and their mean (bold); log scale.", ""]
     lines += [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("loss/")]
     if fig5 := [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("fig5/")]:

@@ -15,13 +15,8 @@ from natinv.errors import ConfigError
 from natinv.io import write_npz
 from natinv.runtime import derive_seed
 from natinv.stages.common import dataset, finish, synthesized_count
-from natinv.synthesis import registry
+from natinv.palette import color_of, method_colors
 from natinv.tracking import Outcome
-
-
-def _color(cfg: Config, name: str) -> str | None:
-    """A set's colour: real images green, a method its kind's (registry), else None."""
-    return figures.REAL_COLOR if name == "real" else registry.of(cfg.synthesis.methods[name]).color
 
 
 def run(cfg: Config, device: torch.device, teacher: str) -> Outcome:
@@ -48,7 +43,8 @@ def run(cfg: Config, device: torch.device, teacher: str) -> Outcome:
               for layer in tc.layers}
     out = paths.tsne_files(cfg.exp_dir, teacher)
     write_npz(out["npz"], {**coords, "group": group, "group_names": np.asarray(list(sets))})
-    colors = [_color(cfg, name) or f"C{i}" for i, name in enumerate(sets)]
+    palette = method_colors(cfg)
+    colors = [color_of(palette, name) for name in sets]
     figures.scatter_panels({f"{teacher}: {layer}": {name: c[group == i] for i, name in enumerate(sets)} for layer, c in coords.items()},
                            colors, out["png"])
     result = {"teacher": teacher, "images": {k: len(v) for k, v in sets.items()}, "layers": tc.layers,

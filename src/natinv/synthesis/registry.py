@@ -25,7 +25,7 @@ class MethodKind:
     paper_name: str  # the method's name in the paper's tables
     module: str  # natinv.synthesis.<module>: run_shard(job) synthesizes one shard
     generative: bool  # trains a generator, then samples its images (one training run, no per-batch optimization)
-    color: str | None = None  # its colour in t-SNE plots (None: matplotlib's cycle)
+    color: str | None = None  # the colour of its first method in every figure (natinv.palette; None: a spare colour)
     # which of the paper's rows a method of this kind is, for its published numbers (None: an ablation variant)
     paper_key: Callable[[MethodConfig], str | None] = field(default=lambda c: c.kind)
     # NI's components (one-to-one, FTP, ACS) when every FTP stage is used and there is no competition (the paper's
@@ -73,14 +73,14 @@ def _ni_check(c: NIConfig, where: str, fail: Callable[[str, str], None]) -> None
 
 
 METHODS: dict[str, MethodKind] = {k.kind: k for k in (
-    MethodKind("naturalinversion", NIConfig, "NaturalInversion", "naturalinversion", False, "tab:orange",
+    MethodKind("naturalinversion", NIConfig, "NaturalInversion", "naturalinversion", False, "#ff7f0e",
                paper_key=_ni_key, switches=_ni_switches,
                ftp_stages=lambda c, stages: list(c.ftp_stages or range(1, stages + 1)) if c.ftp else None,
                competition=lambda c: c.competition, check=_ni_check, meta=lambda c: c.meta),
-    MethodKind("deepinversion", DIConfig, "DeepInversion", "deepinversion", False, "tab:purple",
+    MethodKind("deepinversion", DIConfig, "DeepInversion", "deepinversion", False, "#9467bd",
                paper_key=lambda c: "adi" if c.competition else "deepinversion", competition=lambda c: c.competition),
-    MethodKind("dafl", DAFLConfig, "DAFL", "dafl", True),
-    MethodKind("dfad", DFADConfig, "DFAD", "dfad", True),
+    MethodKind("dafl", DAFLConfig, "DAFL", "dafl", True, "#8c564b"),
+    MethodKind("dfad", DFADConfig, "DFAD", "dfad", True, "#e377c2"),
 )}
 
 
