@@ -401,38 +401,54 @@ def test_a_changed_parameter_or_code_file_invalidates_exactly_its_downstream(tin
 
 @pytest.mark.slow
 def test_dvc_experiments_compare_every_number_and_leave_the_params_file_as_it_was(tiny_run, tmp_path):
-    """`dvc exp run -S` on a tracked key re-runs what depends on it; `dvc exp show` then lists the KD, scratch, pruning
-    and metrics numbers of the baseline and the experiment side by side (the metric files are cached), and the params
-    file differs from the committed one by that key's line only."""
+    """`dvc exp run -S` on a tracked key re-runs what depends on it; `dvc exp show` then lists the headline numbers of
+    the baseline and the experiment side by side (one small file per method), `dvc metrics show` fits a terminal,
+    `dvc params diff --all` shows each value once, and the params file differs from the committed one by that key's
+    line only; `dvc plots` colour each method as every figure does."""
+    from natinv.config import load_config
+    from natinv.palette import method_colors
+
     repo = tmp_path / "repo"
     shutil.copytree(tiny_run[0], repo, symlinks=True)
     dvcfile = generate_dvc_yaml(repo, TINY[1:])
     tool(repo, "dvc", "commit", "-f", dvcfile)  # adopt the Snakemake run's outputs as the baseline
     subprocess.run("git add -A && git -c user.email=t@t -c user.name=t commit -qm baseline", shell=True, cwd=repo, check=True)
     before = (repo / "params/default.yaml").read_text()
-    out = tool(repo, "dvc", "exp", "run", "-n", "tsne-p", "-S", "params/default.yaml:metrics.tsne.perplexity=20.0", dvcfile).stdout
-    assert {name.split(":")[-1].split("--")[0] for name in re.findall(r"Running stage '([^']+)'", out)} == {"tsne", "report"}
+    out = tool(repo, "dvc", "exp", "run", "-n", "kd-lr", "-S", "params/default.yaml:kd.lr=0.1", dvcfile).stdout
+    assert {name.split(":")[-1].split("--")[0] for name in re.findall(r"Running stage '([^']+)'", out)} == {"kd", "report"}
     after = (repo / "params/default.yaml").read_text()
-    assert [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b] == [("    perplexity: 30.0", "    perplexity: 20.0")]
+    assert [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b] == [("  lr: 0.05", "  lr: 0.1")]
     assert len(before.splitlines()) == len(after.splitlines())
     show = json.loads(tool(repo, "dvc", "exp", "show", "--json").stdout)
     baseline = next(b for b in show if b["rev"] != "workspace")
-    (experiment,) = [r for e in baseline["experiments"] for r in e["revs"] if r["name"] == "tsne-p"]
-    files = {"kd/resnet8-w16/ni/resnet8-w8.json": "test_acc", "scratch/resnet8-w16/ni/resnet8-w8.json": "test_acc",
-             "prune/resnet8-w16/ni/ratio-0.5.json": "test_acc", "metrics/resnet8-w16/ni.json": "reference_images"}
+    (experiment,) = [r for e in baseline["experiments"] for r in e["revs"] if r["name"] == "kd-lr"]
+    head = "results/tiny/report/headline"
     for row in (baseline, experiment):
         metrics = row["data"]["metrics"]
-        for f, key in files.items():
-            assert isinstance(metrics[f"results/tiny/{f}"]["data"][key], (int, float)), (row["name"], f)
-    # `dvc plots show`: one chart per curve and teacher with a line per method (Snakemake's folder markers ignored)
+        assert set(metrics) == {f"{head}/{n}.json" for n in ("teacher", "ni", "di", "ni-o2m", "real")}, set(metrics)
+        for column in ("kd", "scratch", "prune_50", "fd"):
+            assert isinstance(metrics[f"{head}/ni.json"]["data"][column], (int, float)), (row["name"], column)
+    new, old = (r["data"]["metrics"][f"{head}/ni.json"]["data"]["kd"] for r in (experiment, baseline))
+    assert new != old  # the experiment's own students
+    table = tool(repo, "dvc", "metrics", "show").stdout.splitlines()
+    assert sum(line.startswith(f"{head}/") for line in table) == 5 and max(map(len, table)) <= 120, table  # a row per file
+    # each tracked value once: no stage tracks a section another stage tracks a key of
+    diff = tool(repo, "dvc", "params", "diff", "--all", "--json").stdout
+    assert json.loads(diff)["params/default.yaml"]["metrics.evaluators"]["old"] == ["vgg11-w8"]
+    # `dvc plots show`: one chart per curve and teacher, each method's line in its colour (natinv.palette)
     plots = json.loads(tool(repo, "dvc", "plots", "show", "--json").stdout)["data"]
-    chart = plots[f"{dvcfile}::synthesis-ce-resnet8-w16"][0]["content"]["data"]["values"]
-    assert {r["filename"] for r in chart} == {f"resnet8-w16-{m}.csv" for m in ("ni", "di", "ni-o2m")}
-    accuracy = plots[f"{dvcfile}::accuracy-resnet8-w16"][0]["content"]["data"]["values"]
-    assert {r["filename"] for r in accuracy} >= {"teacher-resnet8-w16.csv", "KD-ni-resnet8-w8.csv", "KD-real-resnet8-w8.csv"}
-    tsne = "results/tiny/tsne/resnet8-w16.json"
-    assert baseline["data"]["metrics"][tsne]["data"]["settings"]["perplexity"] == 30.0
-    assert experiment["data"]["metrics"][tsne]["data"]["settings"]["perplexity"] == 20.0  # the experiment's own t-SNE
+    chart = plots[f"{dvcfile}::synthesis-ce-resnet8-w16"][0]["content"]
+    assert {r["method"] for r in chart["data"]["values"]} == {"ni", "di", "ni-o2m"}
+    scale = chart["encoding"]["color"]["scale"]
+    colors = method_colors(load_config([str(repo / f) for f in TINY[1:]]))
+    assert dict(zip(scale["domain"], scale["range"])) == colors and colors["ni"] == "#ff7f0e"
+    students = plots[f"{dvcfile}::kd-resnet8-w16"][0]["content"]["data"]["values"]
+    assert {r["method"] for r in students} == {"ni", "di", "ni-o2m", "real"}  # the teacher has a chart of its own
+    assert {r["method"] for r in plots[f"{dvcfile}::teacher-resnet8-w16"][0]["content"]["data"]["values"]} == {"teacher"}
+    subprocess.run([sys.executable, "-m", "natinv.dvc_plots"], cwd=repo, check=True)  # as workflow/setup.sh does
+    page = tool(repo, "dvc", "plots", "show").stdout  # the offline page (.dvc/config): Vega inline, nothing from a CDN
+    html = (repo / "dvc_plots/index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "vegaEmbed" in html, page
 
 
 @pytest.mark.slow

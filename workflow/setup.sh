@@ -15,8 +15,16 @@ fi
 
 # uv installs the locked environment (torch + the matching torchvision) into .venv; it ignores pip's local wheels.
 command -v uv >/dev/null || python3 -m pip install --quiet uv
+# A relocatable environment: its scripts start the interpreter beside them and the project's own src/ is found
+# relative to site-packages, so a copied or moved project folder runs its own code, not the original folder's.
+if ! grep -qs "^relocatable = true" .venv/pyvenv.cfg; then
+  rm -rf .venv && uv venv --relocatable --quiet .venv  # its packages come from uv's cache again (a minute or two)
+fi
 # pre-compiled bytecode: with PYTHONDONTWRITEBYTECODE set, every stage would otherwise re-compile torch (~7 s)
 uv sync --frozen --compile-bytecode --quiet
+for pth in .venv/lib/python3*/site-packages/_editable_impl_natinv*.pth; do
+  echo "../../../../src" > "$pth"  # Python joins a relative .pth line to the site-packages folder
+done
 # DVC's plots page with Vega inline (.dvc/config names it), so `dvc plots show` renders without a network
 .venv/bin/python -m natinv.dvc_plots workflow/dvc/offline.html >/dev/null
 .venv/bin/python -c "import torch, torchvision, natinv; print(f'setup: torch {torch.__version__}, torchvision {torchvision.__version__}, natinv {natinv.__version__}')"

@@ -183,6 +183,10 @@ class SynthesisConfig:
     def shards_per_job_of(self, teacher: str, method: str) -> int:
         return self.shards_per_job.get(seeds_split(method)[0], self.shards_per_job.get(teacher, 1))
 
+    def shards_for(self, method: MethodConfig) -> int:
+        """Shards of a method: `shards`, or 1 for a co-trained method (its student sees the batches in order)."""
+        return 1 if method.cotrain is not None else self.shards
+
 
 @dataclass
 class InceptionConfig:
@@ -375,6 +379,4 @@ class Config:
         return None if seeds_split(method)[0] == "real" else self.job_methods[method].cotrain
 
     def shards_of(self, method: str) -> int:
-        from natinv.synthesis.registry import method_shards
-
-        return method_shards(self.job_methods[method], self.synthesis)
+        return self.synthesis.shards_for(self.job_methods[method])

@@ -1,49 +1,24 @@
-"""report.md: every table beside the paper's values, with the settings that differ, from summary.json."""
+"""report.md: every table beside the paper's values, with the settings that differ, from summary.json (the paper's
+table shapes: natinv.report.paper_tables; cells: natinv.report.cells)."""
 from __future__ import annotations
 
 import time
 
 from natinv import plan
 from natinv.config import Config
-from natinv.paper import (FIG6_TEXT, KD_SETTINGS, TABLE1_CIFAR10, TABLE3_CIFAR100, TABLE4, table5_row, table8_dataset, table8_fd,
-                          table9_row, teacher_acc)
-from natinv.report.identity import kd_accs, ni_switches, paper_key
-from natinv.report.spread import cell as spread_cell
+from natinv.paper import FIG6_TEXT, KD_SETTINGS, table5_row, table8_dataset, table9_row, teacher_acc
+from natinv.report.cells import acc_cell, embeddings_of, md_table, mean_of, model_words, reference_count, sum_max, verdict_words
+from natinv.report.identity import paper_key
+from natinv.report.paper_tables import (
+    components_section,
+    ftp_section,
+    inception_section,
+    pair_row,
+    paper_pair,
+    table5_shape,
+    table8_cell,
+)
 from natinv.synthesis import registry
-
-TABLE5_COLUMNS = {"dafl": "DAFL", "dfad": "DFAD", "deepinversion": "DI", "adi": "ADI", "naturalinversion": "NI (ours)",
-                  "ni-adi": "NI+ADI (A-ours)"}
-
-
-def _stats(summary: dict, section: str, key: str, name: str) -> dict | None:
-    """A result's statistics over the run's seeds (natinv.report.spread), if collected."""
-    return summary.get("seeds", {}).get(section, {}).get(key, {}).get(name)
-
-
-def _acc(summary: dict, section: str, key: str, value: dict, name: str = "test_acc", digits: int = 2) -> str:
-    """A result's cell: mean ± std over the run's seeds when it has several, else this seed's value, in bold."""
-    s = _stats(summary, section, key, name)
-    return spread_cell(s, digits) if s and s["n"] > 1 else f"**{value[name]:.{digits}f}**"
-
-
-def _mean(summary: dict, section: str, key: str, value: dict, name: str = "test_acc") -> float:
-    """A result's mean over the run's seeds, or this seed's value."""
-    s = _stats(summary, section, key, name)
-    return s["mean"] if s else value[name]
-
-
-def _verdict(summary: dict, section: str, row: str, a: str, b: str, value: str = "test_acc") -> str:
-    """What the comparison of methods a and b on `row` can say (natinv.report.spread), in words."""
-    for c in summary.get("comparisons", []):
-        if (c["section"], c["row"], c["value"], c["b"]) == (section, row, value, b):
-            if c["spread"] is None:
-                return "one seed, spread unknown"
-            return f"means over {min(c['n'])} seeds, {c['verdict']}: spread ±{c['spread']:.2f}"
-    return "one seed, spread unknown"
-
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(map(str, r)) + " |" for r in rows), ""]
 
 
 def _settings_rows(cfg: Config, summary: dict) -> list[list]:
@@ -75,20 +50,6 @@ def _settings_rows(cfg: Config, summary: dict) -> list[list]:
     return [[k, KD_SETTINGS[k], v] for k, v in ours.items()]
 
 
-def _model_words(cfg: Config, key: str) -> str:
-    spec = cfg.models[key]
-    return spec.arch if spec.width is None else f"{spec.arch} width {spec.width}"
-
-
-def _pair_row(cfg: Config, teacher: str, student: str):
-    """The paper's Table 5 row for this teacher -> student (by architecture), else its headline row."""
-    return table5_row(cfg.data.dataset, cfg.models[teacher].arch, cfg.models[student].arch)
-
-
-def _paper_pair(row) -> str:
-    return f"{row.dataset} {row.teacher} → {row.student}"
-
-
 def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> str:
     row = table5_row(cfg.data.dataset)
     lines = [f"# Report: experiment `{cfg.experiment}`", "",
@@ -101,8 +62,8 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
                   "and none of its numbers says anything about the method.", ""]
 
     lines += ["## Teacher", ""]
-    lines += _table(["teacher", "model", "epochs", "test acc %", "paper (the same architecture, else its headline teacher)"],
-                    [[t, _model_words(cfg, t), v["epochs"], f"**{v['test_acc']:.2f}**",
+    lines += md_table(["teacher", "model", "epochs", "test acc %", "paper (the same architecture, else its headline teacher)"],
+                    [[t, model_words(cfg, t), v["epochs"], f"**{v['test_acc']:.2f}**",
                       "{}: {}".format(*(teacher_acc(cfg.data.dataset, cfg.models[t].arch)
                                         or (f"{row.teacher} on {row.dataset}", row.teacher_acc)))]
                      for t, v in summary["teachers"].items()])
@@ -112,53 +73,53 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
             f"{e} {v['test_acc']:.2f} %" for e, v in summary["evaluators"].items()) + ".", ""]
     lines += ["## Knowledge distillation (paper Table 5)", "",
               f"Student test accuracy after distilling the teacher on each method's images. The paper's cell is its "
-              f"Table 5 row of the same teacher → student architectures when it has one (else {_paper_pair(row)}), 256k "
+              f"Table 5 row of the same teacher → student architectures when it has one (else {paper_pair(row)}), 256k "
               f"images; its real-data reference (S.) is the student trained on the whole real training set, while ours "
               f"is KD on the *same number* of real images as the synthesized sets.", ""]
     kd_rows = []
     for key, v in summary["kd"].items():
         t, m, s = key.split("/")
-        kind, pair = paper_key(cfg, m), _pair_row(cfg, t, s)
+        kind, pair = paper_key(cfg, m), pair_row(cfg, t, s)
         paper = pair.student_real_acc if kind == "real" else pair.kd.get(kind)
         paper = "-" if paper is None else f"{paper:.2f}"
         how = f"trained while synthesizing, {v['cotrained']:,} steps" if v.get("cotrained") else f"KD, {v['epochs']} epochs"
-        kd_rows.append([t, s, m, f"{v['images']:,}", how, _acc(summary, "kd", key, v), paper, _paper_pair(pair)])
-    lines += _table(["teacher", "student", "images from", "images", "how", "test acc %", "paper", "paper's row"], kd_rows)
-    lines += _table5_shape(cfg, summary)
+        kd_rows.append([t, s, m, f"{v['images']:,}", how, acc_cell(summary, "kd", key, v), paper, paper_pair(pair)])
+    lines += md_table(["teacher", "student", "images from", "images", "how", "test acc %", "paper", "paper's row"], kd_rows)
+    lines += table5_shape(cfg, summary)
     for t in cfg.teacher.models:
         for s in cfg.kd.students:
             real = summary["kd"].get(f"{t}/real/{s}")
             for m in cfg.synthesis.run:
                 got = summary["kd"].get(f"{t}/{m}/{s}")
                 if real and got:
-                    a, b = _mean(summary, "kd", f"{t}/{m}/{s}", got), _mean(summary, "kd", f"{t}/real/{s}", real)
+                    a, b = mean_of(summary, "kd", f"{t}/{m}/{s}", got), mean_of(summary, "kd", f"{t}/real/{s}", real)
                     lines.append(f"- {t} → {s}: {m} is **{a - b:+.2f}** points from real images ({a:.2f} vs {b:.2f} %; "
-                                 f"{_verdict(summary, 'kd', f'{t}/{m}/{s}', m, 'real')}).")
+                                 f"{verdict_words(summary, 'kd', f'{t}/{m}/{s}', m, 'real')}).")
     lines += ["", "Settings that differ from the paper's Table 5 experiments:", ""]
-    lines += _table(["setting", "paper", "this run"],
+    lines += md_table(["setting", "paper", "this run"],
                     [["dataset", row.dataset, manifest["dataset"]],
                      ["teacher → student", f"{row.teacher} → {row.student}",
-                      ", ".join(_model_words(cfg, t) for t in cfg.teacher.models) + " → "
-                      + ", ".join(_model_words(cfg, s) for s in cfg.kd.students)],
+                      ", ".join(model_words(cfg, t) for t in cfg.teacher.models) + " → "
+                      + ", ".join(model_words(cfg, s) for s in cfg.kd.students)],
                      *_settings_rows(cfg, summary)])
 
     lines += ["## How real are the images (paper Tables 1 and 8)", "",
               f"Fréchet distance (FD, lower is closer) and k-NN precision / recall (k = {cfg.metrics.neighborhood}) against "
-              f"{_reference_count(summary)} real training images, in the embedding of the teacher (the network that was "
+              f"{reference_count(summary)} real training images, in the embedding of the teacher (the network that was "
               "inverted) and of each evaluator (trained on real data, not inverted). `real` = held-out test images: the floor.", ""]
-    nets = _nets(summary)
-    lines += _table(["teacher/images", *(f"{n}: FD / P / R" for n in nets), "paper Table 8 FD"],
-                    [[k, *(f"{_acc(summary, 'metrics', k, v, f'{n}/fd', 3)} / {v[f'{n}/precision']:.3f} / {v[f'{n}/recall']:.3f}"
+    nets = embeddings_of(summary)
+    lines += md_table(["teacher/images", *(f"{n}: FD / P / R" for n in nets), "paper Table 8 FD"],
+                    [[k, *(f"{acc_cell(summary, 'metrics', k, v, f'{n}/fd', 3)} / {v[f'{n}/precision']:.3f} / {v[f'{n}/recall']:.3f}"
                            for n in nets),
-                      _table8_cell(cfg, k.split("/")[1], nets)] for k, v in summary["metrics"].items()])
+                      table8_cell(cfg, k.split("/")[1], nets)] for k, v in summary["metrics"].items()])
     lines += [f"Paper Table 8 (FD of 50k images from a ResNet-34 teacher, {table8_dataset(cfg.data.dataset)}): the "
               "embedding networks trained on the dataset itself, beside ours of the same role (the teacher; an evaluator "
               "of the same architecture). Our images, teacher, data and counts differ, so compare the order of the "
               "methods, not the values.", ""]
     lines += _sureness_section(cfg, summary)
-    lines += _inception_section(cfg, summary)
-    lines += _components_section(cfg, summary)
-    lines += _ftp_section(cfg, summary, manifest)
+    lines += inception_section(cfg, summary)
+    lines += components_section(cfg, summary)
+    lines += ftp_section(cfg, summary, manifest)
     lines += _tsne_section(cfg, summary, made)
 
     lines += _scratch_section(cfg, summary, manifest)
@@ -171,7 +132,7 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     if any(v["warmup_seconds"] is not None for v in summary["synthesis"].values()):
         lines += ["A method with a meta-learned start (`meta`, e.g. ni-fast) first runs its warm-up stage; \"CPU s\" "
                   "counts it (after the +) beside the shards' synthesis loops.", ""]
-    lines += _table(["teacher/method", "images", "batch", "iterations", "s/iteration", "seconds", "CPU s", "CE", "BN term",
+    lines += md_table(["teacher/method", "images", "batch", "iterations", "s/iteration", "seconds", "CPU s", "CE", "BN term",
                      "agreement f16 %", "agreement uint8 %"],
                     [[k, f"{v['images']:,}", v["batch_size"], v["iterations"], f"{v['s_per_iter']:.3f}", f"{v['seconds']:.0f}",
                       f"{v['cpu_seconds']:.0f}" + ("" if v["warmup_cpu_seconds"] is None else f" + {v['warmup_cpu_seconds']:.0f}"),
@@ -195,17 +156,17 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     lines += ["## Wall time per stage", "",
               "Compute seconds each stage's jobs reported (process start-up excluded). Under Snakemake, shards and "
               "students run side by side, so the pipeline's wall time is less than the sum.", ""]
-    timing = [["teacher", len(summary["teachers"]), *_sum_max([v["seconds"] for v in summary["teachers"].values()])]]
-    timing += [[f"meta {k}", 1, *_sum_max([v["warmup_seconds"]])] for k, v in summary["synthesis"].items()
+    timing = [["teacher", len(summary["teachers"]), *sum_max([v["seconds"] for v in summary["teachers"].values()])]]
+    timing += [[f"meta {k}", 1, *sum_max([v["warmup_seconds"]])] for k, v in summary["synthesis"].items()
                if v["warmup_seconds"] is not None]
-    timing += [[f"synthesize {k}", len(v["shard_seconds"]), *_sum_max(v["shard_seconds"])] for k, v in summary["synthesis"].items()]
-    timing += [["kd", len(summary["kd"]), *_sum_max([v["seconds"] for v in summary["kd"].values()])]]
-    timing += [["evaluator", len(summary["evaluators"]), *_sum_max([v["seconds"] for v in summary["evaluators"].values()])]]
-    timing += [["metrics", len(summary["metrics"]), *_sum_max([v["seconds"] for v in summary["metrics"].values()])]]
-    timing += [["tsne", len(summary["tsne"]), *_sum_max([v["seconds"] for v in summary["tsne"].values()])]]
-    timing += [["scratch", len(summary["scratch"]), *_sum_max([v["seconds"] for v in summary["scratch"].values()])]]
-    timing += [["prune", len(summary["prune"]), *_sum_max([v["seconds"] for v in summary["prune"].values()])]]
-    lines += _table(["stage", "jobs", "seconds (sum)", "longest job"], timing)
+    timing += [[f"synthesize {k}", len(v["shard_seconds"]), *sum_max(v["shard_seconds"])] for k, v in summary["synthesis"].items()]
+    timing += [["kd", len(summary["kd"]), *sum_max([v["seconds"] for v in summary["kd"].values()])]]
+    timing += [["evaluator", len(summary["evaluators"]), *sum_max([v["seconds"] for v in summary["evaluators"].values()])]]
+    timing += [["metrics", len(summary["metrics"]), *sum_max([v["seconds"] for v in summary["metrics"].values()])]]
+    timing += [["tsne", len(summary["tsne"]), *sum_max([v["seconds"] for v in summary["tsne"].values()])]]
+    timing += [["scratch", len(summary["scratch"]), *sum_max([v["seconds"] for v in summary["scratch"].values()])]]
+    timing += [["prune", len(summary["prune"]), *sum_max([v["seconds"] for v in summary["prune"].values()])]]
+    lines += md_table(["stage", "jobs", "seconds (sum)", "longest job"], timing)
     return "\n".join(lines)
 
 
@@ -224,7 +185,7 @@ def _sureness_section(cfg: Config, summary: dict) -> list[str]:
               "spread: list several in `seeds` (e.g. `seeds: [0, 1, 2]`) to know. ")
              + "A gap is *within noise* when it is no larger than the two standard deviations added. FD: lower is "
                "better; accuracies: higher.", ""]
-    return lines + _table(["application", "row", "value", "comparison", "gap", "spread", "seeds", "verdict"], rows)
+    return lines + md_table(["application", "row", "value", "comparison", "gap", "spread", "seeds", "verdict"], rows)
 
 
 def _scratch_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
@@ -242,9 +203,9 @@ def _scratch_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
         where, cells = table9_row(cfg.data.dataset, cfg.models[t].arch, cfg.models[s].arch)
         paper = cells.get(paper_key(cfg, m))
         rows.append([t, s, m, f"{v['images']:,}", f"{v['own_acc']:.2f}", f"**{v['train_acc']:.2f}** ({v['train_loss']:.3f})",
-                     f"{_acc(summary, 'scratch', key, v)} ({v['test_loss']:.3f})",
+                     f"{acc_cell(summary, 'scratch', key, v)} ({v['test_loss']:.3f})",
                      f"{paper[0]} ({paper[1]}) / {paper[2]} ({paper[3]})" if paper else "-", where])
-    lines += _table(["teacher", "student", "images from", "images", "acc on its own images %", "real train acc % (loss)",
+    lines += md_table(["teacher", "student", "images from", "images", "acc on its own images %", "real train acc % (loss)",
                      "test acc % (loss)", "paper train / test acc % (loss)", "paper's row"], rows)
     return lines + ["The paper's losses are as printed in its Table 9 (their scale is not stated); ours are mean "
                     "cross-entropy per image.", ""]
@@ -279,154 +240,10 @@ def _prune_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str
                 continue
             rows.append([t, f"{r:.0%}", f"{first['params_before']:,} → {first['params_after']:,}",
                          f"{first['macs_before'] / 1e6:.1f}M → {first['macs_after'] / 1e6:.1f}M",
-                         *(_acc(summary, "prune", f"{t}/{m}/{r:g}", c) if c else "-" for m, c in zip(methods, cells))])
-    lines += _table(["teacher", "ratio", "parameters", "MACs", *methods], rows)
+                         *(acc_cell(summary, "prune", f"{t}/{m}/{r:g}", c) if c else "-" for m, c in zip(methods, cells))])
+    lines += md_table(["teacher", "ratio", "parameters", "MACs", *methods], rows)
     lines += [FIG6_TEXT, ""]
     return lines + [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("prune/")]
-
-
-def _table8_cell(cfg: Config, method: str, nets: list[str]) -> str:
-    cells = []
-    for n in nets:
-        role = "teacher" if n == "teacher" else cfg.models[n.removeprefix("evaluator:")].arch
-        if (hit := table8_fd(cfg.data.dataset, role, paper_key(cfg, method))) is not None:
-            cells.append(f"{hit[0]} {hit[1]}")
-    return ", ".join(cells) or "-"
-
-
-def _ftp_section(cfg: Config, summary: dict, manifest: dict) -> list[str]:
-    """Paper Table 4: NI methods that differ in the FTP's stages, with the metrics and KD they reached."""
-    from natinv.models import build_model
-
-    rows = []
-    for t in cfg.teacher.models:
-        spec = cfg.models[t]
-        stages = len(build_model(spec.arch, manifest["num_classes"], manifest["in_channels"], spec.width).stages)
-        methods = cfg.synthesis.methods
-        used = {m: s for m in plan.methods_of(cfg, t)
-                if (s := registry.of(methods[m]).ftp_stages(methods[m], stages)) is not None}  # method -> its FTP's stages
-        if len({tuple(u) for u in used.values()}) < 2:
-            continue
-        for m in sorted(used, key=lambda m: len(used[m])):
-            top = used[m] == list(range(stages - len(used[m]) + 1, stages + 1))  # the top k stages, as in the paper
-            paper = TABLE4["all" if len(used[m]) == stages else len(used[m])] if top else None
-            mt = summary["metrics"].get(f"{t}/{m}", {})
-            kd = kd_accs(summary, t, m)
-            rows.append([f"{t}/{m}", ",".join(map(str, used[m])) + (" (all)" if len(used[m]) == stages else ""),
-                         *(f"{mt[k]:.3f}" if k in mt else "-" for k in [f"{n}/fd" for n in _nets(summary)]),
-                         f"{summary['inception'][f'{t}/{m}']['fid']:.2f}" if f"{t}/{m}" in summary["inception"] else "-",
-                         " / ".join(f"{a:.2f}" for a in kd) or "-",
-                         f"{paper[0]}: {paper[1]} / {paper[2]}" if paper else "-"])
-    if not rows:
-        return []
-    lines = ["### Which teacher stages the FTP uses (paper Table 4)", "",
-             "NI with the Feature Transfer Pyramid built from the teacher's top stage, top two, ..., all (stage numbers "
-             "from 1 = lowest). The paper's row is the one with the same number of top stages of its 4-stage ResNet-34.", ""]
-    lines += _table(["teacher/method", "FTP stages", *(f"{n} FD" for n in _nets(summary)), "Inception FID", "KD acc %",
-                     "paper: stages: 1st-stage FD / FID"], rows)
-    return lines + [""]
-
-
-def _table5_shape(cfg: Config, summary: dict) -> list[str]:
-    """The paper's Table 5 layout: one row per teacher -> student, one column per method, ours (paper's)."""
-    columns = {key: next((m for m in cfg.synthesis.run if paper_key(cfg, m) == key), None) for key in TABLE5_COLUMNS}
-    columns = {k: m for k, m in columns.items() if m is not None}
-    if len(columns) < 2:
-        return []
-    # methods of ours beside the paper's (a meta-learned start, ni-fast): a column each, with no paper cell
-    ours = [m for m in cfg.synthesis.run if registry.meta_of(cfg.synthesis.methods[m]) is not None]
-    rows = []
-    for t in cfg.teacher.models:
-        for s in cfg.kd.students:
-            row = _pair_row(cfg, t, s)
-
-            def cell(method: str, paper: float | None) -> str:
-                got = summary["kd"].get(f"{t}/{method}/{s}")
-                ours = "-" if got is None else _acc(summary, "kd", f"{t}/{method}/{s}", got) + ("†" if got.get("cotrained") else "")
-                return f"{ours} ({paper:.2f})" if paper is not None else ours
-            teacher_acc = summary["teachers"].get(t, {}).get("test_acc")
-            rows.append([f"{t} → {s}", _paper_pair(row), "-" if teacher_acc is None else f"{teacher_acc:.2f} ({row.teacher_acc:.2f})",
-                         cell("real", row.student_real_acc), *(cell(m, row.kd.get(k)) for k, m in columns.items()),
-                         *(cell(m, None) for m in ours)])
-    return ["### In the shape of the paper's Table 5", "",
-            "Ours in bold, the paper's cell in brackets, from its row of the same teacher → student architectures when "
-            "it has one, else its headline row (the column \"paper's row\" says which). T. = the teacher; "
-            "S. = ours: KD on as many real images, the paper's: the student trained on all real data. † = the student "
-            "trained while the method synthesized (ADI, DAFL, DFAD), not distilled afterwards."
-            + (" Not in the paper: " + ", ".join(ours) + " (NaturalInversion from a meta-learned start)." if ours else ""), "",
-            *_table(["teacher → student", "paper's row", "T.", "S.", *(f"{TABLE5_COLUMNS[k]}: {m}" for k, m in columns.items()),
-                     *(f"{m} (not in the paper)" for m in ours)], rows)]
-
-
-def _components_section(cfg: Config, summary: dict) -> list[str]:
-    """Paper Table 3: DI and NI with its components (one-to-one, FTP, ACS) switched on one at a time."""
-    switches = {m: s for m in cfg.synthesis.run if (s := ni_switches(cfg, m)) is not None}
-    if len(set(switches.values())) < 2:
-        return []
-    paper_rows = list(TABLE3_CIFAR100)  # the paper's row order; a switch set it does not have goes last
-    order = [m for m in cfg.synthesis.run if paper_key(cfg, m) == "deepinversion"] + sorted(
-        switches, key=lambda m: paper_rows.index(switches[m]) if switches[m] in paper_rows else len(paper_rows))
-    nets = _nets(summary)
-    rows = []
-    for t in cfg.teacher.models:
-        for m in order:
-            if f"{t}/{m}" not in summary["synthesis"]:
-                continue
-            flags = switches.get(m)
-            paper = TABLE3_CIFAR100.get(flags if flags else "deepinversion")
-            mt = summary["metrics"].get(f"{t}/{m}", {})
-            kd = kd_accs(summary, t, m)
-            inc = summary["inception"].get(f"{t}/{m}")
-            marks = ["✓" if f else "" for f in flags] if flags else ["DI", "", ""]
-            rows.append([f"{t}/{m}", *marks,
-                         " / ".join(f"**{a:.2f}**" for a in kd) or "-",
-                         *(" / ".join(f"{mt[f'{n}/{k}']:.3g}" if f"{n}/{k}" in mt else "-" for k in ("fd", "precision", "recall"))
-                           for n in nets),
-                         f"{inc['is']:.2f} / {inc['fid']:.1f}" if inc else "-",
-                         " / ".join(map(str, paper)) if paper else "-"])
-    lines = ["### Components of NaturalInversion (paper Table 3)", "",
-             "DI, then NI's generator with its components switched on one at a time: one-to-one (O2O; off = one generator "
-             "for all batches of a shard with a fresh z every iteration), the Feature Transfer Pyramid (FTP) and Adaptive "
-             "Channel Scaling (ACS). Same budget for every row. Paper: CIFAR-100, ResNet-34 inverted, 50k images, KD to "
-             "ResNet-18, IS/FID/P/R in Inception-v3; ours: this run's dataset, teacher, images and embeddings.", ""]
-    lines += _table(["teacher/method", "O2O", "FTP", "ACS", "KD acc %", *(f"{n} FD / P / R" for n in nets), "Inception IS / FID",
-                     "paper KD % / IS / FID / P / R"], rows)
-    return lines + [""]
-
-
-def _reference_count(summary: dict) -> str:
-    """How many real training images the metrics jobs compared against, as they report it (metrics.reference_images,
-    or every training image when there are fewer)."""
-    counts = sorted({v["reference_images"] for v in summary["metrics"].values() if "reference_images" in v})
-    return " to ".join(f"{n:,}" for n in (counts[:1] + counts[-1:] if len(counts) > 1 else counts)) or "the"
-
-
-def _nets(summary: dict) -> list[str]:
-    """The embeddings the metrics were computed in: the teacher first, then the evaluators."""
-    return sorted({k.split("/")[0] for v in summary["metrics"].values() for k in v if "/" in k}, key=lambda n: (n != "teacher", n))
-
-
-def _inception_section(cfg: Config, summary: dict) -> list[str]:
-    """Table 1's metrics in Inception-v3's embedding (or the configured extractor's), the paper's values beside."""
-    paper = TABLE1_CIFAR10
-    ic = cfg.metrics.inception
-    lines = ["### Inception metrics (paper Table 1)", ""]
-    if not summary["inception"]:
-        why = summary["inception_unavailable"] or "no metrics job has run"
-        return lines + [f"Not computed: {why}. The paper's Table 1 (CIFAR-10, ResNet-34, 50k images): NI IS "
-                        f"{paper['naturalinversion']['IS']}, FID {paper['naturalinversion']['FID']}, precision "
-                        f"{paper['naturalinversion']['precision']}, recall {paper['naturalinversion']['recall']}; DI FID "
-                        f"{paper['deepinversion']['FID']}.", ""]
-    rows = []
-    for key, v in summary["inception"].items():
-        p = paper.get(paper_key(cfg, key.split("/")[1]), {})
-        rows.append([key, f"**{v['is']:.2f}** ± {v['is_std']:.2f}", f"**{v['fid']:.2f}**", f"{v['precision']:.3f}",
-                     f"{v['recall']:.3f}", " / ".join(str(p.get(k, "-")) for k in ("IS", "FID", "precision", "recall"))])
-    lines += [f"IS of the images, FID and k-NN precision / recall against the same {_reference_count(summary)} real "
-              f"training images, in the embedding of `{ic.feature_extractor}` (uint8 renderings, torch-fidelity).", ""]
-    lines += _table(["teacher/images", "IS", "FID", "precision", "recall", "paper IS / FID / P / R (CIFAR-10)"], rows)
-    return lines + ["Settings that differ from the paper's Table 1: its images are 50k CIFAR-10 images from a ResNet-34 "
-                    "(2k iterations); ours are the dataset, teacher, image count and iterations of this run.", ""]
 
 
 def _tsne_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str]:
@@ -439,7 +256,3 @@ def _tsne_section(cfg: Config, summary: dict, made: dict[str, str]) -> list[str]
              "NI orange, DI purple. Points of a method that sit among the real ones mean the teacher sees those images "
              "as it sees real data at that layer.", ""]
     return lines + [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("tsne/")]
-
-
-def _sum_max(values: list[float]) -> list[str]:
-    return [f"{sum(values):.0f}", f"{max(values, default=0):.0f}"]

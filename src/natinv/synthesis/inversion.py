@@ -15,7 +15,6 @@ from natinv.runtime import IterationProgress, derive_seed, eta
 from natinv.synthesis.competition import Competitor
 from natinv.synthesis.labels import batch_labels
 from natinv.synthesis.objective import TERMS, BatchResult, Carry, InversionObjective, LossWeights
-from natinv.synthesis.registry import method_shards
 from natinv.synthesis.shard import ShardImages, ShardJob, batch_plan, first_fault
 
 # (objective, [(labels, seed) per batch], carry) -> each batch's result, in order
@@ -26,7 +25,7 @@ def run_batches(job: ShardJob, optimize: Optimizer) -> ShardImages:
     """Every batch of the shard in order, its images kept in one float16 pool (on the device when a co-trained student
     reads them, else on the host); the shard's progress saved at group boundaries and resumed from (natinv.synthesis.progress)."""
     method, meta = job.method, job.meta
-    plan = batch_plan(job.syn.num_images, job.syn.batch_size, method_shards(method, job.syn))[job.shard]
+    plan = batch_plan(job.syn.num_images, job.syn.batch_size, job.syn.shards_for(method))[job.shard]
     seeds = [derive_seed(job.seed, job.teacher_key, job.method_key, index) for index, _ in plan]
     batches = labelled_batches(seeds, [size for _, size in plan], meta.num_classes)
     co = job.co

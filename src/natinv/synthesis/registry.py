@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from natinv.config.schema import DAFLConfig, DFADConfig, DIConfig, MetaConfig, MethodConfig, NIConfig, SynthesisConfig
+from natinv.config.schema import DAFLConfig, DFADConfig, DIConfig, MetaConfig, MethodConfig, NIConfig
 
 
 def _none(config) -> None:
@@ -92,11 +92,6 @@ def of(c: MethodConfig) -> MethodKind:
 def meta_of(c: MethodConfig) -> MetaConfig | None:
     """The meta-learned start a method's batches begin from (ni-fast), or None: then no warm-up stage."""
     return of(c).meta(c)
-
-
-def method_shards(c: MethodConfig, syn: SynthesisConfig) -> int:
-    """Shards of a method: synthesis.shards, or 1 for a co-trained method (its student sees the batches in order)."""
-    return 1 if c.cotrain is not None else syn.shards
 
 
 def of_kind(methods: dict[str, MethodConfig], kind: str) -> dict[str, MethodConfig]:
