@@ -340,6 +340,7 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
                                                                   "teacher resnet8-w16", "ni/resnet8-w16 images"}
     (model,) = client.search_logged_models([kd.info.experiment_id], filter_string=f"source_run_id = '{kd.info.run_id}'")
     assert model.name == "resnet8-w8" and str(model.status).endswith("READY")  # the student, as a logged model
+    assert client.get_experiment_by_name("natinv-tiny").tags["mlflow.experimentKind"] == "custom_model_development"
     location = client.get_experiment_by_name("natinv-tiny").artifact_location
     assert location == "results/mlartifacts", location  # relative to the project: a copy keeps its own
     names = {a.path for a in client.list_artifacts(shard.info.run_id)}

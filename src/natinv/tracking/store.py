@@ -191,12 +191,18 @@ def mlflow_experiment(cfg: Config) -> str:
     return f"natinv-{cfg.experiment}"
 
 
+# MLflow's UI opens an experiment of this kind at its training runs (the runs table), not at the GenAI traces overview
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_of(client, cfg: Config) -> str:
+    """The id of the experiment's MLflow experiment, created (with EXPERIMENT_TAGS) when it is not there yet."""
     found = retry(client.get_experiment_by_name, mlflow_experiment(cfg))
     if found is not None:
         return found.experiment_id
     try:
-        experiment_id = retry(client.create_experiment, mlflow_experiment(cfg), artifact_location=_artifact_location(cfg))
+        experiment_id = retry(client.create_experiment, mlflow_experiment(cfg), artifact_location=_artifact_location(cfg),
+                              tags=EXPERIMENT_TAGS)
     except Exception:  # noqa: BLE001 - created by a parallel job in the meantime
         return retry(client.get_experiment_by_name, mlflow_experiment(cfg)).experiment_id
     retry(_keep_artifacts_relative, cfg, experiment_id)
