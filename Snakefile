@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from natinv import cost, pipeline, tracking
+from natinv import cost, pipeline
+from natinv.tracking import parent as tracking
 from natinv.config import config_from_dict, file_origins, retype_lists, write_resolved
 from natinv.errors import ConfigError
 from natinv.io import atomic_write_bytes

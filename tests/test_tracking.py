@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from natinv.config import Config
-from natinv.tracking import PARENT_ENV, Outcome, StageRun, flatten, start_pipeline
+from natinv.tracking import PARENT_ENV, Outcome, StageRun, flatten
+from natinv.tracking.parent import start_pipeline
 
 JOB = """
 import sys
@@ -112,7 +113,7 @@ def test_sixteen_processes_on_a_fresh_store_and_on_an_existing_one_lose_no_run(t
 KILLED_DRIVER = """
 import os, signal, sys
 from natinv.config import Config
-from natinv.tracking import start_pipeline
+from natinv.tracking.parent import start_pipeline
 print(start_pipeline(Config(experiment="par", results=sys.argv[1]), "snakemake"), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # as kill -9 of snakemake: no onerror, the parent run stays RUNNING
 """
@@ -140,7 +141,7 @@ def test_a_pipeline_in_which_no_stage_ran_leaves_no_parent_run(tmp_path, monkeyp
     """Everything up to date, or `snakemake --touch`: the parent run opened at the start is deleted at the end."""
     from mlflow import MlflowClient
 
-    from natinv.tracking import end_pipeline
+    from natinv.tracking.parent import end_pipeline
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(PARENT_ENV, raising=False)

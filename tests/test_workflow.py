@@ -35,7 +35,8 @@ def generate_dvc_yaml(repo: Path, stack: list[str], out: str | None = None) -> s
 
 def assert_tracked(stages: dict[str, dict], trees: dict[str, dict], cfg) -> None:
     """Each DVC stage tracks every parameter its job depends on (the stage table's keys) in every params file that sets
-    it: the key itself, or a section of it; and nothing the job does not depend on."""
+    it: the value itself, or each value the file sets under a key that is a section; and nothing the job does not
+    depend on. Only values are tracked, never a section, so no stage's key lies inside another's."""
     bases = dvc_yaml.bases_in(trees.values())
     for name, stage in stages.items():
         kind, wildcards = stage_wildcards(stage["cmd"])
@@ -48,8 +49,12 @@ def assert_tracked(stages: dict[str, dict], trees: dict[str, dict], cfg) -> None
                 node = tree
                 for part in key.split("."):
                     node = node.get(part) if isinstance(node, dict) else None
-                if node is not None:
+                if isinstance(node, dict) and node:
+                    assert all(f"{key}.{sub}" in tracked or any(k.startswith(f"{key}.{sub}.") for k in tracked)
+                               for sub in node), (name, f, key, tracked)
+                elif node is not None:
                     assert any(key == k or key.startswith(k + ".") for k in tracked), (name, f, key, tracked)
+            assert not any(a.startswith(b + ".") for a in tracked for b in tracked), (name, f, tracked)  # values only
 
 
 def test_committed_dvc_yaml_is_the_generated_one_of_the_default(monkeypatch):

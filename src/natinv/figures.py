@@ -37,9 +37,9 @@ def grids_side_by_side(grids: Mapping[str, np.ndarray], class_names: list[str], 
     import matplotlib.pyplot as plt
 
     first = next(iter(grids.values()))
-    height = 0.9 + first.shape[0] / 60
+    height = 1.3 + first.shape[0] / 60  # inches: the picture and room for the titles above it
     fig, axes = plt.subplots(1, len(grids), figsize=(1.2 + len(grids) * height * first.shape[1] / first.shape[0], height),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     rows = [pad + k * (image_size + pad) + image_size / 2 for k in range(len(class_names))]
     for k, (ax, (title, picture)) in enumerate(zip(axes[0], grids.items())):
         ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255,
@@ -51,7 +51,6 @@ def grids_side_by_side(grids: Mapping[str, np.ndarray], class_names: list[str], 
             ax.set_yticklabels(class_names, fontsize=8)
         for side in ax.spines.values():
             side.set_visible(False)
-    fig.tight_layout()
     _save(fig, path)
 
 

@@ -3,6 +3,7 @@ the results, plots draws the figures, markdown writes the tables (identity: whic
 is), html the self-contained page of report.md, headline the few numbers per method that DVC and MLflow show first."""
 from __future__ import annotations
 
+import json
 import time
 
 from natinv import paths
@@ -39,10 +40,11 @@ def run(cfg: Config, device=None) -> Outcome:
 
 
 def write_headline(folder, rows: dict[str, dict[str, float]]) -> None:
-    """One `{row}.json` per headline row in `folder` (those of rows no longer in the run removed)."""
+    """One `{row}.json` per headline row in `folder` (those of rows no longer in the run removed): plain JSON, no seal
+    (a view of summary.json for DVC and MLflow, which no stage reads back)."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.json"):
         if stale.stem not in rows:
             stale.unlink()
     for name, values in rows.items():
-        atomic_write_json(folder / f"{name}.json", values)
+        atomic_write_bytes(folder / f"{name}.json", (json.dumps(values, indent=1) + "\n").encode())
