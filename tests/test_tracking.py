@@ -307,3 +307,30 @@ def test_a_thinned_curve_keeps_at_most_the_asked_points_evenly_and_its_last():
     assert len(thinned) == 100 and list(thinned)[:2] == [20, 40] and thinned[2000] == 2000.0
     assert list(thin([float(i) for i in range(1, 11)], at_most=3)) == [4, 8, 10]
     assert thin([]) == {}
+
+
+def test_a_network_is_a_logged_model_and_leaves_the_process_tracking_uri_alone(tmp_path, monkeypatch):
+    """A stage's output network becomes a logged model of its run (signature, input example, the checkpoint among
+    its files); MLflow's fluent API, which that needs, does not leave MLFLOW_TRACKING_URI set for what the process does
+    next (a later stage in the same process would take it for a user's server and write to ./mlruns)."""
+    from mlflow import MlflowClient
+
+    from natinv.checkpoint import ModelMeta, save_model
+    from natinv.models import build_model
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(PARENT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "results/par/kd/s.safetensors"
+    weights.parent.mkdir(parents=True)
+    save_model(weights, build_model("resnet8", 10, 1, 4), ModelMeta("resnet8", 10, 1, 32, 4, [0.2], [0.3]))
+    run = StageRun(Config(experiment="par", results=str(tmp_path / "results")), "kd", {"student": "s"}, {},
+                   weights=[weights]).start()
+    run.close("FINISHED", Outcome({"test_acc": 50.0}))
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results/mlflow.db'}")
+    done = client.get_run(run.run_id)
+    assert done.info.status == "FINISHED"
+    (model,) = client.search_logged_models([done.info.experiment_id], filter_string=f"source_run_id = '{run.run_id}'")
+    assert model.name == "s" and str(model.status).endswith("READY")
+    assert not (tmp_path / "mlruns").exists()

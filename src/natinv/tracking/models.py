@@ -3,6 +3,7 @@ its signature and an input example, so it appears in the run's Models column and
 `mlflow.pytorch.load_model` (where natinv is installed); other tensors (ni-fast's meta-parameters) as artifacts."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from natinv.config import Config
@@ -37,9 +38,16 @@ def _log_network(cfg: Config, run_id: str, path: Path) -> None:
     example = np.zeros((1, meta.in_channels, meta.image_size, meta.image_size), dtype=np.float32)
     with torch.no_grad():
         logits = model(torch.from_numpy(example)).numpy()
+    # MLflow's fluent API needs its global tracking URI, and setting that also sets MLFLOW_TRACKING_URI for the process
+    # (a later stage in the same process would take it for a user's server): both are put back afterwards
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri(cfg))
-    with mlflow.start_run(run_id=run_id):  # resumed only to attach the model; the caller sets the run's status after
-        mlflow.pytorch.log_model(model, name=path.stem, signature=infer_signature(example, logits), input_example=example,
-                                 serialization_format="pickle", pip_requirements=[f"torch=={torch.__version__}"],
-                                 extra_files=[str(path)], metadata={"arch": meta.arch, "classes": meta.num_classes,
-                                                                    "input": "normalized images (mean/std in the checkpoint)"})
+    try:
+        with mlflow.start_run(run_id=run_id):  # resumed only to attach the model; the caller sets the run's status after
+            mlflow.pytorch.log_model(model, name=path.stem, signature=infer_signature(example, logits),
+                                     input_example=example, serialization_format="pickle",
+                                     pip_requirements=[f"torch=={torch.__version__}"], extra_files=[str(path)],
+                                     metadata={"arch": meta.arch, "classes": meta.num_classes,
+                                               "input": "normalized images (mean/std in the checkpoint)"})
+    finally:
+        mlflow.set_tracking_uri(previous)
