@@ -431,7 +431,8 @@ def test_dvc_experiments_compare_every_number_and_leave_the_params_file_as_it_wa
     head = "results/tiny/report/headline"
     for row in (baseline, experiment):
         metrics = row["data"]["metrics"]
-        assert set(metrics) == {f"{head}/{n}.json" for n in ("teacher", "ni", "di", "ni-o2m", "real")}, set(metrics)
+        mine = {k for k in metrics if k.startswith(head)}  # (the committed dvc.yaml names the default's, not run here)
+        assert mine == {f"{head}/{n}.json" for n in ("teacher", "ni", "di", "ni-o2m", "real")}, set(metrics)
         for column in ("kd", "scratch", "prune_50", "fd"):
             assert isinstance(metrics[f"{head}/ni.json"]["data"][column], (int, float)), (row["name"], column)
     new, old = (r["data"]["metrics"][f"{head}/ni.json"]["data"]["kd"] for r in (experiment, baseline))
