@@ -441,7 +441,7 @@ def test_dvc_experiments_compare_every_number_and_leave_the_params_file_as_it_wa
     assert sum(line.startswith(f"{head}/") for line in table) == 5 and max(map(len, table)) <= 120, table  # a row per file
     # each tracked value once: no stage tracks a section another stage tracks a key of
     diff = tool(repo, "dvc", "params", "diff", "--all", "--json").stdout
-    assert json.loads(diff)["params/default.yaml"]["metrics.evaluators"]["old"] == ["vgg11-w8"]
+    assert str(json.loads(diff)["params/default.yaml"]["metrics.evaluators"]["old"]) == "['vgg11-w8']"
     # `dvc plots show`: one chart per curve and teacher, each method's line in its colour (natinv.palette)
     plots = json.loads(tool(repo, "dvc", "plots", "show", "--json").stdout)["data"]
     chart = plots[f"{dvcfile}::synthesis-ce-resnet8-w16"][0]["content"]
