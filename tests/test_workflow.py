@@ -358,7 +358,8 @@ def test_every_stage_invocation_is_one_mlflow_run_under_the_pipeline_run(tiny_ru
     assert {"ni/kd", "di/fd", "ni/precision", "teacher/test_acc"} <= set(parent.data.metrics)
     assert {"params.yaml", "report.html", "summary.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert parent.data.tags["mlflow.note.content"].startswith("natinv pipeline run of experiment `tiny`")
-    assert parent.data.params["methods"] == "['ni', 'di', 'ni-o2m']"
+    assert parent.data.params["synthesis.run"] == "['ni', 'di', 'ni-o2m']" and parent.data.params["kd.lr"] == "0.05"
+    assert not any(k.startswith("synthesis.methods.ni-fast") for k in parent.data.params)  # defined, not run
     # a report's run logs the settings of the methods the experiment runs, not of every method defined
     report_run = next(r for r in children if r.data.tags["stage"] == "report")
     logged = {k.split(".")[2] for k in report_run.data.params if k.startswith("synthesis.methods.")}

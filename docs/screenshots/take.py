@@ -68,7 +68,7 @@ def mlflow_shots(project: Path, out: Path, experiment: str) -> None:
         if len(parents) == 2:
             ids = json.dumps([p.info.run_id for p in parents])
             shoot(f"{base}/#/compare-runs?runs={urllib.parse.quote(ids)}&experiments={urllib.parse.quote(json.dumps([eid]))}",
-                  out / "mlflow-compare-pipelines.png", (1800, 1400))
+                  out / "mlflow-compare-pipelines.png", (1800, 3000))
         shards = [client.search_runs([eid], f"tags.stage = 'synthesize' and tags.method = '{m}' and tags.shard = '0'",
                                      order_by=["attributes.start_time DESC"], max_results=1)[0].info.run_id for m in ("ni", "di")]
         shoot(f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(shards))}"

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from natinv.config import Config
+from natinv.config import Config, seeds
 from natinv.runtime import log
 from natinv.tracking.store import (PARENT_ENV, enabled, experiment_of, git_commit, log_batches, mlflow_experiment, retry, store,
                                    tracking_uri, warn_on_failure)
@@ -64,15 +64,14 @@ def _log_headline(cfg: Config, client, run_id: str) -> None:
 
 
 def main_settings(cfg: Config) -> dict[str, str]:
-    """The settings two pipeline runs are compared by (every setting is in the params.yaml artifact)."""
-    out = {"experiment": cfg.experiment, "dataset": cfg.data.dataset, "seeds": [cfg.seed, *cfg.extra_seeds],
-           "teachers": cfg.teacher.models, "methods": cfg.synthesis.run, "num_images": cfg.synthesis.num_images,
-           "batch_size": cfg.synthesis.batch_size, "kd.students": cfg.kd.students,
-           "kd.steps": f"{cfg.kd.epochs} epochs x batch {cfg.kd.batch_size}"}
-    for m in cfg.synthesis.run:
-        if (method := cfg.synthesis.methods.get(m)) is not None:
-            out[f"{m}.iterations"] = method.iterations
-    return {k: str(v) for k, v in out.items()}
+    """Every setting of the run (the methods it runs, not every one defined), so MLflow's compare view of two pipeline
+    runs shows what differs ("Show diff only"); the same as the params.yaml artifact."""
+    import dataclasses
+
+    from natinv.tracking.stage import neutral_params
+
+    used = {seeds.split(m)[0] for m in cfg.synthesis.run}
+    return {k: str(v) for k, v in neutral_params(dataclasses.asdict(cfg), None, used).items()}
 
 
 def description(cfg: Config, metrics: dict[str, float]) -> str:
