@@ -449,7 +449,8 @@ def test_dvc_experiments_compare_every_number_and_leave_the_params_file_as_it_wa
     assert {r["method"] for r in chart["data"]["values"]} == {"ni", "di", "ni-o2m"}
     scale = chart["encoding"]["color"]["scale"]
     colors = method_colors(load_config([str(repo / f) for f in TINY[1:]]))
-    assert dict(zip(scale["domain"], scale["range"])) == colors and colors["ni"] == "#ff7f0e"
+    assert dict(zip(scale["domain"], scale["range"])) == {m: colors[m] for m in ("real", "teacher", "ni", "di", "ni-o2m")}
+    assert colors["ni"] == "#ff7f0e" and colors["di"] == "#9467bd"  # the registry's (the paper's Fig. 4) colours
     students = plots[f"{dvcfile}::kd-resnet8-w16"][0]["content"]["data"]["values"]
     assert {r["method"] for r in students} == {"ni", "di", "ni-o2m", "real"}  # the teacher has a chart of its own
     assert {r["method"] for r in plots[f"{dvcfile}::teacher-resnet8-w16"][0]["content"]["data"]["values"]} == {"teacher"}

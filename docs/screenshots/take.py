@@ -33,6 +33,67 @@ def shoot(url: str, out: Path, size: tuple[int, int] = (1800, 1000), wait_ms: in
     print(f"take: {out}")
 
 
+def shoot_after_click(url: str, text: str, section: str, out: Path, size: tuple[int, int] = (1800, 1200)) -> None:
+    """A screenshot of `url` after a click on the element that reads `text` (a file in MLflow's compare view), scrolled
+    to the heading `section`: Chromium driven over its DevTools protocol."""
+    import asyncio
+    import base64
+
+    import aiohttp
+
+    async def drive(port: int) -> None:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):  # wait for the event (the browser answers), bounded
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/json") as answer:
+                        page = next(p for p in await answer.json() if p["type"] == "page")
+                    break
+                except (aiohttp.ClientError, StopIteration):
+                    await asyncio.sleep(0.2)
+            async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                ids = iter(range(1, 10**6))
+
+                async def call(method: str, **params) -> dict:
+                    n = next(ids)
+                    await ws.send_json({"id": n, "method": method, "params": params})
+                    async for msg in ws:
+                        data = msg.json()
+                        if data.get("id") == n:
+                            return data.get("result", {})
+                    raise SystemExit("take: the browser closed")
+
+                async def js(expr: str):
+                    return (await call("Runtime.evaluate", expression=expr, returnByValue=True)).get("result", {}).get("value")
+
+                await call("Page.navigate", url=url)
+                def find(words: str) -> str:  # the element whose own text reads `words`
+                    xpath = f"//*[normalize-space(text())='{words}']"
+                    return (f"document.evaluate({json.dumps(xpath)}, document, null, "
+                            f"XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue")
+
+                for _ in range(150):
+                    if await js(f"!!({find(text)})"):
+                        break
+                    await asyncio.sleep(0.2)
+                await js(f"{find(text)}.click()")
+                await asyncio.sleep(4)  # the images load
+                await js(f"{find(section)}.scrollIntoView({{block: 'start'}})")
+                await asyncio.sleep(1)
+                shot = await call("Page.captureScreenshot", format="png")
+                out.write_bytes(base64.b64decode(shot["data"]))
+
+    port = free_port()
+    browser = subprocess.Popen([shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                                "--hide-scrollbars", f"--window-size={size[0]},{size[1]}", f"--remote-debugging-port={port}",
+                                "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(asyncio.wait_for(drive(port), 240))
+    finally:
+        browser.terminate()
+        browser.wait(timeout=60)
+    print(f"take: {out}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,8 +132,10 @@ def mlflow_shots(project: Path, out: Path, experiment: str) -> None:
                   out / "mlflow-compare-pipelines.png", (1800, 3000))
         shards = [client.search_runs([eid], f"tags.stage = 'synthesize' and tags.method = '{m}' and tags.shard = '0'",
                                      order_by=["attributes.start_time DESC"], max_results=1)[0].info.run_id for m in ("ni", "di")]
-        shoot(f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(shards))}"
-              f"&experiments={urllib.parse.quote(json.dumps([eid]))}", out / "mlflow-compare-ni-di.png", (1800, 1600))
+        compare = (f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(shards))}"
+                   f"&experiments={urllib.parse.quote(json.dumps([eid]))}")
+        shoot(compare, out / "mlflow-compare-ni-di.png", (1800, 1600))
+        shoot_after_click(compare, "grid.png", "Artifacts", out / "mlflow-compare-ni-di-grids.png")
     finally:
         ui.terminate()
         ui.wait(timeout=60)
