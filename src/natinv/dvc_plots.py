@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from natinv.config import Config, seeds
+from natinv.config import Config
 from natinv.io import atomic_write_bytes
 from natinv.palette import method_colors
 
@@ -27,7 +27,7 @@ def template_path(cfg: Config, log_y: bool) -> Path:
 def template(cfg: Config, log_y: bool) -> dict:
     """A Vega-Lite line chart with DVC's anchors, coloured by the `method` column of the CSV files (the legend lists
     real images, the teacher and the methods the run uses)."""
-    shown = {"real", "teacher", *(seeds.split(m)[0] for m in cfg.synthesis.run)}
+    shown = {"real", "teacher", *cfg.run_methods}
     colors = {m: c for m, c in method_colors(cfg).items() if m in shown}
     y_scale = {"type": "log"} if log_y else {"zero": False}
     return {

@@ -20,7 +20,7 @@ FIXED = {"real": REAL, "teacher": TEACHER, "none": NONE}
 def method_colors(cfg: Config) -> dict[str, str]:
     """{name: hex colour} for real, teacher, none and every method the run uses (then every other defined method)."""
     methods = cfg.synthesis.methods
-    order = list(dict.fromkeys([*(seeds.split(m)[0] for m in cfg.synthesis.run), *methods]))
+    order = list(dict.fromkeys([*cfg.run_methods, *methods]))
     out = dict(FIXED)
     taken = set(out.values())
     for m in order:

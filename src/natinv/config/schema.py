@@ -362,6 +362,12 @@ class Config:
         return [s for s in dict.fromkeys(self.seeds or []) if s != self.seed]
 
     @property
+    def run_methods(self) -> list[str]:
+        """The methods synthesis.run lists, in order (a seed replica as its method): those whose settings, colours and
+        results a run shows."""
+        return list(dict.fromkeys(seeds_split(m)[0] for m in self.synthesis.run))
+
+    @property
     def job_methods(self) -> dict[str, MethodConfig]:
         """Every method name a job may carry: the keys of synthesis.methods and their replicas at the seeds of `seeds`
         (`ni-seed1`; a replica job runs with its seed as `seed`, so the run's own seed is among them)."""

@@ -11,6 +11,7 @@ columns are `kd-{student}` and `scratch-{student}`. The teacher row: its test ac
 from __future__ import annotations
 
 from natinv.config import Config
+from natinv.report.cells import stats_of
 from natinv.report.spread import METRIC_KEYS
 
 DIGITS = 2
@@ -18,7 +19,7 @@ DIGITS = 2
 
 def _mean(summary: dict, section: str, key: str, name: str) -> float | None:
     """The mean over seeds of `name` in row `key` of `section` (one seed: its value); None when the job did not run."""
-    group = summary["seeds"].get(section, {}).get(key, {}).get(name)
+    group = stats_of(summary, section, key, name)
     if group is not None:
         return group["mean"]
     return summary.get(section, {}).get(key, {}).get(name)  # real images' metrics: not grouped over seeds

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-from natinv.config import Config, seeds
+from natinv.config import Config
 from natinv.runtime import log
 from natinv.tracking.store import (PARENT_ENV, enabled, experiment_of, git_commit, log_batches, mlflow_experiment, retry, store,
                                    tracking_uri, warn_on_failure)
@@ -70,8 +70,7 @@ def main_settings(cfg: Config) -> dict[str, str]:
 
     from natinv.tracking.stage import neutral_params
 
-    used = {seeds.split(m)[0] for m in cfg.synthesis.run}
-    return {k: str(v) for k, v in neutral_params(dataclasses.asdict(cfg), None, used).items()}
+    return {k: str(v) for k, v in neutral_params(dataclasses.asdict(cfg), None, cfg.run_methods).items()}
 
 
 def description(cfg: Config, metrics: dict[str, float]) -> str:

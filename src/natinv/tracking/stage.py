@@ -151,11 +151,6 @@ class StageRun:
         self.warned = [False]  # one warning per run
 
     @property
-    def used_methods(self) -> set[str]:
-        """The synthesis methods the experiment runs (their settings are the ones worth logging)."""
-        return {seeds.split(m)[0] for m in self.cfg.synthesis.run}
-
-    @property
     def name(self) -> str:
         """The method first and its teacher last, so a narrow column of MLflow's runs table still tells runs apart."""
         keys = self.keys
@@ -183,7 +178,7 @@ class StageRun:
             with store(self.cfg) as client:
                 run = retry(client.create_run, experiment_of(client, self.cfg), start_time=int(self.started * 1000))
                 self.run_id = run.info.run_id
-                log_batches(client, self.run_id, neutral_params(self.params, self.keys.get("method"), self.used_methods), self.tags(), [])
+                log_batches(client, self.run_id, neutral_params(self.params, self.keys.get("method"), self.cfg.run_methods), self.tags(), [])
                 if datasets:
                     retry(client.log_inputs, self.run_id, datasets=datasets)
             _current = self
@@ -231,7 +226,7 @@ class StageRun:
                 if self.run_id is None:  # the start failed (e.g. the store was down): the whole run now
                     run = retry(client.create_run, experiment_of(client, self.cfg), start_time=int(self.started * 1000))
                     self.run_id = run.info.run_id
-                    params |= neutral_params(self.params, self.keys.get("method"), self.used_methods)
+                    params |= neutral_params(self.params, self.keys.get("method"), self.cfg.run_methods)
                     log_batches(client, self.run_id, {}, self.tags(), [])
                 log_batches(client, self.run_id, params, {}, points)
                 for path in outcome.artifacts if outcome else []:
