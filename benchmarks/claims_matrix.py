@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--json", help="append one JSON line per setting here")
     args = ap.parse_args()
     columns: dict[str, list[dict]] = {}
+    pairs = set()
     for arg in args.settings:
         label, _, where = arg.partition("=")
         folder, _, methods = where.partition(":")
@@ -148,11 +149,14 @@ def main() -> None:
         if not (Path(folder) / "kd").is_dir():
             sys.exit(f"claims_matrix: {folder}: no kd/ results (run the setting's pipeline first)")
         columns[label] = cells(Path(folder), pair)
+        pairs.add(pair)
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps({"setting": label, "folder": folder, "cells": columns[label]}) + "\n")
     claims = list(dict.fromkeys(c["claim"] for col in columns.values() for c in col))
-    lines = ["| claim: NI vs DI unless named | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    only = pairs.pop() if len(pairs) == 1 else ("ni", "di")  # the header names a pair every column compares
+    compared = "NI vs DI" if only == ("ni", "di") else " vs ".join(only)
+    lines = [f"| claim: {compared} unless named | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for claim in claims:
         row = []
         for col in columns.values():

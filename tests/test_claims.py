@@ -68,6 +68,17 @@ def test_a_column_can_name_the_methods_that_stand_for_ni_and_di(tmp_path):
     assert not any(c["claim"].startswith("Table 3") for c in cells)
 
 
+def test_the_header_names_the_pair_when_every_column_compares_the_same_one(tmp_path):
+    _results(tmp_path, {"ni": [1, 2, 3], "di": [1, 2, 3], "di-lr01": [4, 5, 6]}, {})
+    def header(*columns):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/claims_matrix.py"), *columns],
+                              capture_output=True, text=True, check=True)
+        return proc.stdout.splitlines()[0]
+    assert header(f"x={tmp_path}:di-lr01,di", f"y={tmp_path}:di-lr01,di").startswith("| claim: di-lr01 vs di unless")
+    assert header(f"x={tmp_path}", f"y={tmp_path}:di-lr01,di").startswith("| claim: NI vs DI unless named")
+    assert header(f"x={tmp_path}").startswith("| claim: NI vs DI unless named")
+
+
 def test_a_sweep_grid_reads_1e_2_as_a_number():
     """YAML 1.1 reads "1e-2" (no dot) as a string; a sweep's lr must reach the optimizer as a float."""
     from sweep_synthesis import grid_value
