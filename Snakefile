@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from natinv import cost, pipeline
+from natinv import cost, pipeline, run_lock
 from natinv.tracking import parent as tracking
-from natinv.config import config_from_dict, file_origins, retype_lists, write_resolved
+from natinv.config import config_from_dict, file_origins, retype_lists
 from natinv.errors import ConfigError
 from natinv.io import atomic_write_bytes
 
@@ -34,8 +34,9 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 
 EXP = CFG.exp_dir
 # The resolved parameters (defaults included) every stage command reads: written when a run starts (not by a
-# dry run), and only when they changed.
+# dry run), and only when they changed; refused while another run on this folder uses other ones (natinv.run_lock).
 PARAMS = f"{EXP}/params.yaml"
+HELD = []  # that run lock, held while this run lasts
 
 wildcard_constraints:
     teacher="[^/]+",
@@ -121,7 +122,10 @@ rule all:
 
 
 onstart:
-    write_resolved(CFG, Path(PARAMS))
+    try:
+        HELD.append(run_lock.hold(CFG, Path(PARAMS)))
+    except run_lock.ExperimentBusy as exc:
+        raise WorkflowError(f"natinv: error: {exc}") from None
     tracking.start_pipeline(CFG, "snakemake")
 
 

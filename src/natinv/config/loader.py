@@ -283,10 +283,15 @@ class _Converter:
 
 
 
+def resolved_text(cfg: Config) -> bytes:
+    """Every parameter, defaults included, as the YAML that load_config reads again."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode()
+
+
 def write_resolved(cfg: Config, path: Path) -> None:
-    """Every parameter, defaults included (loadable again with load_config); the file is left alone when unchanged."""
+    """resolved_text(cfg) to `path`; the file is left alone when unchanged."""
     from natinv.io import atomic_write_bytes
 
-    text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False).encode()
+    text = resolved_text(cfg)
     if not path.is_file() or path.read_bytes() != text:
         atomic_write_bytes(path, text)
