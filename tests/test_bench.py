@@ -138,7 +138,7 @@ def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
 
     out = tmp_path / "check.jsonl"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--toy", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=3600)  # a hang guard; a toy run has no time budget
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [line["check"] for line in lines] == ["env", "synth", "official", "same_batch", "sharing", "train", "gpu_tier",
@@ -155,6 +155,22 @@ def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
     assert {(r["arch"], r["precision"]) for r in lines[5]["rows"]} == {("resnet8", None), ("resnet8", "bf16")}
     assert isinstance(synth["adi"]["s_per_iter"], float)  # at toy sizes a difference of two timings: noise, either sign
     assert lines[3]["pipeline"]["same_bytes"] is True  # two fresh CPU processes: the same batch, byte for byte
+
+
+def test_the_gpu_check_skips_what_its_time_budget_leaves_no_room_for():
+    """--budget: a check that needs more seconds than are left is skipped, saying so, and the later ones still report."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--toy", "--budget", "0"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 8
+    needing_time = [line for line in lines if line["check"] in ("synth", "same_batch", "sharing", "train")]
+    assert [line["status"] for line in needing_time] == ["skipped"] * 4
+    assert all(line["why"].startswith("time budget:") for line in needing_time)
 
 
 def test_count_ops_counts_each_dispatched_operator_forward_and_backward():
