@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import tempfile
 
-    report = Report(args.out, args.budget if args.budget is not None else 86400 if args.toy else 480)
+    budget = args.budget if args.budget is not None else (86400 if args.toy else 480)
+    report = Report(args.out, budget)
     tmp = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     report.run("env", 0, lambda: env_check(device))
     report.run("synth", 30, lambda: synth_check(device, args.toy))

@@ -129,18 +129,23 @@ def test_compiled_teacher_passes_give_the_same_losses():
     torch.testing.assert_close(curves[1], curves[0], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
-    """benchmarks/gpu_check.py --toy: every check on the CPU at toy sizes, each its own JSON line (also in --out)."""
+def _gpu_check(*args: str):
+    """benchmarks/gpu_check.py run as a user runs it: (the finished process, its JSON lines); it must exit 0."""
     import json
     import subprocess
     import sys
 
-    out = tmp_path / "check.jsonl"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--toy", "--out", str(out)],
-                          capture_output=True, text=True, timeout=3600)  # a hang guard; a toy run has no time budget
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_check.py"), *args], capture_output=True, text=True,
+                          timeout=3600)  # a hang guard: a toy run has no time budget
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    return proc, [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.mark.slow
+def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
+    """benchmarks/gpu_check.py --toy: every check on the CPU at toy sizes, each its own JSON line (also in --out)."""
+    out = tmp_path / "check.jsonl"
+    proc, lines = _gpu_check("--toy", "--out", str(out))
     assert [line["check"] for line in lines] == ["env", "synth", "official", "same_batch", "sharing", "train", "gpu_tier",
                                                  "smoke_gpu"]
     assert out.read_text().splitlines() == proc.stdout.splitlines()
@@ -159,14 +164,7 @@ def test_the_gpu_check_reports_one_json_line_per_check_at_toy_sizes(tmp_path):
 
 def test_the_gpu_check_skips_what_its_time_budget_leaves_no_room_for():
     """--budget: a check that needs more seconds than are left is skipped, saying so, and the later ones still report."""
-    import json
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--toy", "--budget", "0"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    _, lines = _gpu_check("--toy", "--budget", "0")
     assert len(lines) == 8
     needing_time = [line for line in lines if line["check"] in ("synth", "same_batch", "sharing", "train")]
     assert [line["status"] for line in needing_time] == ["skipped"] * 4
