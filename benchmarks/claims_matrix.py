@@ -19,12 +19,16 @@ deviations added) with both sides' mean ± std: **holds** (NI's side ahead beyon
 - convergence: NI ends lower than DI in CE and in the BN term at the same iterations (Fig. 5; the kept iteration of each
   batch, mean over the shards);
 - components (Table 3, KD): one-to-one beats one-to-many; FTP and ACS each add to one-to-one; all three beat each pair;
-- FTP stages (Table 4, teacher FD): more stages in the FTP, closer to real data.
+- FTP stages (Table 4, teacher FD): more stages in the FTP, closer to real data. The rows compare the FTP from the
+  teacher's top k + 1 stages with its top k, whatever the teacher's depth: `ni-ftp<stages>` variants (`ni-ftp23`: stages 2
+  and 3) name their stages, `ni` has all of them (as many as the deepest variant names); a row beyond the teacher's
+  stages reads "n/a".
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -46,9 +50,14 @@ CLAIMS: list[tuple[str, str, str, str, str, str, bool]] = [
     ("Table 3: + FTP (KD)", "kd", "{t}/{m}/{s}", "test_acc", "ni-o2o-ftp", "ni-o2o", True),
     ("Table 3: + ACS (KD)", "kd", "{t}/{m}/{s}", "test_acc", "ni-o2o-acs", "ni-o2o", True),
     ("Table 3: all three vs one-to-one + FTP (KD)", "kd", "{t}/{m}/{s}", "test_acc", "ni", "ni-o2o-ftp", True),
-    ("Table 4: FTP top two stages vs top one (teacher FD)", "metrics", "{t}/{m}", "teacher/fd", "ni-ftp23", "ni-ftp3", False),
-    ("Table 4: FTP all stages vs top two (teacher FD)", "metrics", "{t}/{m}", "teacher/fd", "ni", "ni-ftp23", False),
+    ("Table 4: FTP from the top two stages vs the top one (teacher FD)", "metrics", "{t}/{m}", "teacher/fd",
+     "ftp:2", "ftp:1", False),
+    ("Table 4: FTP from the top three stages vs the top two (teacher FD)", "metrics", "{t}/{m}", "teacher/fd",
+     "ftp:3", "ftp:2", False),
+    ("Table 4: FTP from the top four stages vs the top three (teacher FD)", "metrics", "{t}/{m}", "teacher/fd",
+     "ftp:4", "ftp:3", False),
 ]
+FTP_VARIANT = re.compile(r"ni-ftp(\d+)")  # ni-ftp34: the FTP from teacher stages 3 and 4
 
 
 def _per_seed(records: list[tuple[str, dict]]) -> dict[str, dict[str, dict]]:
@@ -93,6 +102,17 @@ def _value(by_name: dict, pattern: str) -> dict | None:
     return next((v for n, v in sorted(by_name.items()) if n.startswith(head) and n.endswith(tail)), None)
 
 
+def ftp_tops(methods) -> tuple[dict[int, str], int]:
+    """({k: the method whose FTP reads the teacher's top k stages}, the teacher's stage count) from the methods that ran:
+    `ni-ftp<stages>` variants and `ni` (all stages, as many as the deepest variant names); ({}, 0) without variants."""
+    named = {m: [int(d) for d in found.group(1)] for m in methods if (found := FTP_VARIANT.fullmatch(m))}
+    if not named:
+        return {}, 0
+    stages = max(max(s) for s in named.values())
+    tops = {len(s): m for m, s in named.items() if s == list(range(stages - len(s) + 1, stages + 1))}
+    return {**tops, stages: "ni"}, stages
+
+
 def cells(folder: Path, pair: tuple[str, str] = ("ni", "di")) -> list[dict]:
     """One dict per claim (and pruning ratio) of one setting: the verdict and both sides' stats, or why none.
     `pair`: the methods that stand for NI and DI."""
@@ -101,11 +121,18 @@ def cells(folder: Path, pair: tuple[str, str] = ("ni", "di")) -> list[dict]:
     teacher = next((k.split("/")[0] for k in sorted(rows["kd"])), "")
     student = next((k.split("/")[2] for k in rows["kd"] if k.startswith(f"{teacher}/")), "")
     ratios = sorted({k.split("/")[2] for k in rows["prune"] if k.startswith(f"{teacher}/")} - {""})
+    tops, stages = ftp_tops(k.split("/")[1] for k in rows["metrics"] if k.startswith(f"{teacher}/"))
     out = []
     for claim, section, template, name, a, b, higher in CLAIMS:
         if pair != ("ni", "di") and not {a, b} <= {"ni", "di"}:
             continue  # the component and FTP-stage variants are built on `ni` itself
-        named = (a, b) != ("ni", "di")  # the table names the pair unless it is NI against DI
+        by_depth = a.startswith("ftp:")  # Table 4: which methods the row compares depends on the teacher's depth
+        named = (a, b) != ("ni", "di") and not by_depth  # the table names the pair unless it is NI against DI
+        if by_depth:
+            if stages and int(a[4:]) > stages:
+                out.append({"claim": claim, "verdict": "n/a", "stages": stages, "named": False})
+                continue
+            a, b = tops.get(int(a[4:]), a), tops.get(int(b[4:]), b)
         a, b = stand_in.get(a, a), stand_in.get(b, b)
         for r in (ratios if "{r}" in template else [None]):
             label = claim.format(r=f"{float(r):.0%}" if r else "")
@@ -126,6 +153,8 @@ def fmt(s_mean: float, s_std: float | None) -> str:
 def text(c: dict) -> str:
     if c["verdict"] == "not run":
         return "not run"
+    if c["verdict"] == "n/a":
+        return f"n/a ({c['stages']}-stage teacher)"
     claim_holds = c["verdict"] == f"{c['a']} ahead"
     word = ("**holds**" if claim_holds else "within noise" if c.get("within_noise")
             else "one seed" if c.get("within_noise") is None else "**reversed**")

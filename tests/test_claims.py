@@ -79,6 +79,26 @@ def test_the_header_names_the_pair_when_every_column_compares_the_same_one(tmp_p
     assert header(f"x={tmp_path}").startswith("| claim: NI vs DI unless named")
 
 
+def test_table_4_compares_the_top_stages_whatever_the_teachers_depth(tmp_path):
+    """ni-ftp3 / ni-ftp23 / ni on a three-stage teacher, ni-ftp4 / ni-ftp34 / ni-ftp234 / ni on a four-stage one."""
+    kd = {"ni": [1, 2, 3]}
+    _results(tmp_path / "three", kd, {"ni-ftp3": [6.0, 6.1, 6.2], "ni-ftp23": [5.0, 5.1, 5.2], "ni": [4.0, 5.0, 6.0]})
+    _results(tmp_path / "four", kd, {"ni-ftp4": [9.0, 9.1, 9.2], "ni-ftp34": [8.0, 8.1, 8.2],
+                                     "ni-ftp234": [7.0, 7.1, 7.2], "ni-ftp2": [1.0, 1.0, 1.0], "ni": [8.0, 8.1, 8.2]})
+    def table_4(folder):
+        return {c["claim"].split(": FTP from the ")[1].split(" (")[0]: c for c in claims_matrix.cells(folder)
+                if c["claim"].startswith("Table 4")}
+    three, four = table_4(tmp_path / "three"), table_4(tmp_path / "four")
+    assert [(c["a"], c["b"], c["verdict"]) for c in three.values() if c["verdict"] != "n/a"] == [
+        ("ni-ftp23", "ni-ftp3", "ni-ftp23 ahead"), ("ni", "ni-ftp23", "within noise")]
+    assert claims_matrix.text(three["top four stages vs the top three"]) == "n/a (3-stage teacher)"
+    assert [(c["a"], c["b"], c["verdict"]) for c in four.values()] == [  # ni-ftp2 is not a top-k variant
+        ("ni-ftp34", "ni-ftp4", "ni-ftp34 ahead"), ("ni-ftp234", "ni-ftp34", "ni-ftp234 ahead"),
+        ("ni", "ni-ftp234", "ni-ftp234 ahead")]
+    assert claims_matrix.text(table_4(tmp_path / "four")["top four stages vs the top three"]).startswith("**reversed**")
+    assert not any(c["named"] for c in three.values())
+
+
 def test_a_sweep_grid_reads_1e_2_as_a_number():
     """YAML 1.1 reads "1e-2" (no dot) as a string; a sweep's lr must reach the optimizer as a float."""
     from sweep_synthesis import grid_value
