@@ -10,7 +10,9 @@ scratch, prune and synthesis JSON in the folder counts, whichever overlay made i
 experiment fills its rows; re-run an overlay after a settings change so that no row mixes recipes). A cell is the
 verdict the report gives (natinv.report.spread: a gap is within noise when it is no larger than the two standard
 deviations added) with both sides' mean ± std: **holds** (NI's side ahead beyond the spread), within noise,
-**reversed** (the other side ahead beyond it), "one seed" where the spread is unknown, "not run". Claims (the paper's tables and figures):
+**reversed** (the other side ahead beyond it), "one seed" where the spread is unknown, "not run"; "—" where the column
+does not make the claim (a column with its own NI and DI has no component or FTP-stage rows: those variants are
+built on `ni`). Claims (the paper's tables and figures):
 
 - KD: a student distilled from NI's images beats one from DI's (Table 5);
 - FD (teacher / evaluator embedding): NI's images are closer to real ones (Tables 1, 8);
@@ -190,7 +192,7 @@ def main() -> None:
         row = []
         for col in columns.values():
             c = next((c for c in col if c["claim"] == claim), None)
-            row.append("not run" if c is None else text(c))
+            row.append("—" if c is None else text(c))  # a claim this column does not make (variants of `ni` itself)
         sides = next(c for col in columns.values() for c in col if c["claim"] == claim)
         pair = f": {sides['a']} vs {sides['b']}" if sides["named"] else ""
         lines.append(f"| {claim}{pair} | " + " | ".join(row) + " |")

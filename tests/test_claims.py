@@ -66,6 +66,10 @@ def test_a_column_can_name_the_methods_that_stand_for_ni_and_di(tmp_path):
     assert (kd["a"], kd["b"], kd["verdict"]) == ("ni-paper", "di-paper", "di-paper ahead")
     assert (kd["a_mean"], kd["b_mean"]) == (10.5, 51)
     assert not any(c["claim"].startswith("Table 3") for c in cells)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/claims_matrix.py"), f"x={tmp_path}",
+                           f"y={tmp_path}:ni-paper,di-paper"], capture_output=True, text=True, check=True)
+    table_3 = next(line for line in proc.stdout.splitlines() if line.startswith("| Table 3: + ACS"))
+    assert table_3.endswith("| not run | — |")  # the first column could run it; the second makes no such claim
 
 
 def test_the_header_names_the_pair_when_every_column_compares_the_same_one(tmp_path):
