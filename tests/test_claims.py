@@ -99,7 +99,7 @@ def test_table_4_compares_the_top_stages_whatever_the_teachers_depth(tmp_path):
     assert [(c["a"], c["b"], c["verdict"]) for c in four.values()] == [  # ni-ftp2 is not a top-k variant
         ("ni-ftp34", "ni-ftp4", "ni-ftp34 ahead"), ("ni-ftp234", "ni-ftp34", "ni-ftp234 ahead"),
         ("ni", "ni-ftp234", "ni-ftp234 ahead")]
-    assert claims_matrix.text(table_4(tmp_path / "four")["top four stages vs the top three"]).startswith("**reversed**")
+    assert claims_matrix.text(four["top four stages vs the top three"]).startswith("**reversed**")
     assert not any(c["named"] for c in three.values())
 
 
