@@ -160,18 +160,22 @@ def _comparable(value, root: str):
     return value.replace(root, "<repo>") if isinstance(value, str) else value
 
 
-def compare_runs(repo_a: Path, repo_b: Path, exp: str) -> int:
+def compare_runs(repo_a: Path, repo_b: Path, exp: str, folders: tuple[str, ...] | None = None) -> int:
     """Assert that two runs' output folders (`exp` = results/{experiment} in each checkout) hold the same files with
     the same content: every array, checkpoint, figure, CSV and params file byte for byte, every JSON equal once the
     wall-clock fields (seconds, s/iteration) are left out and the checkout's own path is read as <repo>. Job logs,
     Snakemake's resource records and report.md / report.html (which print wall-clock times) are not compared;
-    summary.json holds their numbers. Returns how many files were compared."""
+    summary.json holds their numbers. `folders`: only these stage folders of `exp` (data, teachers, synth, ...) and
+    the files directly in it. Returns how many files were compared."""
     a, b = repo_a / exp, repo_b / exp
 
     def listing(root: Path) -> set[str]:
-        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-                and p.parts[len(root.parts)] not in ("logs", "benchmarks") and p.name not in ("report.md", "report.html")
-                and not p.name.startswith(".")}
+        def kept(p: Path) -> bool:
+            top = p.parts[len(root.parts)]
+            return top not in ("logs", "benchmarks") and (folders is None or p.parent == root or top in folders)
+
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and kept(p)
+                and p.name not in ("report.md", "report.html") and not p.name.startswith(".")}
 
     files_a, files_b = listing(a), listing(b)
     assert files_a == files_b, f"only in {a}: {sorted(files_a - files_b)[:10]}; only in {b}: {sorted(files_b - files_a)[:10]}"

@@ -20,6 +20,7 @@ from pipeline import (BIN, ROOT, TINY, assert_same_graph, copy_repo, dvc_stages,
                       snakemake_jobs, stage_wildcards, tool)
 
 PAPER = ["paper-cifar10", "paper-cifar100"]
+UNTRACKED = {"NATINV_TRACKING": "off"}  # DVC runs whose MLflow runs no test reads (the tiny run's and test_tracking's are)
 
 
 def paper_stack(profile: str, smoke: bool = False) -> list[str]:
@@ -259,7 +260,7 @@ def test_dvc_yaml_of_a_paper_profile_agrees_with_snakemake(tmp_path, profile):
     assert_tracked(stages, {f: read_params_file(repo / f) for f in stack}, load_config([repo / f for f in stack]))
     if profile == "paper-cifar10":  # DVC runs it: a teacher stage, then an edit of the overlay invalidates it
         teacher = f"{dvcfile}:teacher--resnet34"
-        tool(repo, "dvc", "repro", teacher)
+        tool(repo, "dvc", "repro", teacher, env=UNTRACKED)
         assert (repo / "results/smoke/paper-cifar10/teachers/resnet34.safetensors").is_file()
         assert "up to date" in tool(repo, "dvc", "status", teacher).stdout
         smoke = repo / "params/smoke.yaml"
@@ -382,21 +383,35 @@ def test_a_changed_parameter_or_code_file_invalidates_exactly_its_downstream(tin
     counts = job_counts(tool(repo, "snakemake", "-n", *TINY, env={"PYTHONPATH": str(repo / "src")}).stdout)
     assert counts == {"prune": 5, "report": 1, "all": 1}
     prune.write_text(code)
-    # DVC on the same outputs, with the same value in a third params file: adopt them (dvc commit), then change it
-    lr = load_config([repo / f for f in TINY[1:]]).synthesis.methods["ni"].lr_generator
-    (repo / "lr.yaml").write_text(f"synthesis: {{methods: {{ni: {{lr_generator: {lr}}}}}}}\n")  # the value the run had
+    # DVC on the same outputs, with the same values in a third params file: adopt them (dvc commit), then change them
+    methods = load_config([repo / f for f in TINY[1:]]).synthesis.methods
+    ni_lr, di_lr = methods["ni"].lr_generator, methods["di"].lr  # the values the run had
+
+    def lrs(ni: float, di: float) -> None:
+        (repo / "lr.yaml").write_text(f"synthesis: {{methods: {{ni: {{lr_generator: {ni}}}, di: {{lr: {di}}}}}}}\n")
+
+    def downstream(*methods: str) -> set[str]:
+        return {f"{stage}--resnet8-w16--{m}{job}" for m in methods for stage, job in (
+            ("synthesize", ""), ("kd", "--resnet8-w8"), ("metrics", ""), ("scratch", "--resnet8-w8"), ("prune", "--0.5"))} | {
+            "tsne--resnet8-w16", "report"}
+
+    lrs(ni_lr, di_lr)
     assert load_config([repo / f for f in (*TINY[1:], "lr.yaml")]) == load_config([repo / f for f in TINY[1:]])
     dvcfile = generate_dvc_yaml(repo, [*TINY[1:], "lr.yaml"])
     tool(repo, "dvc", "commit", "-f", dvcfile)
     assert "up to date" in tool(repo, "dvc", "status", dvcfile).stdout
-    (repo / "lr.yaml").write_text(f"synthesis: {{methods: {{ni: {{lr_generator: {2 * lr}}}}}}}\n")
+    lrs(2 * ni_lr, di_lr)
     changed = {k.split(":")[-1] for k in json.loads(tool(repo, "dvc", "status", "--json", dvcfile).stdout)}
-    assert changed == {f"{stage}--resnet8-w16--{m}{job}" for m in ("ni", "ni-o2m") for stage, job in (
-        ("synthesize", ""), ("kd", "--resnet8-w8"), ("metrics", ""), ("scratch", "--resnet8-w8"), ("prune", "--0.5"))} | {
-        "tsne--resnet8-w16", "report"}
+    assert changed == downstream("ni", "ni-o2m")  # ni-o2m has ni's lr (`base: ni`)
+    lrs(ni_lr, di_lr)
+    assert "up to date" in tool(repo, "dvc", "status", dvcfile).stdout  # the run's value back: nothing to re-run
+    # re-run by DVC: one method's downstream (DI's: fewer stages than NI's, the same kinds)
+    lrs(ni_lr, 2 * di_lr)
+    changed = {k.split(":")[-1] for k in json.loads(tool(repo, "dvc", "status", "--json", dvcfile).stdout)}
+    assert changed == downstream("di")
     teacher = repo / "results/tiny/teachers/resnet8-w16.safetensors"
     before = teacher.stat().st_mtime_ns
-    out = tool(repo, "dvc", "repro", dvcfile).stdout
+    out = tool(repo, "dvc", "repro", dvcfile, env=UNTRACKED).stdout
     assert {name.split(":")[-1] for name in re.findall(r"Running stage '([^']+)'", out)} == changed
     assert teacher.stat().st_mtime_ns == before
     assert "up to date" in tool(repo, "dvc", "status", dvcfile).stdout
@@ -421,7 +436,8 @@ def test_dvc_experiments_compare_every_number_and_leave_the_params_file_as_it_wa
     tool(repo, "dvc", "commit", "-f", dvcfile)  # adopt the Snakemake run's outputs as the baseline
     subprocess.run("git add -A && git -c user.email=t@t -c user.name=t commit -qm baseline", shell=True, cwd=repo, check=True)
     before = (repo / "params/default.yaml").read_text()
-    out = tool(repo, "dvc", "exp", "run", "-n", "kd-lr", "-S", "params/default.yaml:kd.lr=0.1", dvcfile).stdout
+    out = tool(repo, "dvc", "exp", "run", "-n", "kd-lr", "-S", "params/default.yaml:kd.lr=0.1", dvcfile,
+               env=UNTRACKED).stdout
     assert {name.split(":")[-1].split("--")[0] for name in re.findall(r"Running stage '([^']+)'", out)} == {"kd", "report"}
     after = (repo / "params/default.yaml").read_text()
     assert [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b] == [("  lr: 0.05", "  lr: 0.1")]
@@ -474,7 +490,7 @@ def test_an_interrupted_dvc_repro_keeps_the_shards_it_finished(tmp_path):
     dvcfile = generate_dvc_yaml(repo, [*TINY[1:], "slow.yaml"])
     git_commit(repo)
     target = f"{dvcfile}:synthesize--resnet8-w16--ni"
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "NATINV_TRACKING": "off"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **UNTRACKED}
     # Ctrl-C as on a terminal: SIGINT handled by default (a background job of a non-interactive shell, as this test
     # may be, starts with it ignored, and so would everything it starts)
     proc = subprocess.Popen([str(BIN / "dvc"), "repro", target], cwd=repo, env=env, start_new_session=True,
@@ -489,7 +505,7 @@ def test_an_interrupted_dvc_repro_keeps_the_shards_it_finished(tmp_path):
     proc.wait(60)
     assert (folder / "shard-0.npz").is_file() and not (folder / "shard-1.npz").exists()
     stamp = (folder / "shard-0.npz").stat().st_mtime_ns
-    again = tool(repo, "dvc", "repro", target, env={"NATINV_TRACKING": "off"})
+    again = tool(repo, "dvc", "repro", target, env=UNTRACKED)
     assert "resnet8-w16/ni: kept shard 0 (made from these parameters and this code)" in again.stdout + again.stderr
     assert (folder / "shard-0.npz").stat().st_mtime_ns == stamp and (folder / "shard-1.npz").is_file()
     assert "up to date" in tool(repo, "dvc", "status", target).stdout
