@@ -42,7 +42,7 @@ def test_overlay_overrides_only_what_it_sets(tmp_path):
     ("engine: {batches_per_step: 0}", r"engine.batches_per_step: got 0; must be >= 1"),
     ("data: {dataset: mnist}", r"data.dataset: got 'mnist' \(str\); expected one of 'fashion-mnist', 'cifar10'"),
     ("models: {x: {arch: resnet9}}", r"models.x.arch: got 'resnet9'; expected one of resnet8, resnet18"),
-    ("synthesis: {run: [ni, gan]}", r"synthesis.run\[1\]: got 'gan'; expected one of the keys of synthesis.methods: ni, ni-ftp3, ni-ftp23, ni-o2m, ni-o2o, ni-o2o-ftp, ni-o2o-acs, di"),
+    ("synthesis: {run: [ni, gan]}", r"synthesis.run\[1\]: got 'gan'; expected one of the keys of synthesis.methods: ni, ni-ftp3, ni-ftp23, ni-ftp4, ni-ftp34, ni-ftp234, ni-o2m, ni-o2o, ni-o2o-ftp, ni-o2o-acs, di"),
     ("kd: {students: [nope]}", r"kd.students\[0\]: got 'nope'"),
     ("synthesis: {methods: {x: {kind: magic}}}", r"synthesis.methods.x.kind: got 'magic'; expected one of 'naturalinversion'"),
     ("synthesis: {methods: {ni: {kind: naturalinversion, flip: 1}}}", r"synthesis.methods.ni.flip: got 1 \(int\); expected true or false"),
