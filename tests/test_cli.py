@@ -109,7 +109,7 @@ def _one_line_error(argv, expected, capsys):
 def test_bad_input_exits_with_one_line(prepared, capsys, tmp_path):
     tmp, params = prepared
     _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "gan", "--shard", "0"],
-                    "method = 'gan': expected one of ni, ni-ftp3, ni-ftp23, ni-o2m, ni-o2o, ni-o2o-ftp, ni-o2o-acs, di", capsys)
+                    "method = 'gan': expected one of ni, ni-ftp3, ni-ftp23, ni-ftp4, ni-ftp34, ni-ftp234, ni-o2m, ni-o2o, ni-o2o-ftp, ni-o2o-acs, di", capsys)
     _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "ni", "--shard", "5"],
                     "shard = 5: method ni has 2 shard(s), 0..1 (synthesis.shards = 2)", capsys)
     _one_line_error(["synthesize", *params, "--teacher", "resnet8-w16", "--method", "adi", "--shard", "1"],
