@@ -390,8 +390,8 @@ def test_a_changed_parameter_or_code_file_invalidates_exactly_its_downstream(tin
     def lrs(ni: float, di: float) -> None:
         (repo / "lr.yaml").write_text(f"synthesis: {{methods: {{ni: {{lr_generator: {ni}}}, di: {{lr: {di}}}}}}}\n")
 
-    def downstream(*methods: str) -> set[str]:
-        return {f"{stage}--resnet8-w16--{m}{job}" for m in methods for stage, job in (
+    def downstream(*variants: str) -> set[str]:
+        return {f"{stage}--resnet8-w16--{m}{job}" for m in variants for stage, job in (
             ("synthesize", ""), ("kd", "--resnet8-w8"), ("metrics", ""), ("scratch", "--resnet8-w8"), ("prune", "--0.5"))} | {
             "tsne--resnet8-w16", "report"}
 
