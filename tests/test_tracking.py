@@ -1,10 +1,12 @@
 """MLflow tracking: parallel stage processes lose no run, and a broken store is a warning, never a failed stage."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ JOB = """
 import sys
 from natinv.config import Config
 from natinv.tracking import Outcome, StageRun
-cfg = Config(experiment="par", results=sys.argv[1])
+cfg = Config(experiment=sys.argv[3] if len(sys.argv) > 3 else "par", results=sys.argv[1])
 run = StageRun(cfg, "synthesize", {"teacher": "t", "method": "ni", "shard": int(sys.argv[2])}, {"synthesis.num_images": 8})
 run.start()
 run.close("FINISHED", Outcome({"seconds": 1.0, "final": {"ce": 0.5}}, {"loss/ce": [3.0, 2.0, 1.0]}))
@@ -260,21 +262,113 @@ def test_a_tracking_server_that_never_answers_costs_a_stage_one_bounded_wait(tmp
     assert waited >= PROBE_S  # it did wait for the answer, once (the bound is the probe's, whatever this machine's speed)
 
 
-@pytest.mark.slow
-def test_sixteen_stage_jobs_on_a_tracking_server_lose_no_run(tmp_path):
-    """`mlflow server` on loopback (what README advises for a cluster): 16 stage processes at once, every run kept."""
+class _Failing:
+    """A tracking call that fails `times` times with `error`, then returns "done"."""
+
+    def __init__(self, error: str, times: int) -> None:
+        self.error, self.times, self.calls = error, times, 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise RuntimeError(self.error)
+        return "done"
+
+
+FIVE_HUNDREDS = ("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed with exception "
+                 "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: "
+                 "/api/2.0/mlflow/runs/log-batch (Caused by ResponseError('too many 500 error responses'))")
+READ_TIMEOUT = ("API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/log-batch failed with exception "
+                "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: "
+                "/api/2.0/mlflow/runs/log-batch (Caused by ReadTimeoutError(\"HTTPConnectionPool(host='127.0.0.1', "
+                "port=5000): Read timed out. (read timeout=30)\"))")
+
+
+@contextlib.contextmanager
+def _health_only() -> Iterator[str]:
+    """A server that answers its health check (and nothing else): its URI."""
+    import http.server
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_busy_store_is_tried_again_and_a_gone_server_is_not(monkeypatch):
+    """Locked SQLite and a server's 5xx answers are retried; so is a request without an answer while the server still
+    answers its health check. A server that does not is gone: raised after one call, for the stage's one warning."""
+    from natinv.tracking import store
+
+    monkeypatch.setattr(store, "BUSY_S", 60.0)
+    monkeypatch.setattr(store.time, "sleep", lambda s: None)  # the backoff's length is not what is tested
+    for error in ("(sqlite3.OperationalError) database is locked", FIVE_HUNDREDS):
+        call = _Failing(error, 3)
+        assert store.retry(call) == "done" and call.calls == 4
+    with _health_only() as uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        call = _Failing(READ_TIMEOUT, 2)
+        assert store.retry(call) == "done" and call.calls == 3
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: nothing listens
+    call = _Failing(READ_TIMEOUT, 2)
+    with pytest.raises(RuntimeError, match="Read timed out"):
+        store.retry(call)
+    assert call.calls == 1
+    call = _Failing("no such table: runs", 2)  # not busy: raised at once
+    with pytest.raises(RuntimeError):
+        store.retry(call)
+    assert call.calls == 1
+
+
+def test_a_store_busy_for_longer_than_the_bound_is_given_up(monkeypatch):
+    from natinv.tracking import store
+
+    monkeypatch.setattr(store, "BUSY_S", 0.3)
+    call = _Failing(FIVE_HUNDREDS, 10**9)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="too many 500"):
+        store.retry(call)
+    assert call.calls > 1 and time.monotonic() - start >= 0.3
+
+
+def test_a_long_error_keeps_its_cause_in_the_warning(tmp_path, monkeypatch, capsys):
+    from natinv.tracking import store
+
+    monkeypatch.setattr(store, "_UNREACHABLE", [])
+    with store.warn_on_failure("ni synthesize shard-0 (t)"):
+        raise RuntimeError(READ_TIMEOUT)
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "not reachable" in line and "Read timed out. (read timeout=30)" in line and len(line) < 600
+    assert not store.enabled()  # gone: the process stops trying
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on loopback with a SQLite store (what README advises for a cluster); its URI."""
     import socket
     import urllib.request
 
-    from mlflow import MlflowClient
-
+    folder = tmp_path_factory.mktemp("mlflow-server")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
-                               str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "2"],
+                               str(port), "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+                               "--artifacts-destination", str(folder / "artifacts"), "--workers", "2"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
@@ -287,16 +381,110 @@ def test_sixteen_stage_jobs_on_a_tracking_server_lose_no_run(tmp_path):
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
             time.sleep(0.2)
-        errors = _sixteen_at_once(tmp_path / "results", 0, uri)
-        assert not any("warning" in e for e in errors), [e for e in errors if e][:2]
-        client = MlflowClient(uri)
-        runs = client.search_runs([client.get_experiment_by_name("natinv-par").experiment_id], "tags.stage = 'synthesize'",
-                                  max_results=100)
-        assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(16))
-        assert all(r.info.status == "FINISHED" and r.data.metrics["final.ce"] == 0.5 for r in runs)
+        yield uri
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=60)
+
+
+def _shard_runs(uri: str, experiment: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name(f"natinv-{experiment}").experiment_id],
+                              "tags.stage = 'synthesize'", max_results=100)
+
+
+@pytest.mark.slow
+def test_sixteen_stage_jobs_on_a_tracking_server_lose_no_run(tmp_path, mlflow_server):
+    """16 stage processes at once on one `mlflow server`, every run kept."""
+    errors = _sixteen_at_once(tmp_path / "results", 0, mlflow_server)
+    assert not any("warning" in e for e in errors), [e for e in errors if e][:2]
+    runs = _shard_runs(mlflow_server, "par")
+    assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(16))
+    assert all(r.info.status == "FINISHED" and r.data.metrics["final.ce"] == 0.5 for r in runs)
+
+
+@contextlib.contextmanager
+def _faulty_front(upstream: str, fault: str, times: int) -> Iterator[tuple[str, list[str]]]:
+    """A front for the tracking server at `upstream`: it passes every request on, except the first `times` requests
+    to runs/log-batch, which get `fault`: "500" (what `mlflow server` answers when its SQLite store stays locked) or
+    "silence" (no answer while the test runs: a server too busy to answer in the client's time). Its URI, and the
+    faults it gave so far."""
+    import http.server
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    given: list[str] = []
+    turn = threading.Lock()
+    done = threading.Event()
+
+    class Front(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def _answer(self, status: int, body: bytes, kind: str | None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", kind or "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _pass_on(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if "runs/log-batch" in self.path:
+                with turn:
+                    faulty = len(given) < times
+                    if faulty:
+                        given.append(fault)
+                if faulty and fault == "silence":
+                    done.wait()
+                    return
+                if faulty:
+                    return self._answer(500, json.dumps({"error_code": "INTERNAL_ERROR", "message":
+                                                         "(sqlite3.OperationalError) database is locked"}).encode(), None)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+            request = urllib.request.Request(upstream + self.path, data=body or None, headers=headers, method=self.command)
+            try:
+                with urllib.request.urlopen(request, timeout=120) as answer:
+                    self._answer(answer.status, answer.read(), answer.headers.get("Content-Type"))
+            except urllib.error.HTTPError as answer:
+                self._answer(answer.code, answer.read(), answer.headers.get("Content-Type"))
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _pass_on
+
+    front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Front)
+    front.daemon_threads = True
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{front.server_address[1]}", given
+    finally:
+        done.set()
+        front.shutdown()
+        front.server_close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, times", [("500", 4), ("silence", 2)])
+def test_a_busy_tracking_server_is_waited_for_and_the_run_is_complete(tmp_path, mlflow_server, fault, times):
+    """A server that answers its health check but fails requests (5xx: its SQLite store locked under many writers) or
+    answers them too late is busy, not gone: the stage tries again and its run is whole, with no warning. Each fault
+    is more than MLflow's own one retry absorbs."""
+    with _faulty_front(mlflow_server, fault, times) as (uri, given):
+        env = {k: v for k, v in os.environ.items() if k != PARENT_ENV}
+        env |= {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}  # a silent answer costs 3 s, not 30
+        proc = subprocess.run([sys.executable, "-c", JOB, str(tmp_path), "0", f"busy-{fault}"], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert given == [fault] * times  # the faults were met
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr[-2000:]
+    [run] = _shard_runs(mlflow_server, f"busy-{fault}")
+    assert run.info.status == "FINISHED" and run.data.metrics["final.ce"] == 0.5
+    assert run.data.params["synthesis.num_images"] == "8" and run.data.tags["shard"] == "0"
+    from mlflow import MlflowClient
+
+    assert [m.value for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "loss/ce")] == [3.0, 2.0, 1.0]
 
 
 def test_a_thinned_curve_keeps_at_most_the_asked_points_evenly_and_its_last():

@@ -3,7 +3,9 @@
 Store: `MLFLOW_TRACKING_URI` if set, else SQLite at `{results}/mlflow.db` with artifacts in `{results}/mlartifacts`
 (stored relative to the project when `results` is: run `mlflow ui` from the project folder). `NATINV_TRACKING=off`
 disables tracking. Writers of one SQLite store take turns (a file lock) and retry "database is locked", so parallel
-shard jobs never hold SQLite's single write lock for long.
+shard jobs never hold SQLite's single write lock for long. A tracking server that answers its health check is busy,
+not gone, when a request fails (a 5xx answer, no answer in time): the request is tried again, as a locked SQLite
+store is; one that does not answer it turns tracking off for the process, with one warning line.
 """
 from __future__ import annotations
 
@@ -36,10 +38,11 @@ def enabled() -> bool:
 
 
 # An HTTP tracking server that does not answer costs a stage a bounded wait, not MLflow's default of 7 retries with
-# exponential backoff and 120 s per request (minutes): one retry, 15 s per request; then this process stops trying.
-# MLflow's usage telemetry is off: a stage sends nothing beyond the tracking store.
+# exponential backoff and 120 s per request (minutes): MLflow retries once, 30 s per request (longer than the 20 s an
+# `mlflow server` on SQLite waits for its own write lock, so a request queued there gets its answer); `retry` goes on
+# while the server answers its health check. MLflow's usage telemetry is off: a stage sends nothing beyond the store.
 ENV_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                "MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_DISABLE_TELEMETRY": "true"}
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -87,19 +90,33 @@ def git_commit() -> dict[str, str]:
     return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty)).lower()} if commit else {}
 
 
+BUSY_S = 120.0  # how long one tracking call goes on retrying a busy store before the error is the stage's warning
+
+
 def retry(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """SQLite allows one writer at a time: retry "database is locked" (and the like) for up to a minute."""
+    """`call`, tried again with backoff for up to BUSY_S while the store is busy: SQLite allows one writer at a time
+    ("database is locked"), and a tracking server under load answers 5xx or not in time. A server that no longer
+    answers its health check is gone, not busy: its error is raised at once."""
+    deadline = time.monotonic() + BUSY_S
     delay = 0.1
-    for attempt in range(30):
+    while True:
         try:
             return call(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - mlflow wraps sqlite errors in several exception types
-            text = str(exc).lower()
-            if attempt == 29 or not any(s in text for s in ("locked", "busy")):
+        except Exception as exc:  # noqa: BLE001 - mlflow wraps sqlite and HTTP errors in several exception types
+            if time.monotonic() >= deadline or not _busy(exc):
                 raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 3.0)
-    raise AssertionError("unreachable")
+        time.sleep(min(delay * (1 + random.random()), max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 3.0)
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether a failed call met a busy store: locked or busy, a server's 5xx answers (urllib3's "too many 500 error
+    responses"), or no answer from a server that still answers its health check."""
+    text = str(exc).lower()
+    if any(s in text for s in ("locked", "busy", "error responses")):
+        return True
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return _is_unreachable(exc) and uri.startswith(("http://", "https://")) and _health(uri) is None
 
 
 @contextlib.contextmanager
@@ -108,16 +125,21 @@ def warn_on_failure(what: str, said: list[bool] | None = None) -> Iterator[None]
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - tracking must never fail a stage
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _shortened(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         if _is_unreachable(exc):
             if not _UNREACHABLE:
                 log(f"warning: MLflow tracking server {os.environ.get('MLFLOW_TRACKING_URI')} not reachable ({what}): "
-                    f"{first[:200]}; tracking is off for this stage, its files under results/ are complete")
+                    f"{first}; tracking is off for this stage, its files under results/ are complete")
             _UNREACHABLE.append(what)
         elif said is None or not said[0]:
-            log(f"warning: MLflow tracking failed ({what}): {first[:300]}; the stage's files under results/ are complete")
+            log(f"warning: MLflow tracking failed ({what}): {first}; the stage's files under results/ are complete")
         if said is not None:
             said[0] = True
+
+
+def _shortened(line: str, keep: int = 300) -> str:
+    """A long error line as its start and its end, where MLflow and urllib3 put the cause ("Caused by ...")."""
+    return line if len(line) <= keep else f"{line[:keep // 3]} ... {line[-(keep - keep // 3):]}"
 
 
 def _is_unreachable(exc: BaseException) -> bool:
@@ -163,20 +185,24 @@ def store(cfg: Config) -> Iterator[Any]:
         yield MlflowClient(tracking_uri=tracking_uri(cfg))
 
 
-PROBE_S = 5.0  # how long an HTTP tracking server may take to answer the first request of a process
+PROBE_S = 5.0  # how long an HTTP tracking server may take to answer a health check
 
 
 @functools.cache
 def _server_silent(uri: str) -> str | None:
-    """Why an HTTP(S) tracking server cannot be used (no connection, or no answer within PROBE_S), or None: it
-    answered (any HTTP status: a server behind a login answers too) or the store is not a server. Asked once per
-    process, so a stage's wait for a server that never answers is bounded by PROBE_S, not by MLflow's retries."""
-    import urllib.error
+    """Why the tracking store at `uri` cannot be used, asked once per process before its first request (so a stage's
+    wait for a server that never answers is bounded by PROBE_S, not by MLflow's retries), or None."""
     import urllib.parse
+
+    return _health(uri) if urllib.parse.urlparse(uri).scheme in ("http", "https") else None
+
+
+def _health(uri: str) -> str | None:
+    """Why an HTTP(S) tracking server does not answer (no connection, or no answer within PROBE_S), or None: it
+    answered (any HTTP status: a server behind a login answers too)."""
+    import urllib.error
     import urllib.request
 
-    if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
-        return None
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_S):
             return None
