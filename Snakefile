@@ -53,7 +53,10 @@ def job(w):
 
 def asks(stage, w):
     """(mem_mb, runtime in minutes) a cluster is asked for one job: natinv.cost's estimate for it, with a margin."""
-    return cost.cluster_request(CFG, stage.name, job(w))
+    try:
+        return cost.cluster_request(CFG, stage.name, job(w))
+    except ConfigError as exc:  # e.g. images a model cannot take: one line, before any job runs
+        raise WorkflowError(f"natinv: error: {exc}") from None
 
 
 def caption(stage, name, text):

@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from natinv import cost
 from natinv.checkpoint import ModelMeta
 from natinv.config import load_config
+from natinv.errors import ConfigError
 from natinv.models import build_model
 from natinv.pipeline import STAGES
 from natinv.synthesis.shard import synthesize_shard
@@ -67,7 +68,8 @@ def test_the_cost_command_prints_every_stage_and_the_total(tmp_path):
     lines = proc.stdout.splitlines()
     assert "estimated (not measured yet" in lines[0]
     cfg = load_config([ROOT / "params/default.yaml", ROOT / "params/tiny.yaml"])
-    assert [ln.split()[0] for ln in lines[2:]] == [*(s for s in STAGES if STAGES[s].jobs(cfg)), "total"]
+    assert lines[1] == "data: 1x32x32, 10 classes, 2000 training and 500 test images (from fashion-mnist's known shape)"
+    assert [ln.split()[0] for ln in lines[3:]] == [*(s for s in STAGES if STAGES[s].jobs(cfg)), "total"]
     assert lines[-1].split()[1] == "28"  # the tiny plan's jobs
     assert (tmp_path / "cost-probes.json").is_file()  # the counts are kept: the next call counts nothing
     again = subprocess.run(proc.args, capture_output=True, text=True)
@@ -103,3 +105,63 @@ def test_a_method_with_a_warm_up_stage_is_costed_like_the_method_it_starts(tmp_p
     ni, fast = (cfg.job_methods[m] for m in ("ni", "ni-fast"))
     ratio = costs[("synthesize", "ni-fast")].flop / costs[("synthesize", "ni")].flop
     assert ratio == pytest.approx(fast.iterations / ni.iterations, rel=0.2)  # its few iterations, from the same start
+
+
+def _custom_sets(root) -> dict[str, dict]:
+    """Custom data of each kind the data stage reads, with shapes unlike CIFAR's: data settings per kind."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    np.savez(root / "nhwc.npz", images=rng.integers(0, 256, (45, 40, 40, 3), dtype=np.uint8), labels=np.arange(45) % 7)
+    np.savez(root / "split.npz", images=rng.integers(0, 256, (30, 1, 24, 24), dtype=np.uint8), labels=np.arange(30) % 3,
+             test_images=rng.integers(0, 256, (8, 1, 24, 24), dtype=np.uint8), test_labels=np.arange(8) % 3)
+    for split, n in (("train", 5), ("test", 2)):
+        for cls in ("a", "b", "c", "d"):
+            (root / "folders" / split / cls).mkdir(parents=True)
+            (root / "gray" / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / "folders" / split / cls / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (18, 18), dtype=np.uint8)).save(root / "gray" / cls / f"{split}{i}.png")
+    return {"npz": {"path": str(root / "nhwc.npz"), "test_fraction": 0.2},
+            "npz with its test split": {"path": str(root / "split.npz")},
+            "train and test folders": {"path": str(root / "folders")},
+            "one gray folder, resized": {"path": str(root / "gray"), "image_size": 24, "test_fraction": 0.25,
+                                         "train_limit": 20}}
+
+
+def test_custom_data_is_costed_at_the_shape_the_data_stage_finds(tmp_path):
+    """Before the data stage has run, a plan on custom data is sized from data.path itself (not as CIFAR-10): the
+    cluster is asked for what the jobs will hold."""
+    from natinv import data
+
+    sets = _custom_sets(tmp_path)
+    for name, settings in sets.items():
+        cfg = _tiny(tmp_path / name, {"data": {"dataset": "custom", "test_limit": None, "train_limit": None} | settings})
+        before = cost.shapes(cfg)
+        if name == "npz":
+            assert before == cost.Shapes(channels=3, size=40, classes=7, train=36, test=9)
+            assert cost.table(cfg, "h100").splitlines()[1] == ("data: 3x40x40, 7 classes, 36 training and 9 test images "
+                                                               "(from data.path's files)")
+        data.prepare(cfg.data, cfg.exp_dir / "data")
+        assert before == cost.shapes(cfg), name  # the manifest's figures
+    small = _tiny(tmp_path / "small", {"data": {"dataset": "custom", "path": str(tmp_path / "gray"), "image_size": 12}})
+    with pytest.raises(ConfigError, match="model arch vgg11 takes images of at least 32x32; these data are 12x12"):
+        cost.table(small, "h100")  # the stages' one line, at planning
+    missing = _tiny(tmp_path / "missing", {"data": {"dataset": "custom", "path": str(tmp_path / "none.npz")}})
+    assert cost.table(missing, "h100").splitlines()[1].startswith(  # costed all the same; the data stage will refuse it
+        "data: 3x32x32, 10 classes, 2000 training and 500 test images (from CIFAR-10's shape, as data.path cannot be read: "
+        f"data.path = {tmp_path / 'none.npz'}: not found")
+
+
+def test_saved_activations_are_counted_once_each_whatever_addresses_the_allocator_hands_out():
+    """20 passes, each saving its own 1,000 floats (twice: y * y) and freeing them after its backward: 80,000 bytes,
+    also where the allocator gives a later pass's tensor a freed one's address (here it does, for some of them)."""
+    def passes():
+        for _ in range(20):
+            x = torch.randn(1000, requires_grad=True)
+            y = x * 2
+            (y * y).sum().backward()
+            del x, y  # freed before the next pass allocates
+
+    assert cost._counted(passes)[1] == 20 * 1000 * 4

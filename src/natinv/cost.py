@@ -56,7 +56,7 @@ PROCESS_MB = 700  # a stage process: Python, torch, numpy, the package, MLflow (
 TRAIN_PROCESS_MB = 1000  # one that trains a network (autograd, optimizer, oneDNN's caches: KD and scratch of the
 # default run, 1.1 GB RSS with 2.4 MB of images)
 CHUNK_MB = 256  # the bounded chunks: rendering, precision/recall distance blocks, npz writing
-COUNTING = 1  # the counting functions' own version: raise it when they change (kept counts are then made again)
+COUNTING = 2  # the counting functions' own version: raise it when they change (kept counts are then made again)
 MARGIN = 1.5  # what a cluster request adds to an estimate (memory and time)
 DATA_STEPS_PER_MB = 0.5  # the data stage: steps per MB of the data set (the default's 70 MB of Fashion-MNIST: 4.7 s)
 REPORT_STEPS = 50  # the report: its figures and pages (3-6 s in the default and smoke runs)
@@ -70,6 +70,7 @@ class Shapes:
     classes: int
     train: int
     test: int
+    source: str = dataclasses.field(default="", compare=False, repr=False)  # where the figures come from (not in a probe key)
 
     @property
     def values(self) -> int:
@@ -98,11 +99,28 @@ def shapes(cfg: Config) -> Shapes:
     manifest = cfg.exp_dir / "data/manifest.json"
     if manifest.is_file():
         m = read_json(manifest)
-        return Shapes(m["in_channels"], m["image_size"], m["num_classes"], m["train_images"], m["test_images"])
+        return Shapes(m["in_channels"], m["image_size"], m["num_classes"], m["train_images"], m["test_images"],
+                      "the data stage's manifest")
     d = cfg.data
-    c, s, k = STANDIN_SHAPES.get(d.dataset, (3, d.image_size or 32, 10))
-    train, test = STANDIN_DEFAULT_SIZES if d.standin else (60000, 10000) if d.dataset == "fashion-mnist" else (50000, 10000)
-    return Shapes(c, s, k, min(train, d.train_limit or train), min(test, d.test_limit or test))
+    if d.dataset == "custom":
+        c, s, k, train, test, source = _custom_shapes(d)
+    else:
+        c, s, k = STANDIN_SHAPES[d.dataset]
+        train, test = STANDIN_DEFAULT_SIZES if d.standin else (60000, 10000) if d.dataset == "fashion-mnist" else (50000, 10000)
+        source = f"{d.dataset}{' stand-in' if d.standin else ''}'s known shape"
+    return Shapes(c, s, k, min(train, d.train_limit or train), min(test, d.test_limit or test), source)
+
+
+def _custom_shapes(d) -> tuple[int, int, int, int, int, str]:
+    """data.path's shape as its files describe it; where they cannot be read, CIFAR-10's (the data stage then says
+    why in one line)."""
+    from natinv.errors import DataNotFound
+    from natinv.user_data import describe
+
+    try:
+        return *describe(d), "data.path's files"
+    except DataNotFound as exc:
+        return 3, d.image_size or 32, 10, 50000, 10000, f"CIFAR-10's shape, as data.path cannot be read: {exc}"
 
 
 # ------------------------------------------------------------------------------------------------ counting
@@ -120,10 +138,12 @@ def _counted(fn) -> tuple[float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     saved: dict[int, int] = {}
+    held: list = []  # every saved tensor stays alive while counting: a freed one's address is not taken for another's
 
     def pack(t):
         if not isinstance(t, torch.nn.Parameter):  # weights are not activations: they do not grow with the batch
             saved.setdefault(t.data_ptr(), t.numel() * t.element_size())
+            held.append(t)
         return t
 
     with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -131,11 +151,15 @@ def _counted(fn) -> tuple[float, float]:
     return float(counter.get_total_flops()), float(sum(saved.values()))
 
 
-def _model(arch: str, width: int | None, classes: int, channels: int):
-    """A fresh network (random weights: counts do not depend on them); a probe may freeze or move its copy."""
+def _model(arch: str, width: int | None, sh: Shapes):
+    """A fresh network for the data's images (random weights: counts do not depend on them); a probe may freeze or
+    move its copy. Images the architecture cannot take are the stages' one line, before anything is counted."""
     import copy
 
-    return copy.deepcopy(_built(arch, width, classes, channels))
+    from natinv.models import check_input_size
+
+    check_input_size(arch, sh.size)
+    return copy.deepcopy(_built(arch, width, sh.classes, sh.channels))
 
 
 @functools.cache
@@ -200,14 +224,14 @@ class Probes:
 
     def embedding_dim(self, arch: str, width: int | None, sh: Shapes) -> int:
         return int(self._get(f"embedding {arch} {width} {sh}",
-                             lambda: [_model(arch, width, sh.classes, sh.channels).fc.in_features])[0])
+                             lambda: [_model(arch, width, sh).fc.in_features])[0])
 
 
 def _train_count(arch: str, width: int | None, sh: Shapes) -> tuple[float, float]:
     import torch
     import torch.nn.functional as F
 
-    model = _model(arch, width, sh.classes, sh.channels).train()
+    model = _model(arch, width, sh).train()
     x, y = torch.randn(2, sh.channels, sh.size, sh.size), torch.zeros(2, dtype=torch.long)
     flop, saved = _counted(lambda: F.cross_entropy(model(x), y).backward())
     return flop / 2, saved / 2
@@ -216,7 +240,7 @@ def _train_count(arch: str, width: int | None, sh: Shapes) -> tuple[float, float
 def _forward_count(arch: str, width: int | None, sh: Shapes) -> tuple[float, float]:
     import torch
 
-    model = _model(arch, width, sh.classes, sh.channels).eval()
+    model = _model(arch, width, sh).eval()
     with torch.no_grad():
         flop, _ = _counted(lambda: model(torch.randn(2, sh.channels, sh.size, sh.size)))
     return flop / 2, 0.0
@@ -231,7 +255,7 @@ def _shard_flop(cfg: Config, teacher: str, method, sh: Shapes, **changes) -> tup
     from natinv.synthesis.shard import synthesize_shard
 
     spec = cfg.models[teacher]
-    model = _model(spec.arch, spec.width, sh.classes, sh.channels).eval()
+    model = _model(spec.arch, spec.width, sh).eval()
     meta = ModelMeta(spec.arch, sh.classes, sh.channels, sh.size, spec.width, [0.5] * sh.channels, [0.25] * sh.channels)
     method = dataclasses.replace(method, **changes)
     if getattr(method, "meta", None) is not None:  # ni-fast: a batch costs what NI's does from a fresh start
@@ -239,7 +263,7 @@ def _shard_flop(cfg: Config, teacher: str, method, sh: Shapes, **changes) -> tup
     student = None
     if method.cotrain is not None:
         s = cfg.models[method.cotrain.student]
-        student = _model(s.arch, s.width, sh.classes, sh.channels)
+        student = _model(s.arch, s.width, sh)
         method = dataclasses.replace(method, cotrain=dataclasses.replace(method.cotrain, batch_size=2))
     syn = SynthesisConfig(num_images=2, batch_size=2, shards=1, methods={"m": method}, run=["m"])
     with torch.random.fork_rng(devices=[]):
@@ -449,7 +473,10 @@ def table(cfg: Config, device: str) -> str:
     for c in plan_costs(cfg):
         rows.setdefault(c.stage, []).append(c)
     note = "measured" if rate.measured else "estimated (not measured yet: run benchmarks/gpu_check.py on one)"
+    sh = shapes(cfg)
     lines = [f"natinv cost: {cfg.experiment} on {rate.name}, rates {note}",
+             f"data: {sh.channels}x{sh.size}x{sh.size}, {sh.classes} classes, {sh.train} training and {sh.test} test "
+             f"images (from {sh.source})",
              f"{'stage':<11}{'jobs':>6}{'PFLOP':>12}{'peak host GB':>14}{'peak device GB':>16}{'hours':>12}{'longest job h':>15}"]
     total_flop = total_h = 0.0
     for stage, costs in rows.items():

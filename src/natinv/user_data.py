@@ -13,18 +13,33 @@ from natinv.config import DataConfig
 from natinv.errors import DataNotFound
 
 
+def _layout(shape: tuple[int, ...], where: str) -> str:
+    """Where images of `shape` hold their channels: "gray" (N, H, W), "nchw" or "nhwc"."""
+    if len(shape) == 3:
+        return "gray"
+    if len(shape) != 4:
+        raise DataNotFound(f"{where}: images must be (N, H, W), NHWC or NCHW, got shape {shape}")
+    if shape[1] in (1, 3) and shape[-1] not in (1, 3):
+        return "nchw"
+    if shape[-1] in (1, 3):
+        return "nhwc"
+    raise DataNotFound(f"{where}: cannot tell the channel axis of shape {shape} (expected 1 or 3 channels)")
+
+
+def _nchw_shape(shape: tuple[int, ...], where: str) -> tuple[int, int, int, int]:
+    layout = _layout(shape, where)
+    n, *rest = shape
+    c, h, w = (1, *rest) if layout == "gray" else rest if layout == "nchw" else (rest[2], rest[0], rest[1])
+    return n, c, h, w
+
+
 def _to_nchw(images: np.ndarray, where: str) -> np.ndarray:
     if images.dtype != np.uint8:
         raise DataNotFound(f"{where}: images must be uint8, got {images.dtype}")
-    if images.ndim == 3:
+    layout = _layout(images.shape, where)
+    if layout == "gray":
         return images[:, None]
-    if images.ndim != 4:
-        raise DataNotFound(f"{where}: images must be (N, H, W), NHWC or NCHW, got shape {images.shape}")
-    if images.shape[1] in (1, 3) and images.shape[-1] not in (1, 3):
-        return images
-    if images.shape[-1] in (1, 3):
-        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    raise DataNotFound(f"{where}: cannot tell the channel axis of shape {images.shape} (expected 1 or 3 channels)")
+    return images if layout == "nchw" else np.ascontiguousarray(images.transpose(0, 3, 1, 2))
 
 
 def _labels(labels: np.ndarray, where: str) -> np.ndarray:
@@ -139,6 +154,77 @@ def folder_classes(path: Path) -> list[str]:
     """An image folder's class names in label order (its class folders, sorted, as torchvision's ImageFolder)."""
     root = path / "train" if (path / "train").is_dir() else path
     return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of each array in an .npz, from the arrays' headers (nothing else is read)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            shapes = {}
+            for name in z.namelist():
+                if name.endswith(".npy"):
+                    with z.open(name) as f:
+                        version = np.lib.format.read_magic(f)
+                        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                        shapes[name[:-4]] = header(f)[0]
+    except Exception as exc:
+        raise DataNotFound(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
+    return shapes
+
+
+def _count_split(n: int, fraction: float) -> tuple[int, int]:
+    """(train, test) images of `n` split by `fraction`, as `_split` splits them."""
+    n_test = max(1, int(round(n * fraction)))
+    return n - n_test, n_test
+
+
+def _describe_npz(path: Path, cfg: DataConfig) -> tuple[int, int, int, int, int]:
+    shapes = _npz_shapes(path)
+    if "images" not in shapes or "labels" not in shapes:
+        raise DataNotFound(f"{path}: missing array images or labels")
+    n, c, _, size = _nchw_shape(shapes["images"], f"{path}:images")
+    with np.load(path, allow_pickle=False) as z:
+        labels = z["labels"]
+    classes = int(labels.max()) + 1 if labels.size else 0
+    if "test_images" in shapes and "test_labels" in shapes:
+        return c, size, classes, n, shapes["test_images"][0]
+    return c, size, classes, *_count_split(n, cfg.test_fraction)
+
+
+def _image_files(folder: Path) -> list[str]:
+    """The image files of an image folder's class folders, as torchvision's ImageFolder finds them."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return [os.path.join(root, f) for entry in os.scandir(folder) if entry.is_dir()
+            for root, _, files in os.walk(entry.path, followlinks=True) for f in files if f.lower().endswith(IMG_EXTENSIONS)]
+
+
+def _describe_folder(path: Path, cfg: DataConfig) -> tuple[int, int, int, int, int]:
+    from PIL import Image
+
+    root = path / "train" if (path / "train").is_dir() else path
+    files = _image_files(root)
+    if not files:
+        raise DataNotFound(f"{root}: no images in its class folders")
+    with Image.open(min(files)) as first:  # the header only: its size and mode stand for the set's
+        size = cfg.image_size or first.size[0]
+        c = 1 if first.mode in ("1", "L", "LA", "La", *SIXTEEN_BIT) else 3
+    classes = len(folder_classes(path))
+    if root != path and (path / "test").is_dir():
+        return c, size, classes, len(files), len(_image_files(path / "test"))
+    return c, size, classes, *_count_split(len(files), cfg.test_fraction)
+
+
+def describe(cfg: DataConfig) -> tuple[int, int, int, int, int]:
+    """(channels, image size, classes, train images, test images) of data.path before the data stage reads it: from
+    an .npz's array headers and labels, or an image folder's file count and first image (its header). Limits are
+    not applied; the data stage's manifest has the exact figures once it has run."""
+    path = Path(cfg.path)
+    if not path.is_dir() and not path.is_file():
+        raise DataNotFound(f"data.path = {cfg.path}: not found (expected an image folder or an .npz file)")
+    return _describe_npz(path, cfg) if path.suffix == ".npz" else _describe_folder(path, cfg)
 
 
 def load_custom(cfg: DataConfig) -> tuple:
