@@ -51,9 +51,15 @@ def _labels(labels: np.ndarray, where: str) -> np.ndarray:
     return labels.astype(np.int64).ravel()
 
 
+def _count_split(n: int, fraction: float) -> tuple[int, int]:
+    """(train, test) images of `n` split by `fraction` (a test split of at least one)."""
+    n_test = max(1, int(round(n * fraction)))
+    return n - n_test, n_test
+
+
 def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple:
     order = np.random.default_rng(seed).permutation(len(x))
-    n_test = max(1, int(round(len(x) * fraction)))
+    n_test = _count_split(len(x), fraction)[1]
     te, tr = order[:n_test], order[n_test:]
     return x[tr], y[tr], x[te], y[te]
 
@@ -172,12 +178,6 @@ def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     except Exception as exc:
         raise DataNotFound(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
     return shapes
-
-
-def _count_split(n: int, fraction: float) -> tuple[int, int]:
-    """(train, test) images of `n` split by `fraction`, as `_split` splits them."""
-    n_test = max(1, int(round(n * fraction)))
-    return n - n_test, n_test
 
 
 def _describe_npz(path: Path, cfg: DataConfig) -> tuple[int, int, int, int, int]:
