@@ -95,6 +95,15 @@ def test_the_report_aggregates_the_replicas_and_marks_each_comparison(tmp_path):
     summary = collect(cfg)
     assert summary["kd"][f"{t}/ni/{s}"]["test_acc"] == 70 and not any("seed" in k for k in summary["kd"])
     assert json.loads(json.dumps(summary))["comparisons"]  # what summary.json holds
+    # the wall-time table counts every seed's jobs; a replica's shards in its method's row
+    for m, seconds in (("ni", 2.0), ("ni-seed1", 3.0), ("ni-seed2", 4.0)):
+        shard = paths.shard_json(cfg.exp_dir, t, m, 0)
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(shard, {"seconds": seconds})
+    compute = collect(cfg)["compute"]
+    assert compute["kd"] == {"jobs": 12, "seconds": [1.0] * 12}
+    assert compute[f"synthesize {t}/ni"] == {"jobs": 3, "seconds": [2.0, 3.0, 4.0]}
+    assert set(compute) == {"kd", f"synthesize {t}/ni"}  # only what ran
 
 
 def test_a_replica_job_through_the_cli_differs_from_its_method_and_repeats_itself(tmp_path):

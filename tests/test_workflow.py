@@ -302,6 +302,9 @@ def test_snakemake_runs_the_tiny_profile_end_to_end(tiny_run):
     assert summary["metrics"]["resnet8-w16/real"]["evaluator:vgg11-w8/fd"] < summary["metrics"]["resnet8-w16/ni"]["evaluator:vgg11-w8/fd"]
     assert "against 2,000 real training images" in report  # all the profile's 2,000, not metrics.reference_images (5,000)
     assert len(list((exp / "logs").rglob("*.log"))) == 28  # one per job
+    compute = summary["compute"]  # the wall-time table: every job that reports its seconds (all but data and report)
+    assert sum(row["jobs"] for row in compute.values()) == 26 and compute["synthesize resnet8-w16/ni"]["jobs"] == 2
+    assert "| synthesize resnet8-w16/ni | 2 |" in report and f"| kd | {compute['kd']['jobs']} |" in report
     assert set(summary["scratch"]) == {f"resnet8-w16/{m}/resnet8-w8" for m in ("ni", "di", "ni-o2m", "real")}
     assert set(summary["prune"]) == {f"resnet8-w16/{m}/0.5" for m in ("ni", "di", "ni-o2m", "real", "none")}
     assert "### Components of NaturalInversion (paper Table 3)" in report and "60.57" in report  # the paper's all-components row

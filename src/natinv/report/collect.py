@@ -39,6 +39,38 @@ def synthesis_totals(cfg: Config, teacher: str, method: str) -> dict | None:
     }
 
 
+def compute(cfg: Config) -> dict[str, dict]:
+    """summary.json's `compute`: the seconds every finished job reported (process start-up excluded), per row of the
+    report's wall-time table, over every seed: {row: {"jobs": n, "seconds": [...]}}. A seed replica's synthesis and
+    warm-up count in its method's row."""
+    exp = cfg.exp_dir
+    rows: dict[str, list[float]] = {}
+
+    def add(row: str, path: Path) -> None:
+        if (j := read_if_present(path)) is not None:
+            rows.setdefault(row, []).append(j["seconds"])
+
+    for t in cfg.teacher.models:
+        add("teacher", paths.teacher_json(exp, t))
+    for t, m in plan.meta_jobs(cfg):
+        add(f"meta {t}/{seeds.split(m)[0]}", paths.meta_json(exp, t, m))
+    for t, m, shard in plan.synthesis_jobs(cfg):
+        add(f"synthesize {t}/{seeds.split(m)[0]}", paths.shard_json(exp, t, m, shard))
+    for t, m, s in plan.kd_jobs(cfg):
+        add("kd", paths.kd_json(exp, t, m, s))
+    for e in cfg.metrics.evaluators:
+        add("evaluator", paths.evaluator_json(exp, e))
+    for t, m in plan.metrics_jobs(cfg):
+        add("metrics", paths.metrics_json(exp, t, m))
+    for t in cfg.teacher.models:
+        add("tsne", paths.tsne_files(exp, t)["json"])
+    for t, m, s in plan.scratch_jobs(cfg):
+        add("scratch", paths.scratch_json(exp, t, m, s))
+    for t, m, r in plan.prune_jobs(cfg):
+        add("prune", paths.prune_json(exp, t, m, r))
+    return {row: {"jobs": len(seconds), "seconds": seconds} for row, seconds in rows.items()}
+
+
 def _plain(jobs: list[tuple]) -> list[tuple]:
     """The jobs of the run's own seed (not the seed replicas, which `spread` aggregates)."""
     return [j for j in jobs if seeds.split(j[1])[1] is None]
@@ -84,6 +116,7 @@ def collect(cfg: Config) -> dict:
         if (pj := read_if_present(paths.prune_json(cfg.exp_dir, t, m, r))) is not None:
             out["prune"][f"{t}/{m}/{r:g}"] = {k: pj[k] for k in ("test_acc", "params_before", "params_after",
                                                                  "macs_before", "macs_after", "seconds")}
+    out["compute"] = compute(cfg)
     out["seeds"] = over_seeds(cfg)
     out["comparisons"] = comparisons(cfg, out["seeds"])
     return out

@@ -153,19 +153,12 @@ def render(cfg: Config, summary: dict, manifest: dict, made: dict[str, str]) -> 
     lines += ["## KD accuracy per epoch", ""]
     lines += [f"![{k}]({p})\n" for k, p in made.items() if k.startswith("kd/")]
 
+    n_seeds = len(summary["seeds"]["seeds"])
     lines += ["## Wall time per stage", "",
-              "Compute seconds each stage's jobs reported (process start-up excluded). Under Snakemake, shards and "
-              "students run side by side, so the pipeline's wall time is less than the sum.", ""]
-    timing = [["teacher", len(summary["teachers"]), *sum_max([v["seconds"] for v in summary["teachers"].values()])]]
-    timing += [[f"meta {k}", 1, *sum_max([v["warmup_seconds"]])] for k, v in summary["synthesis"].items()
-               if v["warmup_seconds"] is not None]
-    timing += [[f"synthesize {k}", len(v["shard_seconds"]), *sum_max(v["shard_seconds"])] for k, v in summary["synthesis"].items()]
-    timing += [["kd", len(summary["kd"]), *sum_max([v["seconds"] for v in summary["kd"].values()])]]
-    timing += [["evaluator", len(summary["evaluators"]), *sum_max([v["seconds"] for v in summary["evaluators"].values()])]]
-    timing += [["metrics", len(summary["metrics"]), *sum_max([v["seconds"] for v in summary["metrics"].values()])]]
-    timing += [["tsne", len(summary["tsne"]), *sum_max([v["seconds"] for v in summary["tsne"].values()])]]
-    timing += [["scratch", len(summary["scratch"]), *sum_max([v["seconds"] for v in summary["scratch"].values()])]]
-    timing += [["prune", len(summary["prune"]), *sum_max([v["seconds"] for v in summary["prune"].values()])]]
+              "Compute seconds each stage's jobs reported (process start-up excluded)"
+              + (f", over all {n_seeds} seeds (a seed replica's synthesis in its method's row)" if n_seeds > 1 else "")
+              + ". Under Snakemake, shards and students run side by side, so the pipeline's wall time is less than the sum.", ""]
+    timing = [[row, v["jobs"], *sum_max(v["seconds"])] for row, v in summary["compute"].items()]
     lines += md_table(["stage", "jobs", "seconds (sum)", "longest job"], timing)
     return "\n".join(lines)
 
