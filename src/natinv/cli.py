@@ -138,8 +138,6 @@ def run(args: argparse.Namespace) -> None:
         return
     from dataclasses import replace
 
-    import torch
-
     from natinv import tracking
     from natinv.config import load_config
     from natinv.io import check_writable, confine, remove_stale_temps
