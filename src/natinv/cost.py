@@ -441,11 +441,11 @@ def probes_of(cfg: Config) -> Probes:
     return Probes(Path(cfg.results) / "cost-probes.json")
 
 
-def plan_costs(cfg: Config) -> list[JobCost]:
-    """Every job of the plan, costed."""
+def plan_costs(cfg: Config, sh: Shapes | None = None) -> list[JobCost]:
+    """Every job of the plan, costed (at `sh`, default the data's shapes)."""
     from natinv.pipeline import STAGES
 
-    sh, probes = shapes(cfg), probes_of(cfg)
+    sh, probes = sh or shapes(cfg), probes_of(cfg)
     return [job_cost(cfg, name, job, sh, probes) for name, stage in STAGES.items() for job in stage.jobs(cfg)]
 
 
@@ -470,10 +470,10 @@ def table(cfg: Config, device: str) -> str:
     """The cost of a params stack, per stage and in total, on `device` (a key of RATES)."""
     rate = RATES[device]
     rows: dict[str, list[JobCost]] = {}
-    for c in plan_costs(cfg):
+    sh = shapes(cfg)  # once: custom data is described from its files
+    for c in plan_costs(cfg, sh):
         rows.setdefault(c.stage, []).append(c)
     note = "measured" if rate.measured else "estimated (not measured yet: run benchmarks/gpu_check.py on one)"
-    sh = shapes(cfg)
     lines = [f"natinv cost: {cfg.experiment} on {rate.name}, rates {note}",
              f"data: {sh.channels}x{sh.size}x{sh.size}, {sh.classes} classes, {sh.train} training and {sh.test} test "
              f"images (from {sh.source})",

@@ -217,18 +217,8 @@ def _describe_folder(path: Path, cfg: DataConfig) -> tuple[int, int, int, int, i
     return c, size, classes, *_count_split(len(files), cfg.test_fraction)
 
 
-def describe(cfg: DataConfig) -> tuple[int, int, int, int, int]:
-    """(channels, image size, classes, train images, test images) of data.path before the data stage reads it: from
-    an .npz's array headers and labels, or an image folder's file count and first image (its header). Limits are
-    not applied; the data stage's manifest has the exact figures once it has run."""
-    path = Path(cfg.path)
-    if not path.is_dir() and not path.is_file():
-        raise DataNotFound(f"data.path = {cfg.path}: not found (expected an image folder or an .npz file)")
-    return _describe_npz(path, cfg) if path.suffix == ".npz" else _describe_folder(path, cfg)
-
-
-def load_custom(cfg: DataConfig) -> tuple:
-    """(train images, labels, test images, labels, classes, source) of data.path: an .npz or an image folder."""
+def _data_path(cfg: DataConfig) -> Path:
+    """data.path, once it is an existing regular file or folder (anything else is one line)."""
     path = Path(cfg.path)
     if path.is_symlink() and not path.exists():
         raise DataNotFound(f"data.path = {cfg.path}: a symbolic link that leads nowhere or loops (expected an image "
@@ -238,6 +228,20 @@ def load_custom(cfg: DataConfig) -> tuple:
     if not path.is_dir() and not path.is_file():  # a FIFO, socket or device: reading it could wait forever
         raise DataNotFound(f"data.path = {cfg.path}: not a regular file or folder (a FIFO, socket or device); expected "
                            f"an image folder or an .npz file")
+    return path
+
+
+def describe(cfg: DataConfig) -> tuple[int, int, int, int, int]:
+    """(channels, image size, classes, train images, test images) of data.path before the data stage reads it: from
+    an .npz's array headers and labels, or an image folder's file count and first image (its header). Limits are
+    not applied; the data stage's manifest has the exact figures once it has run."""
+    path = _data_path(cfg)
+    return _describe_npz(path, cfg) if path.suffix == ".npz" else _describe_folder(path, cfg)
+
+
+def load_custom(cfg: DataConfig) -> tuple:
+    """(train images, labels, test images, labels, classes, source) of data.path: an .npz or an image folder."""
+    path = _data_path(cfg)
     x, y, xt, yt = _load_npz(path, cfg) if path.suffix == ".npz" else _load_folder(path, cfg)
     if x.shape[-1] != x.shape[-2]:
         raise DataNotFound(f"{path}: images must be square, got {x.shape[-2]}x{x.shape[-1]}; set data.image_size")

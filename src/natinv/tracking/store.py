@@ -116,7 +116,7 @@ def _busy(exc: BaseException) -> bool:
     if any(s in text for s in ("locked", "busy", "error responses")):
         return True
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    return _is_unreachable(exc) and uri.startswith(("http://", "https://")) and _health(uri) is None
+    return _is_unreachable(exc) and _is_server(uri) and _health(uri) is None
 
 
 @contextlib.contextmanager
@@ -192,9 +192,14 @@ PROBE_S = 5.0  # how long an HTTP tracking server may take to answer a health ch
 def _server_silent(uri: str) -> str | None:
     """Why the tracking store at `uri` cannot be used, asked once per process before its first request (so a stage's
     wait for a server that never answers is bounded by PROBE_S, not by MLflow's retries), or None."""
+    return _health(uri) if _is_server(uri) else None
+
+
+def _is_server(uri: str) -> bool:
+    """Whether the store at `uri` is an HTTP(S) tracking server."""
     import urllib.parse
 
-    return _health(uri) if urllib.parse.urlparse(uri).scheme in ("http", "https") else None
+    return urllib.parse.urlparse(uri).scheme in ("http", "https")
 
 
 def _health(uri: str) -> str | None:
