@@ -408,9 +408,10 @@ def test_sixteen_stage_jobs_on_a_tracking_server_lose_no_run(tmp_path, mlflow_se
 @contextlib.contextmanager
 def _faulty_front(upstream: str, fault: str, times: int) -> Iterator[tuple[str, list[str]]]:
     """A front for the tracking server at `upstream`: it passes every request on, except the first `times` requests
-    to runs/log-batch, which get `fault`: "500" (what `mlflow server` answers when its SQLite store stays locked) or
-    "silence" (no answer while the test runs: a server too busy to answer in the client's time). Its URI, and the
-    faults it gave so far."""
+    to runs/log-batch (runs/create for "lost"), which get `fault`: "500" (what `mlflow server` answers when its SQLite
+    store stays locked), "silence" (no answer while the test runs: a server too busy to answer in the client's time)
+    or "lost" (passed on and done, but its answer never comes back: a reply lost on the way, or sent after the
+    client's timeout). Its URI, and the faults it gave so far."""
     import http.server
     import json
     import threading
@@ -434,7 +435,8 @@ def _faulty_front(upstream: str, fault: str, times: int) -> Iterator[tuple[str, 
 
         def _pass_on(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if "runs/log-batch" in self.path:
+            faulty = False
+            if ("runs/create" if fault == "lost" else "runs/log-batch") in self.path:
                 with turn:
                     faulty = len(given) < times
                     if faulty:
@@ -442,13 +444,16 @@ def _faulty_front(upstream: str, fault: str, times: int) -> Iterator[tuple[str, 
                 if faulty and fault == "silence":
                     done.wait()
                     return
-                if faulty:
+                if faulty and fault == "500":
                     return self._answer(500, json.dumps({"error_code": "INTERNAL_ERROR", "message":
                                                          "(sqlite3.OperationalError) database is locked"}).encode(), None)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
             request = urllib.request.Request(upstream + self.path, data=body or None, headers=headers, method=self.command)
             try:
                 with urllib.request.urlopen(request, timeout=120) as answer:
+                    if faulty:  # "lost": done upstream, no answer here
+                        done.wait()
+                        return
                     self._answer(answer.status, answer.read(), answer.headers.get("Content-Type"))
             except urllib.error.HTTPError as answer:
                 self._answer(answer.code, answer.read(), answer.headers.get("Content-Type"))
@@ -485,6 +490,50 @@ def test_a_busy_tracking_server_is_waited_for_and_the_run_is_complete(tmp_path, 
     from mlflow import MlflowClient
 
     assert [m.value for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "loss/ce")] == [3.0, 2.0, 1.0]
+
+
+PIPELINE = """
+import sys
+from natinv.config import Config
+from natinv.tracking import Outcome, StageRun
+from natinv.tracking.parent import end_pipeline, start_pipeline
+cfg = Config(experiment=sys.argv[2], results=sys.argv[1])
+start_pipeline(cfg, "test")
+run = StageRun(cfg, "synthesize", {"teacher": "t", "method": "ni", "shard": 0}, {"synthesis.num_images": 8}).start()
+run.close("FINISHED", Outcome({"seconds": 1.0, "final": {"ce": 0.5}}, {"loss/ce": [3.0, 2.0, 1.0]}))
+end_pipeline(cfg, "FINISHED")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("whose", ["stage", "pipeline"])
+def test_a_run_whose_creation_answer_is_lost_is_made_once(tmp_path, mlflow_server, whose):
+    """A run's creation that the server did but whose answer never came back (MLflow's client then sends it again, and
+    so does `retry`, as for any unanswered request to a healthy server) leaves one run in the experiment, not a run
+    per try: the twins, never named and never ended, would stay RUNNING in the UI for ever. Two lost answers are
+    three creations: MLflow's own retry and then `retry`'s."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    experiment = f"lost-{whose}"
+    with _faulty_front(mlflow_server, "lost", 2) as (uri, given):
+        env = {k: v for k, v in os.environ.items() if k != PARENT_ENV}
+        env |= {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+        script, args = (JOB, ["0", experiment]) if whose == "stage" else (PIPELINE, [experiment])
+        proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), *args], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert given == ["lost"] * 2
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr[-2000:]
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.get_experiment_by_name(f"natinv-{experiment}").experiment_id
+    runs = client.search_runs([experiment_id], max_results=100)
+    assert sorted(r.data.tags.get("stage") for r in runs) == sorted(["synthesize", *(["pipeline"] if whose == "pipeline" else [])])
+    assert all(r.info.status == "FINISHED" for r in runs)
+    kept = next(r for r in runs if r.data.tags["stage"] == ("synthesize" if whose == "stage" else "pipeline"))
+    twins = client.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY, max_results=100)
+    assert len(twins) == 2 and {t.data.tags.get("natinv.run_token") for t in twins} == {kept.data.tags["natinv.run_token"]}
+    if whose == "pipeline":
+        assert next(r for r in runs if r.data.tags["stage"] == "synthesize").data.tags["mlflow.parentRunId"] == kept.info.run_id
 
 
 def test_a_thinned_curve_keeps_at_most_the_asked_points_evenly_and_its_last():

@@ -8,8 +8,8 @@ import time
 
 from natinv.config import Config
 from natinv.runtime import log
-from natinv.tracking.store import (PARENT_ENV, enabled, experiment_of, git_commit, log_batches, mlflow_experiment, retry, store,
-                                   tracking_uri, warn_on_failure)
+from natinv.tracking.store import (PARENT_ENV, create_run, drop_twins, enabled, experiment_of, git_commit, log_batches,
+                                   mlflow_experiment, retry, store, tracking_uri, warn_on_failure)
 
 def start_pipeline(cfg: Config, driver: str) -> str | None:
     """Create the parent run of a pipeline run and export its id to the stage processes; None when tracking is off or fails."""
@@ -22,7 +22,7 @@ def start_pipeline(cfg: Config, driver: str) -> str | None:
         with store(cfg) as client:
             experiment_id = experiment_of(client, cfg)
             _end_orphans(client, experiment_id)
-            run = retry(client.create_run, experiment_id, tags=tags)
+            run = create_run(client, experiment_id, tags)
         os.environ[PARENT_ENV] = run.info.run_id
         log(f"MLflow: parent run {run.info.run_id} in experiment {mlflow_experiment(cfg)!r} at {tracking_uri(cfg)}")
         return run.info.run_id
@@ -38,8 +38,10 @@ def end_pipeline(cfg: Config, status: str) -> None:
         return
     with warn_on_failure(f"pipeline end: {tracking_uri(cfg)}"):
         with store(cfg) as client:
-            children = retry(client.search_runs, [retry(client.get_run, run_id).info.experiment_id],
-                             f"tags.mlflow.parentRunId = '{run_id}'", max_results=1)
+            run = retry(client.get_run, run_id)
+            drop_twins(client, run)
+            children = retry(client.search_runs, [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'",
+                             max_results=1)
             if not children:
                 retry(client.delete_run, run_id)
                 return

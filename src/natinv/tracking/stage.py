@@ -20,9 +20,8 @@ from typing import Any
 from natinv.config import Config, seeds
 from natinv.tracking.inputs import mlflow_datasets
 from natinv.tracking.models import log_weights
-from natinv.tracking.store import (PARENT_ENV, Point, enabled, experiment_of, flatten, git_commit, log_arrays, log_batches,
-                                   log_named,
-                                   retry, store, tracking_uri, warn_on_failure)
+from natinv.tracking.store import (PARENT_ENV, Point, create_run, drop_twins, enabled, experiment_of, flatten, git_commit,
+                                   log_arrays, log_batches, log_named, retry, store, tracking_uri, warn_on_failure)
 
 FLUSH_SECONDS = float(os.environ.get("NATINV_MLFLOW_FLUSH_SECONDS", "15"))  # how often a running stage's points are sent
 
@@ -142,6 +141,7 @@ class StageRun:
         self.cfg, self.stage, self.keys, self.params = cfg, stage, dict(keys), dict(params)
         self.inputs, self.weights = list(inputs), list(weights)  # (name, context, files) per dataset; output weights
         self.started = time.time()
+        self.run: Any = None  # the MLflow run, once created
         self.run_id: str | None = None
         self.pending: list[Point] = []
         self.sent: set[str] = set()  # the curves emitted while it ran (not logged again at the end)
@@ -176,9 +176,9 @@ class StageRun:
         with warn_on_failure(f"{self.name}: {tracking_uri(self.cfg)}", self.warned):
             datasets = mlflow_datasets(self.inputs)
             with store(self.cfg) as client:
-                run = retry(client.create_run, experiment_of(client, self.cfg), start_time=int(self.started * 1000))
-                self.run_id = run.info.run_id
-                log_batches(client, self.run_id, neutral_params(self.params, self.keys.get("method"), self.cfg.run_methods), self.tags(), [])
+                self.run = create_run(client, experiment_of(client, self.cfg), self.tags(), start_time=int(self.started * 1000))
+                self.run_id = self.run.info.run_id
+                log_batches(client, self.run_id, neutral_params(self.params, self.keys.get("method"), self.cfg.run_methods), {}, [])
                 if datasets:
                     retry(client.log_inputs, self.run_id, datasets=datasets)
             _current = self
@@ -223,11 +223,12 @@ class StageRun:
             with self.guard:
                 points, self.pending = self.pending + points, []
             with store(self.cfg) as client:
-                if self.run_id is None:  # the start failed (e.g. the store was down): the whole run now
-                    run = retry(client.create_run, experiment_of(client, self.cfg), start_time=int(self.started * 1000))
-                    self.run_id = run.info.run_id
+                if self.run is None:  # the start failed (e.g. the store was down): the whole run now
+                    self.run = create_run(client, experiment_of(client, self.cfg), self.tags(), start_time=int(self.started * 1000))
+                    self.run_id = self.run.info.run_id
                     params |= neutral_params(self.params, self.keys.get("method"), self.cfg.run_methods)
-                    log_batches(client, self.run_id, {}, self.tags(), [])
+                else:
+                    drop_twins(client, self.run)
                 log_batches(client, self.run_id, params, {}, points)
                 for path in outcome.artifacts if outcome else []:
                     if path.is_file():

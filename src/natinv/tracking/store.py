@@ -5,7 +5,8 @@ Store: `MLFLOW_TRACKING_URI` if set, else SQLite at `{results}/mlflow.db` with a
 disables tracking. Writers of one SQLite store take turns (a file lock) and retry "database is locked", so parallel
 shard jobs never hold SQLite's single write lock for long. A tracking server that answers its health check is busy,
 not gone, when a request fails (a 5xx answer, no answer in time): the request is tried again, as a locked SQLite
-store is; one that does not answer it turns tracking off for the process, with one warning line.
+store is; one that does not answer it turns tracking off for the process, with one warning line. A run is created
+with a token of its own (`create_run`), so a creation tried again after its answer was lost leaves one run, not two.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import random
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -241,6 +243,28 @@ def experiment_of(client, cfg: Config) -> str:
 
 
 Point = tuple[str, float, int, int | None]  # (metric, value, step, time in ms; None: when it is sent)
+
+
+RUN_TOKEN = "natinv.run_token"  # the tag that tells the runs of one `create_run` call apart from every other run
+
+
+def create_run(client, experiment_id: str, tags: Mapping[str, str], **kwargs: Any) -> Any:
+    """The run `client.create_run` makes, made once: the server may have made a run whose answer never came back (lost,
+    or later than the client waited), and MLflow's client, then `retry`, ask again. Every try carries one token, and
+    the twins it made, never named and never ended, are deleted (`drop_twins`)."""
+    run = retry(client.create_run, experiment_id, tags={**tags, RUN_TOKEN: uuid.uuid4().hex}, **kwargs)
+    drop_twins(client, run)
+    return run
+
+
+def drop_twins(client, run: Any) -> None:
+    """Delete the other runs that carry `run`'s creation token. Called at a run's creation and again at its end, for
+    a lost try the server got to only later (it queued behind the store's lock)."""
+    if not (token := run.data.tags.get(RUN_TOKEN)):
+        return
+    for twin in retry(client.search_runs, [run.info.experiment_id], f"tags.`{RUN_TOKEN}` = '{token}'", max_results=100):
+        if twin.info.run_id != run.info.run_id:
+            retry(client.delete_run, twin.info.run_id)
 
 
 def log_batches(client, run_id: str, params: dict[str, Any], tags: dict[str, str], points: list[Point]) -> None:
