@@ -58,6 +58,20 @@ def test_every_job_of_a_plan_is_costed_and_asks_the_cluster_for_its_own_memory_a
     assert on_gpu.host_mb < synth[0].host_mb and on_gpu.device_mb > 0
 
 
+def test_training_on_real_images_holds_them_as_uint8_once(tmp_path):
+    """A teacher, and a student on real images, keep the training set as uint8 pixels and normalize each batch: 10,000
+    more training images are 10,000 x C x S x S more bytes for a teacher (the data set), twice that for a KD student on
+    all of them (the data set and its uint8 subset), not a float32 copy of them (12 bytes per value with the
+    conversion's temporaries)."""
+    cfg = _tiny(tmp_path, {"kd": {"real_images": 10**6}})
+    sh, probes = cost.shapes(cfg), cost.probes_of(cfg)
+    more = dataclasses.replace(sh, train=sh.train + 10_000)
+    kd = {"teacher": "resnet8-w16", "method": "real", "student": cfg.kd.students[0]}
+    for stage, job, copies in [("teacher", {"teacher": "resnet8-w16"}, 1), ("kd", kd, 2)]:
+        grown = cost.job_cost(cfg, stage, job, more, probes).host_mb - cost.job_cost(cfg, stage, job, sh, probes).host_mb
+        assert grown == pytest.approx(copies * 10_000 * sh.values / cost.MB), stage
+
+
 def test_the_cost_command_prints_every_stage_and_the_total(tmp_path):
     overlay = tmp_path / "here.yaml"
     overlay.write_text(f"results: {tmp_path}\n")

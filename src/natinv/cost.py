@@ -323,7 +323,7 @@ def job_cost(cfg: Config, stage: str, w: dict[str, str], sh: Shapes, probes: Pro
         p = probes.train(spec.arch, spec.width, sh)
         flop = tc.epochs * (sh.train * p.flop + sh.test * probes.forward(spec.arch, spec.width, sh).flop)
         steps = tc.epochs * (sh.train // tc.batch_size + _batches(sh.test))
-        held = _data_mb(sh) + _normalized_mb(sh.train + sh.test, sh)
+        held = _data_mb(sh) + _normalized_mb(sh.test, sh)  # the training set stays uint8 (normalized per batch)
         return JobCost(stage, w, flop, "training", *_split(cfg, held, _activations_mb(p, tc.batch_size), TRAIN_PROCESS_MB), steps)
     if stage == "metrics":
         n = cfg.metrics.reference_images if method == "real" else cfg.synthesis.num_images
@@ -354,7 +354,8 @@ def _batches(images: int, batch: int = 128) -> int:
 
 
 def _normalized_mb(images: int, sh: Shapes) -> float:
-    """Real images normalized to float32, with the temporaries of the conversion (uint8 -> float, - mean, / std)."""
+    """Real images normalized to float32 at once (the test set a training job watches, the metrics' reference), with
+    the temporaries of the conversion (uint8 -> float, - mean, / std)."""
     return 3 * _images_mb(images, sh, 4)
 
 
@@ -429,7 +430,8 @@ def _application(cfg: Config, stage: str, w: dict[str, str], method: str, sh: Sh
     watched = min(sh.test, 1000)  # the per-epoch accuracy on a test subset
     flop = section.epochs * (images * step + watched * forward) + sh.test * forward
     steps = section.epochs * (max(1, images // min(section.batch_size, images)) + _batches(watched)) + _batches(sh.test)
-    held = (_normalized_mb(images, sh) if method == "real" else _images_mb(images, sh)) + _data_mb(sh) + tested
+    # real: a uint8 copy of the images (normalized per batch); a method's: its float16 tensors
+    held = _images_mb(images, sh, 1 if method == "real" else 2) + _data_mb(sh) + tested
     return JobCost(stage, w, flop, "training", *_split(cfg, held, _activations_mb(p, section.batch_size), TRAIN_PROCESS_MB),
                    steps)
 
