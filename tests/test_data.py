@@ -140,6 +140,33 @@ def test_atomic_writes_never_write_nan_and_stale_temporaries_are_removed(tmp_pat
     assert not (tmp_path / "new").exists()
 
 
+def test_a_methods_images_are_in_memory_once_while_its_shards_are_read(tmp_path):
+    """read_shards reads each shard's member from its file into its place in the one result array: the arrays equal
+    the stored ones, in shard order, and while they are read Python's allocations peak at the result (a one-shard
+    method's images, as ADI's and DAFL's are, used to be read whole and then copied: twice their size)."""
+    import tracemalloc
+
+    from natinv import paths
+    from natinv.io import read_npz, write_npz
+
+    rng = np.random.default_rng(0)
+    for method, sizes in [("one", [4000]), ("many", [1500, 1000, 1500])]:
+        stored = [rng.standard_normal((n, 3, 8, 8)).astype(np.float16) for n in sizes]
+        for shard, images in enumerate(stored):
+            path = paths.shard_npz(tmp_path, "t", method, shard)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_npz(path, {"images": images, "labels": np.arange(len(images)) % 10})
+            read_npz(path)  # verified once, as a stage's first read does (the check streams its blocks)
+        tracemalloc.start()
+        got = paths.read_shards(tmp_path, "t", method, len(sizes), ("images", "labels"))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert np.array_equal(got["images"], np.concatenate(stored)), method
+        assert np.array_equal(got["labels"], np.concatenate([np.arange(n) % 10 for n in sizes])), method
+        result = got["images"].nbytes + got["labels"].nbytes
+        assert peak < result + 2**20, (method, peak, result)  # the result and a few small objects
+
+
 def test_rows_of_an_npz_member_are_read_alone_and_equal_the_whole_members_rows(tmp_path):
     """read_rows memory-maps a stored member (write_npz's) and reads only the rows asked for; the rows equal those of
     the whole array, in the order asked."""

@@ -270,33 +270,69 @@ def read_npz(path: Path, keys: Sequence[str] | None = None, prefix: str | None =
         raise NatinvError(f"{path}: unreadable .npz ({type(exc).__name__}: {exc})") from None
 
 
-def read_rows(path: Path, key: str, rows: np.ndarray) -> np.ndarray:
-    """Rows `rows` of member `key` of an .npz write_npz wrote, reading only those rows' bytes (the member, stored
-    uncompressed, is memory-mapped in place)."""
-    path = Path(path)
+def _member(path: Path, key: str) -> tuple[int, tuple[int, ...], bool, np.dtype]:
+    """Where member `key`'s array starts in an .npz write_npz wrote (stored uncompressed) and its (shape, Fortran
+    order, dtype), from its headers."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError("a compressed member (write_npz stores every member uncompressed)")
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)  # the member's local header: its name and extra field lengths end it
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError("object arrays are not read")
+    return offset, shape, fortran, dtype
+
+
+@contextmanager
+def _reading_member(path: Path, key: str) -> Iterator[None]:
+    """A read of member `key`: the file verified first, and any failure one line naming the file and the member."""
     try:
         verify_npz(path)
-        with zipfile.ZipFile(path) as zf:
-            info = zf.getinfo(f"{key}.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            raise ValueError("a compressed member (write_npz stores every member uncompressed)")
-        with open(path, "rb") as fh:
-            fh.seek(info.header_offset)
-            local = fh.read(30)  # the member's local header: its name and extra field lengths end it
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            fh.seek(info.header_offset + 30 + name_len + extra_len)
-            version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(fh)
-            offset = fh.tell()
-        if dtype.hasobject:
-            raise ValueError("object arrays are not read")
-        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-        return np.array(mapped[rows])
+        yield
     except NatinvError:
         raise
     except Exception as exc:
         raise NatinvError(f"{path}: unreadable .npz member {key!r} ({type(exc).__name__}: {exc})") from None
+
+
+def read_rows(path: Path, key: str, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` of member `key` of an .npz write_npz wrote, reading only those rows' bytes (the member, stored
+    uncompressed, is memory-mapped in place)."""
+    path = Path(path)
+    with _reading_member(path, key):
+        offset, shape, fortran, dtype = _member(path, key)
+        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+        return np.array(mapped[rows])
+
+
+READ_BLOCK = 1 << 24  # bytes per read of read_into
+
+
+def read_into(path: Path, key: str, out: np.ndarray) -> None:
+    """Member `key` of an .npz write_npz wrote, read from the file straight into `out` (a C-contiguous array of its
+    shape and dtype, e.g. a shard's rows of a method's preallocated images): no array of its own in between, so a
+    one-shard method's images are in memory once, not twice, while they are read."""
+    path = Path(path)
+    with _reading_member(path, key):
+        offset, shape, fortran, dtype = _member(path, key)
+        if tuple(shape) != out.shape or dtype != out.dtype or (fortran and out.ndim > 1) or not out.flags.c_contiguous:
+            raise ValueError(f"{shape} {dtype} does not fit {out.shape} {out.dtype}")
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(offset)
+            done = 0
+            while done < len(view):
+                if not (n := fh.readinto(view[done:done + READ_BLOCK])):
+                    raise ValueError(f"the file ends {len(view) - done} bytes before the member does")
+                done += n
 
 
 def npz_shapes(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -72,10 +72,10 @@ def meta_json(exp: Path, teacher: str, method: str) -> Path:
 def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[str, ...],
                 rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The arrays `keys` of every shard of (teacher, method), concatenated in shard order (other members unread), or
-    only their `rows` (indices into that concatenation, in the order given). Each result is allocated once and filled
-    shard by shard: memory is the result plus one shard's member (with `rows`: only the rows), never a second copy of a
-    method's images."""
-    from natinv.io import npz_shapes, read_npz, read_rows
+    only their `rows` (indices into that concatenation, in the order given). Each result is allocated once and each
+    shard's member is read from its file into its place (with `rows`: only the rows are read): memory is the result,
+    never a second copy of a method's images, one shard or many."""
+    from natinv.io import npz_shapes, read_into, read_rows
 
     files = [shard_npz(exp, teacher, method, shard) for shard in range(shards)]
     out = {}
@@ -86,7 +86,7 @@ def read_shards(exp: Path, teacher: str, method: str, shards: int, keys: tuple[s
         result = np.empty((n, *shapes[0][0][1:]), dtype=shapes[0][1])
         for f, start, end in zip(files, starts[:-1], starts[1:]):
             if rows is None:
-                result[start:end] = read_npz(f, (key,))[key]
+                read_into(f, key, result[start:end])
             elif (mine := np.flatnonzero((rows >= start) & (rows < end))).size:
                 result[mine] = read_rows(f, key, rows[mine] - start)  # only these rows are read
         out[key] = result
