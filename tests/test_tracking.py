@@ -308,6 +308,27 @@ def _health_only() -> Iterator[str]:
         server.server_close()
 
 
+def test_only_the_runs_of_one_creation_are_its_twins(tmp_path):
+    """drop_twins deletes the other runs that carry a run's creation token, and nothing else: not the run, not a run
+    of another creation, not a run made without a token."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from natinv.tracking.store import RUN_TOKEN, create_run, drop_twins
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("twins")
+    run, other = create_run(client, experiment, {"stage": "kd"}), create_run(client, experiment, {"stage": "kd"})
+    assert run.data.tags[RUN_TOKEN] != other.data.tags[RUN_TOKEN] and run.data.tags["stage"] == "kd"
+    twins = [client.create_run(experiment, tags={RUN_TOKEN: run.data.tags[RUN_TOKEN]}) for _ in range(2)]
+    plain = client.create_run(experiment)
+    drop_twins(client, run)
+    kept = {r.info.run_id for r in client.search_runs([experiment], run_view_type=ViewType.ACTIVE_ONLY)}
+    assert kept == {run.info.run_id, other.info.run_id, plain.info.run_id}
+    assert {r.info.run_id for r in client.search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)} == \
+        {t.info.run_id for t in twins}
+
+
 def test_a_busy_store_is_tried_again_and_a_gone_server_is_not(monkeypatch):
     """Locked SQLite and a server's 5xx answers are retried; so is a request without an answer while the server still
     answers its health check. A server that does not is gone: raised after one call, for the stage's one warning."""
