@@ -15,6 +15,7 @@ def start_pipeline(cfg: Config, driver: str) -> str | None:
     """Create the parent run of a pipeline run and export its id to the stage processes; None when tracking is off or fails."""
     if not enabled():
         return None
+    run_id = None
     with warn_on_failure(f"pipeline start: {tracking_uri(cfg)}"):
         tags = {"stage": "pipeline", "driver": driver, "experiment": cfg.experiment, "driver_host": socket.gethostname(),
                 "driver_pid": str(os.getpid()), "mlflow.runName": f"pipeline {time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -23,10 +24,10 @@ def start_pipeline(cfg: Config, driver: str) -> str | None:
             experiment_id = experiment_of(client, cfg)
             _end_orphans(client, experiment_id)
             run = create_run(client, experiment_id, tags)
-        os.environ[PARENT_ENV] = run.info.run_id
-        log(f"MLflow: parent run {run.info.run_id} in experiment {mlflow_experiment(cfg)!r} at {tracking_uri(cfg)}")
-        return run.info.run_id
-    return None
+            run_id = os.environ[PARENT_ENV] = run.info.run_id
+            log(f"MLflow: parent run {run_id} in experiment {mlflow_experiment(cfg)!r} at {tracking_uri(cfg)}")
+            drop_twins(client, run)
+    return run_id
 
 
 def end_pipeline(cfg: Config, status: str) -> None:
@@ -39,15 +40,15 @@ def end_pipeline(cfg: Config, status: str) -> None:
     with warn_on_failure(f"pipeline end: {tracking_uri(cfg)}"):
         with store(cfg) as client:
             run = retry(client.get_run, run_id)
-            drop_twins(client, run)
             children = retry(client.search_runs, [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'",
                              max_results=1)
             if not children:
                 retry(client.delete_run, run_id)
-                return
-            if status == "FINISHED":
-                _log_headline(cfg, client, run_id)
-            retry(client.set_terminated, run_id, status)
+            else:
+                if status == "FINISHED":
+                    _log_headline(cfg, client, run_id)
+                retry(client.set_terminated, run_id, status)
+            drop_twins(client, run)
 
 
 def _log_headline(cfg: Config, client, run_id: str) -> None:

@@ -184,6 +184,8 @@ class StageRun:
             _current = self
             self.worker = threading.Thread(target=self._send_every, name="mlflow", daemon=True)
             self.worker.start()
+            with store(self.cfg) as client:
+                drop_twins(client, self.run)
         return self
 
     def queue(self, name: str, values: Sequence[float], steps: Sequence[int], times: Sequence[float] | None) -> None:
@@ -227,8 +229,6 @@ class StageRun:
                     self.run = create_run(client, experiment_of(client, self.cfg), self.tags(), start_time=int(self.started * 1000))
                     self.run_id = self.run.info.run_id
                     params |= neutral_params(self.params, self.keys.get("method"), self.cfg.run_methods)
-                else:
-                    drop_twins(client, self.run)
                 log_batches(client, self.run_id, params, {}, points)
                 for path in outcome.artifacts if outcome else []:
                     if path.is_file():
@@ -241,3 +241,4 @@ class StageRun:
                     if path.is_file():
                         log_weights(self.cfg, client, self.run_id, path)
                 retry(client.set_terminated, self.run_id, status, int(time.time() * 1000))
+                drop_twins(client, self.run)

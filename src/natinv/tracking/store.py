@@ -249,17 +249,16 @@ RUN_TOKEN = "natinv.run_token"  # the tag that tells the runs of one `create_run
 
 
 def create_run(client, experiment_id: str, tags: Mapping[str, str], **kwargs: Any) -> Any:
-    """The run `client.create_run` makes, made once: the server may have made a run whose answer never came back (lost,
-    or later than the client waited), and MLflow's client, then `retry`, ask again. Every try carries one token, and
-    the twins it made, never named and never ended, are deleted (`drop_twins`)."""
-    run = retry(client.create_run, experiment_id, tags={**tags, RUN_TOKEN: uuid.uuid4().hex}, **kwargs)
-    drop_twins(client, run)
-    return run
+    """`client.create_run` with `tags`, every try of it carrying one token: the server may have made a run whose answer
+    never came back (lost, or later than the client waited), and MLflow's client, then `retry`, ask again. The runs
+    so made are twins of the one returned, which `drop_twins` deletes."""
+    return retry(client.create_run, experiment_id, tags={**tags, RUN_TOKEN: uuid.uuid4().hex}, **kwargs)
 
 
 def drop_twins(client, run: Any) -> None:
-    """Delete the other runs that carry `run`'s creation token. Called at a run's creation and again at its end, for
-    a lost try the server got to only later (it queued behind the store's lock)."""
+    """Delete the other runs that carry `run`'s creation token. Called last when a run has started (its params and
+    tags are logged whatever this meets) and again when it ends, for a lost try the server got to only later (it
+    queued behind the store's lock)."""
     if not (token := run.data.tags.get(RUN_TOKEN)):
         return
     for twin in retry(client.search_runs, [run.info.experiment_id], f"tags.`{RUN_TOKEN}` = '{token}'", max_results=100):
