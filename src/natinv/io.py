@@ -323,7 +323,7 @@ def read_into(path: Path, key: str, out: np.ndarray) -> None:
     path = Path(path)
     with _reading_member(path, key):
         offset, shape, fortran, dtype = _member(path, key)
-        if tuple(shape) != out.shape or dtype != out.dtype or (fortran and out.ndim > 1) or not out.flags.c_contiguous:
+        if tuple(shape) != out.shape or dtype != out.dtype or fortran or not out.flags.c_contiguous:  # write_npz writes C order
             raise ValueError(f"{shape} {dtype} does not fit {out.shape} {out.dtype}")
         view = memoryview(out.reshape(-1).view(np.uint8))
         with open(path, "rb", buffering=0) as fh:
