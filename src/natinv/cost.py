@@ -343,8 +343,10 @@ def job_cost(cfg: Config, stage: str, w: dict[str, str], sh: Shapes, probes: Pro
         embedding = TSNE_STEPS * len(cfg.metrics.tsne.layers) * points * math.log2(max(points, 2))
         return JobCost(stage, w, flop, "inference", PROCESS_MB + _data_mb(sh) + sets * _images_mb(n, sh, 4), 0.0,
                        _batches(points) + embedding)
-    if stage == "data":  # reads the data set and writes it as arrays: its time goes with its size
-        return JobCost(stage, w, 0.0, "inference", PROCESS_MB + _data_mb(sh), 0.0, DATA_STEPS_PER_MB * _data_mb(sh))
+    if stage == "data":  # reads the data set and writes it as arrays: its time goes with its size; it holds the
+        # data and one copy (an NHWC .npz or CIFAR made NCHW, Fashion-MNIST padded); the split and the normalization
+        # are made in place and from blocks
+        return JobCost(stage, w, 0.0, "inference", PROCESS_MB + 2 * _data_mb(sh), 0.0, DATA_STEPS_PER_MB * _data_mb(sh))
     return JobCost(stage, w, 0.0, "inference", PROCESS_MB, 0.0, REPORT_STEPS)  # report: tables and figures
 
 

@@ -69,12 +69,9 @@ def require_file(path: Path, missing: str = "not found", error: type[NatinvError
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read a block at a time."""
-    digest = hashlib.sha256()
+    """sha256 of a file's bytes, read a block at a time into one buffer."""
     with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 _VERIFIED: dict[Path, tuple[int, int, int]] = {}  # files checked by this process, with their (inode, size, mtime)

@@ -193,6 +193,11 @@ class Chunked:
 
 
 def _write_member(fh, value: np.ndarray | Chunked) -> None:
+    if isinstance(value, np.ndarray) and value.flags.c_contiguous and value.dtype.kind in "biufc":
+        # the bytes np.lib.format.write_array writes, without its copies of up to 16 MB at a time
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(value))
+        fh.write(memoryview(value.reshape(-1).view(np.uint8)))
+        return
     if not isinstance(value, Chunked):
         np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
         return

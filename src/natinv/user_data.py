@@ -57,31 +57,63 @@ def _count_split(n: int, fraction: float) -> tuple[int, int]:
     return n - n_test, n_test
 
 
+def _permute_rows(x: np.ndarray, order: list[int]) -> None:
+    """x[k] = x[order[k]] for every k, in place: each cycle of the permutation in turn, one row held aside (a split of
+    a large set is not a copy of it)."""
+    done = bytearray(len(order))
+    for start in range(len(order)):
+        if done[start]:
+            continue
+        held, j = x[start].copy(), start
+        while True:
+            done[j] = 1
+            k = order[j]
+            if k == start:
+                x[j] = held
+                break
+            x[j] = x[k]
+            j = k
+
+
 def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple:
+    """(train images, labels, test images, labels): a random test split of `fraction`, drawn by `seed`. `x` is
+    reordered in place and both splits are views of it."""
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = _count_split(len(x), fraction)[1]
-    te, tr = order[:n_test], order[n_test:]
-    return x[tr], y[tr], x[te], y[te]
+    _permute_rows(x, order.tolist())
+    y = y[order]
+    return x[n_test:], y[n_test:], x[:n_test], y[:n_test]
 
 
 def _load_npz(path: Path, cfg: DataConfig) -> tuple:
+    """The arrays of a user's .npz, each read and made NCHW in turn (its other members are not read)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            names = z.files
+            for key in ("images", "labels"):
+                if key not in names:
+                    raise DataNotFound(f"{path}: missing array {key!r}; found {', '.join(names) or 'none'} (need images "
+                                       f"uint8 NHWC/NCHW and labels)")
+
+            def member(key: str) -> np.ndarray:
+                try:
+                    return z[key]
+                except Exception as exc:
+                    raise DataNotFound(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
+
+            x, y = _to_nchw(member("images"), f"{path}:images"), _labels(member("labels"), f"{path}:labels")
+            if len(x) != len(y):
+                raise DataNotFound(f"{path}: {len(x)} images but {len(y)} labels")
+            if "test_images" not in names or "test_labels" not in names:
+                return _split(x, y, cfg.test_fraction, 0)
+            xt = _to_nchw(member("test_images"), f"{path}:test_images")
+            yt = _labels(member("test_labels"), f"{path}:test_labels")
+    except DataNotFound:
+        raise
     except Exception as exc:
         raise DataNotFound(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
-    for key in ("images", "labels"):
-        if key not in arrays:
-            raise DataNotFound(f"{path}: missing array {key!r}; found {', '.join(arrays) or 'none'} (need images uint8 NHWC/NCHW and labels)")
-    x, y = _to_nchw(arrays["images"], f"{path}:images"), _labels(arrays["labels"], f"{path}:labels")
-    if len(x) != len(y):
-        raise DataNotFound(f"{path}: {len(x)} images but {len(y)} labels")
-    if "test_images" in arrays and "test_labels" in arrays:
-        xt, yt = _to_nchw(arrays["test_images"], f"{path}:test_images"), _labels(arrays["test_labels"], f"{path}:test_labels")
-        if len(xt) != len(yt):
-            raise DataNotFound(f"{path}: {len(xt)} test_images but {len(yt)} test_labels")
-    else:
-        x, y, xt, yt = _split(x, y, cfg.test_fraction, 0)
+    if len(xt) != len(yt):
+        raise DataNotFound(f"{path}: {len(xt)} test_images but {len(yt)} test_labels")
     return x, y, xt, yt
 
 
@@ -107,8 +139,41 @@ def pixels(img, path: str) -> np.ndarray:
         raise DataNotFound(f"{path}: image mode {mode} cannot be read as 8-bit gray or RGB ({exc})") from None
 
 
-def _load_folder(path: Path, cfg: DataConfig) -> tuple:
+def _image(p: str, cfg: DataConfig) -> np.ndarray:
+    """One image file's pixels (`pixels`), resized to data.image_size when it is set."""
     from PIL import Image
+
+    try:
+        with Image.open(p) as opened:
+            opened.load()
+            img = opened.copy()
+    except Exception as exc:  # PIL raises several types for a truncated or foreign file
+        raise DataNotFound(f"{p}: unreadable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if cfg.image_size:
+        img = img.resize((cfg.image_size, cfg.image_size))
+    return pixels(img, p)
+
+
+def _read_images(files: list[str], cfg: DataConfig, folder: Path) -> np.ndarray:
+    """The images of `files` as one uint8 NCHW array, each written into its place as it is read: gray when every
+    image is gray, else colour (a gray image's one channel in all three)."""
+    out, sizes = None, set()
+    for i, p in enumerate(files):
+        a = _image(p, cfg)
+        sizes.add(a.shape[:2])
+        if len(sizes) > 1:  # every size is read before the error names them
+            continue
+        if out is None:
+            out = np.empty((len(files), 3 if a.ndim == 3 else 1, *a.shape[:2]), np.uint8)
+        elif a.ndim == 3 and out.shape[1] == 1:  # the first colour image after gray ones: the set becomes colour
+            out = np.repeat(out, 3, axis=1)
+        out[i] = a.transpose(2, 0, 1) if a.ndim == 3 else a
+    if len(sizes) != 1:
+        raise DataNotFound(f"{folder}: images have different sizes {sorted(sizes)[:3]}; set data.image_size to resize them")
+    return out
+
+
+def _load_folder(path: Path, cfg: DataConfig) -> tuple:
     from torchvision.datasets import ImageFolder
 
     def read(folder: Path, classes: list[str] | None = None):
@@ -118,33 +183,18 @@ def _load_folder(path: Path, cfg: DataConfig) -> tuple:
             raise DataNotFound(f"{folder}: not an image folder ({str(exc).splitlines()[0]}); expected one sub-folder of images per class") from None
         if classes is not None and ds.classes != classes:
             raise DataNotFound(f"{folder}: class folders {ds.classes} differ from the training classes {classes}")
-        imgs, labels = [], []
         if not ds.samples:
             raise DataNotFound(f"{folder}: no images in its class folders")
         seen: dict[str, str] = {}
-        for p, label in ds.samples:
+        for p, _ in ds.samples:
             if not stat.S_ISREG(os.stat(p).st_mode):  # opening a FIFO would wait for a writer forever
                 raise DataNotFound(f"{p}: not a regular file (a FIFO, socket or device); expected an image file")
             if (real := os.path.realpath(p)) in seen:
                 raise DataNotFound(f"{p}: the same file as {seen[real]} (a symbolic link loop or a folder linked twice); "
                                    f"every image must be reached once")
             seen[real] = p
-            try:
-                with Image.open(p) as opened:
-                    opened.load()
-                    img = opened.copy()
-            except Exception as exc:  # PIL raises several types for a truncated or foreign file
-                raise DataNotFound(f"{p}: unreadable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-            if cfg.image_size:
-                img = img.resize((cfg.image_size, cfg.image_size))
-            imgs.append(pixels(img, p))
-            labels.append(label)
-        shapes = {a.shape[:2] for a in imgs}
-        if len(shapes) != 1:
-            raise DataNotFound(f"{folder}: images have different sizes {sorted(shapes)[:3]}; set data.image_size to resize them")
-        if len({a.ndim for a in imgs}) > 1:  # gray and colour images in one set: the gray ones as colour
-            imgs = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in imgs]
-        return _to_nchw(np.stack(imgs), str(folder)), np.asarray(labels, dtype=np.int64), ds.classes
+        x = _read_images([p for p, _ in ds.samples], cfg, folder)
+        return x, np.asarray([label for _, label in ds.samples], dtype=np.int64), ds.classes
 
     if (path / "train").is_dir():
         x, y, classes = read(path / "train")
