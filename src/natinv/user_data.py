@@ -94,24 +94,18 @@ def _load_npz(path: Path, cfg: DataConfig) -> tuple:
                 if key not in names:
                     raise DataNotFound(f"{path}: missing array {key!r}; found {', '.join(names) or 'none'} (need images "
                                        f"uint8 NHWC/NCHW and labels)")
-
-            def member(key: str) -> np.ndarray:
-                try:
-                    return z[key]
-                except Exception as exc:
-                    raise DataNotFound(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
-
-            x, y = _to_nchw(member("images"), f"{path}:images"), _labels(member("labels"), f"{path}:labels")
-            if len(x) != len(y):
-                raise DataNotFound(f"{path}: {len(x)} images but {len(y)} labels")
-            if "test_images" not in names or "test_labels" not in names:
-                return _split(x, y, cfg.test_fraction, 0)
-            xt = _to_nchw(member("test_images"), f"{path}:test_images")
-            yt = _labels(member("test_labels"), f"{path}:test_labels")
+            x, y = _to_nchw(z["images"], f"{path}:images"), _labels(z["labels"], f"{path}:labels")
+            tested = "test_images" in names and "test_labels" in names
+            if tested:
+                xt, yt = _to_nchw(z["test_images"], f"{path}:test_images"), _labels(z["test_labels"], f"{path}:test_labels")
     except DataNotFound:
         raise
     except Exception as exc:
         raise DataNotFound(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
+    if len(x) != len(y):
+        raise DataNotFound(f"{path}: {len(x)} images but {len(y)} labels")
+    if not tested:
+        return _split(x, y, cfg.test_fraction, 0)
     if len(xt) != len(yt):
         raise DataNotFound(f"{path}: {len(xt)} test_images but {len(yt)} test_labels")
     return x, y, xt, yt
