@@ -55,7 +55,7 @@ def test_image_folder(tmp_path):
 
 
 def _class_folder(root: Path, images: list[np.ndarray], classes: int = 4) -> Path:
-    for i, a in enumerate(images):  # zero-padded names: ImageFolder's order is the order written
+    for i, a in enumerate(images):  # zero-padded names: in each class folder, ImageFolder reads them in the order written
         (root / f"c{i % classes}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(a).save(root / f"c{i % classes}" / f"{i:05d}.png")
     return root
