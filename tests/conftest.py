@@ -18,6 +18,35 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["NATINV_DEVICE"] = "cpu"
 
 
+# The suite runs on two workers (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml). A session fixture is made
+# once per worker, so the tests that share a pipeline run made once per session (or the one local SLURM, or Chromium,
+# which apt may install) form one group that a single worker runs; the GPU tier stays in one process too.
+SHARED_ONCE = {"tiny_run", "smoke_run", "slurm", "chromium"}
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+    """Fails a test whose session fixture `name` is being made a second time in this session, by another worker: the
+    tests that share it are no longer one group (pytest-xdist's loadgroup has split groups silently before)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    session = tmp_path_factory.getbasetemp()
+    record = (session.parent if worker else session) / f"{name}.made-by"  # the workers' folders share the parent
+    try:
+        with open(record, "x") as fh:
+            fh.write(worker or "main")
+    except FileExistsError:
+        pytest.fail(f"{name} is made again, by {worker}, after {record.read_text()} made it: the tests that use it are "
+                    f"not one xdist group (tests/conftest.py, SHARED_ONCE)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SHARED_ONCE & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("shared-runs"))
+        elif item.get_closest_marker("gpu") is not None:
+            item.add_marker(pytest.mark.xdist_group("gpu"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _tests_folder_counts_as_installed():
     """The suite's stand-in feature extractor (test_metrics:TinyExtractor) is named by params as an installed module
@@ -71,6 +100,7 @@ def repo_params(tmp_path: Path) -> Path:
 def tiny_run(tmp_path_factory):
     """The tiny profile run end to end by Snakemake (--cores 2) in a committed copy of the repository, with MLflow.
     Tests must not change it: copy it first (the SLURM test compares its outputs)."""
+    made_once(tmp_path_factory, "tiny_run")
     repo = copy_repo(tmp_path_factory.mktemp("e2e") / "repo", commit=True)
     proc = tool(repo, "snakemake", "--cores", "2", *TINY)
     return repo, proc
@@ -84,6 +114,7 @@ def smoke_run(tmp_path_factory):
 
     def run(profile: str):
         if profile not in runs:
+            made_once(tmp_path_factory, f"smoke_run-{profile}")
             repo = copy_repo(tmp_path_factory.mktemp(f"smoke-{profile}") / "repo", commit=True)
             proc = tool(repo, "snakemake", "--cores", "2", "--configfile", "params/default.yaml", f"params/{profile}.yaml",
                         "params/smoke.yaml", env={"NATINV_TRACKING": "off"})
