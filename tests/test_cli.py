@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from natinv.cli import main
 from pipeline import tiny_params
@@ -283,6 +284,8 @@ def test_a_meta_learned_method_warms_up_once_and_its_shards_stay_independent(pre
     assert main(["meta", *params, *job]) == 0
     warm = json.loads((exp / "meta/resnet8-w16/ni-fast.json").read_text())
     assert warm["batches"] == warm["updates"] == 2 and warm["iterations"] == 5
+    with safe_open(str(exp / "meta/resnet8-w16/ni-fast.safetensors"), framework="pt") as f:  # alpha's mean, one channel
+        assert f.get_tensor("alpha_mean").tolist() == warm["alpha_mean"] and len(warm["alpha_mean"]) == 1
     folder = exp / "synth/resnet8-w16/ni-fast"
     assert main(["synthesize", *params, *job, "--shard", "1"]) == 0
     alone = (folder / "shard-1.npz").read_bytes()

@@ -1,6 +1,7 @@
 """The meta-learned start of NaturalInversion (ni-fast): what the meta-update does to the shared parameters."""
 from dataclasses import replace
 
+import pytest
 import torch
 
 from natinv.config import MetaConfig, NIConfig
@@ -51,6 +52,47 @@ def test_fomaml_steps_along_the_adapted_gradient_scaled_by_the_inner_rate():
         p.grad = torch.ones_like(p)
     meta.update(adapted, {id(p): 0.1 for p in adapted.parameters()})
     assert all(torch.allclose(p, t - 0.2) for p, t in zip(meta.model.parameters(), theta))
+
+
+def test_alphas_mean_moves_by_the_same_rule_toward_the_batchs_learned_alpha():
+    """With ACS, theta holds alpha's mean per channel: reptile moves it part of the way to the mean of the batch's
+    learned alpha, fomaml along the mean of alpha's last gradient at lr_alpha; without ACS there is none."""
+    objective, cfg = _setup(lr=0.25)
+    meta = ni.new_meta(objective, cfg, 10, SHAPE, 1, torch.device("cpu"))
+    assert meta.alpha_mean.tolist() == [1.0]
+    learned = torch.tensor([2.0, 4.0, 4.0, 6.0]).view(4, 1, 1, 1)  # mean 4
+    meta.update(meta.start(), {}, learned)
+    assert meta.alpha_mean.tolist() == [1.75]
+    objective, cfg = _setup("fomaml", lr=2.0)
+    meta = ni.new_meta(objective, cfg, 10, SHAPE, 1, torch.device("cpu"))
+    learned.grad = torch.full_like(learned, 3.0)
+    meta.update(meta.start(), {id(p): 0.0 for p in meta.model.parameters()}, learned)
+    assert meta.alpha_mean.tolist() == [pytest.approx(1.0 - 2.0 * cfg.lr_alpha * 3.0)]
+    assert ni.new_meta(objective, replace(cfg, acs=False), 10, SHAPE, 1, torch.device("cpu")).alpha_mean is None
+
+
+def test_a_batch_draws_its_alpha_around_the_meta_parameters_mean_and_the_file_holds_it(monkeypatch, tmp_path):
+    """The same batch from two meta-starts whose alpha means differ by 3 starts from alphas that differ by 3 in every
+    image (the same draw, shifted); the saved meta-parameters load back with their alpha mean."""
+    from natinv.checkpoint import load_state, save_state
+
+    objective, cfg = _setup()
+    starts = []
+
+    class Recording(ni.Separate):
+        def __init__(self, models, alpha0s, *args):
+            starts.append(torch.stack(alpha0s))
+            super().__init__(models, alpha0s, *args)
+
+    monkeypatch.setattr(ni, "Separate", Recording)
+    metas = [ni.new_meta(objective, cfg, 10, SHAPE, 1, torch.device("cpu")) for _ in range(2)]
+    metas[1].alpha_mean.fill_(4.0)
+    for meta in metas:
+        list(ni.synthesize(objective, _batches(1), cfg, 10, SHAPE, torch.device("cpu"), meta=meta))
+    assert torch.allclose(starts[1] - starts[0], torch.tensor(3.0)) and starts[0].std() > 0
+    save_state(tmp_path / "meta.safetensors", metas[1].state_dict())
+    loaded = load_state(tmp_path / "meta.safetensors", ni.new_meta(objective, cfg, 10, SHAPE, 2, torch.device("cpu")), "meta")
+    assert torch.equal(loaded.alpha_mean, metas[1].alpha_mean) and loaded.alpha_mean.item() != 4.0  # the update moved it
 
 
 def test_each_batch_changes_the_start_of_the_next_and_a_batch_never_trains_the_meta_parameters_directly():
@@ -106,7 +148,7 @@ def test_grouped_batches_give_the_meta_update_their_separate_modules_give(monkey
                 monkeypatch.setattr(ni, "Grouped", render)
                 meta = ni.new_meta(objective, cfg, 10, SHAPE, 1, torch.device("cpu"))
                 list(ni.synthesize(objective, _batches(2), cfg, 10, SHAPE, torch.device("cpu"), meta=meta))
-                thetas.append(_params(meta.model))
+                thetas.append([*_params(meta.model), meta.alpha_mean.clone()])
             monkeypatch.undo()
             # atol: the conv biases before a BatchNorm have a zero gradient in exact arithmetic (see above), 1e-10 here
             assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-8) for a, b in zip(*thetas))

@@ -59,7 +59,8 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
     save_state(out, meta.state_dict())
     result = {"teacher": teacher, "method": method, "batches": len(batches), "batch_size": batch,
               "iterations": warm.iterations, "updates": meta.updates, "seconds": seconds, "cpu_seconds": cpu_seconds,
-              "final": {t: [f[t] for f in finals] for t in ("ce", "bn")}, "settings": asdict(m.meta), "device": str(device)}
+              "final": {t: [f[t] for f in finals] for t in ("ce", "bn")}, "settings": asdict(m.meta), "device": str(device),
+              "alpha_mean": None if meta.alpha_mean is None else meta.alpha_mean.tolist()}
     return finish(paths.meta_json(cfg.exp_dir, teacher, method), result,
                   f"{name}: {len(batches)} batches x {warm.iterations} iterations in {seconds:.0f} s; last batch CE "
                   f"{finals[-1]['ce']:.3f}, BN {finals[-1]['bn']:.3f}", [out])

@@ -62,7 +62,8 @@ def synthesize(
 ) -> Iterator[BatchResult]:
     """One BatchResult per batch, in order. With objective.engine.batches_per_step = K > 1 (one-to-one only), K
     batches advance together: their generators, FTPs and alphas stay separate, the teacher passes are shared.
-    `meta`: every batch starts from a copy of these meta-parameters, which are updated after each batch (in order).
+    `meta`: every batch starts from a copy of these meta-parameters (its alpha drawn around theirs), which are updated
+    after each batch (in order).
     `fresh_z`: a new z every iteration (as one-to-many does), so the generator learns to map any z (a warm-up).
     `carry`: where one-to-many keeps the generator it carries from batch to batch (a resumed shard's is restored)."""
     stage_shapes = check_stages(objective, cfg, shape)
@@ -83,7 +84,8 @@ def synthesize(
                     shared = carry.module
                 models.append(shared.to(device).train())
                 zs.append(torch.randn(len(labels), cfg.latent_dim))
-                alpha0s.append(torch.randn(len(labels), shape[0], 1, 1) * cfg.alpha_std + cfg.alpha_mean)
+                mean = cfg.alpha_mean if meta is None else meta.alpha_start(cfg.alpha_mean, shape[0])
+                alpha0s.append(torch.randn(len(labels), shape[0], 1, 1) * cfg.alpha_std + mean)
             gens.append(torch.Generator().manual_seed(seed))
         sizes = [len(labels) for labels, _ in group]
         y = concat([labels for labels, _ in group]).to(device)
@@ -109,8 +111,8 @@ def synthesize(
                                            sizes=sizes, generators=z_gens)
         if meta is not None:
             render.write_back()
-            for model in models:
-                meta.update(model, {id(p): g["lr"] for g in param_groups(model, None, cfg) for p in g["params"]})
+            for model, alpha in zip(models, render.learned_alphas()):
+                meta.update(model, {id(p): g["lr"] for g in param_groups(model, None, cfg) for p in g["params"]}, alpha)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)
 
@@ -138,6 +140,10 @@ class Separate:
 
     def write_back(self) -> None:
         """Nothing to do: the modules are optimized themselves."""
+
+    def learned_alphas(self) -> list[torch.Tensor | None]:
+        """Each batch's alpha, with its last gradient (None without ACS)."""
+        return [a if isinstance(a, nn.Parameter) else None for a in self.alphas]
 
 
 class Grouped:
@@ -167,6 +173,15 @@ class Grouped:
     def write_back(self) -> None:
         self.stacked.write_back()
 
+    def learned_alphas(self) -> list[torch.Tensor | None]:
+        """Each batch's alpha, with its last gradient (None without ACS), as Separate gives them."""
+        if self.alpha is None:
+            return [None] * self.stacked.k
+        alphas = [a.detach().clone() for a in self.alpha]
+        for k, a in enumerate(alphas):
+            a.grad = None if self.alpha.grad is None else self.alpha.grad[k].clone()
+        return alphas
+
 
 def check_stages(objective: InversionObjective, cfg: NIConfig, shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """The teacher's stage shapes for images of `shape`; an error when ftp_stages names a stage it does not have."""
@@ -178,11 +193,13 @@ def check_stages(objective: InversionObjective, cfg: NIConfig, shape: tuple[int,
 
 def new_meta(objective: InversionObjective, cfg: NIConfig, num_classes: int, shape: tuple[int, int, int], seed: int,
              device: torch.device) -> MetaInit:
-    """Meta-parameters initialized as one batch's generator, FTP and head would be (from `seed`), on `device`."""
+    """Meta-parameters initialized as one batch's generator, FTP and head would be (from `seed`), and with ACS alpha's
+    mean at `alpha_mean`, on `device`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = NaturalInversionImage(cfg, num_classes, shape, check_stages(objective, cfg, shape))
-    return MetaInit(model.to(device).train(), cfg.meta)
+    alpha_mean = torch.full((shape[0],), cfg.alpha_mean, device=device) if cfg.acs else None
+    return MetaInit(model.to(device).train(), cfg.meta, alpha_mean, cfg.lr_alpha)
 
 
 def param_groups(model: NaturalInversionImage | GroupedImages, alpha: torch.Tensor | None, cfg: NIConfig) -> list[dict]:
@@ -212,8 +229,8 @@ def run_shard(job):
         nonlocal meta
         if job.method.meta is not None and meta is None:
             meta = new_meta(objective, job.method, job.meta.num_classes, job.shape, 0, job.device)
-            load_state(job.meta_path, meta.model, "the meta-parameters of this method's generator, FTP and head")
-            carry.adopt(meta.model)  # a resumed shard continues from the meta-parameters its batches so far made
+            load_state(job.meta_path, meta, "the meta-parameters of this method's generator, FTP, head and alpha")
+            carry.adopt(meta)  # a resumed shard continues from the meta-parameters its batches so far made
         return synthesize(objective, batches, job.method, job.meta.num_classes, job.shape, job.device,
                           on_step=job.on_step, meta=meta, carry=carry)
 
