@@ -286,6 +286,7 @@ def test_a_meta_learned_method_warms_up_once_and_its_shards_stay_independent(pre
     assert warm["batches"] == warm["updates"] == 2 and warm["iterations"] == 5
     with safe_open(str(exp / "meta/resnet8-w16/ni-fast.safetensors"), framework="pt") as f:  # alpha's mean, one channel
         assert f.get_tensor("alpha_mean").tolist() == warm["alpha_mean"] and len(warm["alpha_mean"]) == 1
+    assert f"alpha's mean {warm['alpha_mean'][0]:.2f} (alpha_mean " in capsys.readouterr().err  # its last log line
     folder = exp / "synth/resnet8-w16/ni-fast"
     assert main(["synthesize", *params, *job, "--shard", "1"]) == 0
     alone = (folder / "shard-1.npz").read_bytes()

@@ -63,5 +63,10 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
               "alpha_mean": None if meta.alpha_mean is None else meta.alpha_mean.tolist()}
     return finish(paths.meta_json(cfg.exp_dir, teacher, method), result,
                   f"{name}: {len(batches)} batches x {warm.iterations} iterations in {seconds:.0f} s; last batch CE "
-                  f"{finals[-1]['ce']:.3f}, BN {finals[-1]['bn']:.3f}", [out])
+                  f"{finals[-1]['ce']:.3f}, BN {finals[-1]['bn']:.3f}{_alpha_text(result['alpha_mean'], m.alpha_mean)}", [out])
+
+
+def _alpha_text(learned: list[float] | None, drawn: float) -> str:
+    """The learned mean of alpha beside alpha_mean, for the warm-up's last log line (nothing without ACS)."""
+    return "" if learned is None else f"; alpha's mean {', '.join(f'{a:.2f}' for a in learned)} (alpha_mean {drawn:g})"
 
