@@ -7,9 +7,15 @@ frozen), and print the CE and BN terms at the
 kept iteration and the teacher's agreement with the labels; without `meta`, plain NI at K iterations (fresh starts).
 `stream`: N batches of K iterations in a row from a fresh meta-initialization, one line per batch (how the start
 improves with the number of meta-updates).
+`warmup`: the pipeline's warm-up stage of one method replica of params/time-to-quality-seeds.yaml (its seeds, batches
+and meta-initialization, e.g. "ni-fast-seed1"), then 4 evaluation batches of its own K from the result; per warm-up
+batch the CE and BN terms at its first and kept iteration and the mean of its learned alpha. `"alpha": false` keeps
+alpha's mean out of the meta-parameters (every batch draws alpha around alpha_mean); `iters` sets each warm-up batch's
+iterations, `set` the method's keys, `meta` the meta keys, `init` an extra tag for the meta-initialization's seed.
 
     .venv/bin/python benchmarks/meta_design.py design '[{"K": 10}, {"K": 10, "meta": "reptile", "lr": 1.0, "W": 8, "Kw": 50}]'
     .venv/bin/python benchmarks/meta_design.py stream '{"K": 20, "meta": "reptile", "lr": 1.0, "N": 16}'
+    .venv/bin/python benchmarks/meta_design.py warmup '{"method": "ni-fast-seed1", "alpha": false}'
 
 Needs the default run's teacher (results/default/teachers/resnet8-w16.safetensors). Run one at a time: the CPU
 seconds are process times and two runs sharing two cores inflate them.
@@ -29,6 +35,7 @@ from natinv.checkpoint import load_model
 from natinv.config import MetaConfig, load_config
 from natinv.runtime import derive_seed, set_threads
 from natinv.synthesis import naturalinversion as ni
+from natinv.synthesis.inversion import labelled_batches
 from natinv.synthesis.labels import batch_labels
 from natinv.synthesis.objective import InversionObjective, LossWeights
 from natinv.train import evaluate
@@ -94,7 +101,51 @@ def stream(spec: dict) -> None:
                           "cpu": round(time.process_time() - start, 1)}), flush=True)
 
 
+def _alpha_means() -> list[float]:
+    """Wraps the renderers so that each batch's learned alpha mean is recorded."""
+    means = []
+    for cls in (ni.Separate, ni.Grouped):
+        def learned(self, _orig=cls.learned_alphas):
+            alphas = _orig(self)
+            means.extend(round(float(a.detach().mean()), 2) for a in alphas if a is not None)
+            return alphas
+        cls.learned_alphas = learned
+    return means
+
+
+def warmup(spec: dict) -> None:
+    cfg = load_config(["params/default.yaml", "params/time-to-quality-seeds.yaml"]).for_job(spec["method"])
+    teacher_key = cfg.teacher.models[0]
+    teacher, mm = load_model(paths.teacher_weights(cfg.exp_dir, teacher_key), DEVICE)
+    teacher = teacher.to(DEVICE).eval().requires_grad_(False)
+    shape, classes, size = (mm.in_channels, mm.image_size, mm.image_size), mm.num_classes, cfg.synthesis.batch_size
+    m = cfg.job_methods[spec["method"]]
+    m = replace(m, meta=replace(m.meta, **spec.get("meta", {})), **spec.get("set", {}))
+    objective = InversionObjective(teacher, LossWeights.of(m), None, replace(cfg.engine, batches_per_step=1))
+    tag = (cfg.seed, teacher_key, spec["method"])
+    meta = ni.new_meta(objective, m, classes, shape, derive_seed(*tag, "meta-init", *spec.get("init", [])), DEVICE)
+    if not spec.get("alpha", True):
+        meta.alpha_mean = None
+    alphas, warm = _alpha_means(), []
+    start = time.process_time()
+    for i, k in enumerate(spec.get("iters") or [m.meta.warmup_iterations] * m.meta.warmup_batches):
+        batch = labelled_batches([derive_seed(*tag, "meta", i)], [size], classes)
+        (r,) = ni.synthesize(objective, batch, replace(m, iterations=k), classes, shape, DEVICE, meta=meta)
+        kept = r.curve[r.best_iteration]
+        warm.append({"ce": round(float(kept[1]), 2), "bn": round(float(kept[2]), 1), "bn_start": round(float(r.curve[0, 2]), 1),
+                     "alpha": alphas[-1] if alphas else None})
+    cpu = time.process_time() - start
+    seeds = [derive_seed(*tag, "eval", i) for i in range(4)]
+    res = list(ni.synthesize(objective, labelled_batches(seeds, [size] * 4, classes), m, classes, shape, DEVICE, meta=meta))
+    x, y = torch.cat([r.images for r in res]), torch.cat([r.labels for r in res])
+    print(json.dumps({**spec, "warmup": warm, "eval_ce": [round(float(r.curve[r.best_iteration, 1]), 2) for r in res],
+                      "eval_bn": [round(float(r.curve[r.best_iteration, 2]), 1) for r in res],
+                      "agree": round(evaluate(teacher, x.half().float(), y, DEVICE)["acc"], 1), "cpu_warm": round(cpu)}),
+          flush=True)
+    objective.close()
+
+
 if __name__ == "__main__":
     set_threads(1)
     what, arg = sys.argv[1], json.loads(sys.argv[2])
-    sys.exit(design(arg) if what == "design" else stream(arg))
+    sys.exit({"design": design, "stream": stream, "warmup": warmup}[what](arg))
