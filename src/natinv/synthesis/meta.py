@@ -47,7 +47,7 @@ class MetaInit(nn.Module):
         return mean.view(1, channels, 1, 1)
 
     @torch.no_grad()
-    def update(self, adapted: nn.Module, rates: dict[int, float], alpha: nn.Parameter | None = None) -> None:
+    def update(self, adapted: nn.Module, rates: dict[int, float], alpha: torch.Tensor | None = None) -> None:
         """Move theta toward a batch's adapted copy (reptile) or along its last gradient (fomaml). `rates`: the inner
         learning rate of each of the copy's parameters (by id), which scales fomaml's step. `alpha`: the batch's
         learned alpha (N, C, 1, 1) with its gradient, when theta holds alpha's mean."""
