@@ -9,9 +9,11 @@ kept iteration and the teacher's agreement with the labels; without `meta`, plai
 improves with the number of meta-updates).
 `warmup`: the pipeline's warm-up stage of one method replica of params/time-to-quality-seeds.yaml (its seeds, batches
 and meta-initialization, e.g. "ni-fast-seed1"), then 4 evaluation batches of its own K from the result; per warm-up
-batch the CE and BN terms at its first and kept iteration and the mean of its learned alpha. `"alpha": false` keeps
-alpha's mean out of the meta-parameters (every batch draws alpha around alpha_mean); `iters` sets each warm-up batch's
-iterations, `set` the method's keys, `meta` the meta keys, `init` an extra tag for the meta-initialization's seed.
+batch the CE and BN terms at its kept iteration, the BN term at its first and the mean of its learned alpha; per
+evaluation batch the CE and BN terms at its kept iteration and at its first (`eval_ce0`, `eval_bn0`: how good the
+start itself is). `"alpha": false` keeps alpha's mean out of the meta-parameters (every batch draws alpha around
+alpha_mean); `iters` sets each warm-up batch's iterations, `set` the method's keys, `meta` the meta keys, `init` an
+extra tag for the meta-initialization's seed.
 
     .venv/bin/python benchmarks/meta_design.py design '[{"K": 10}, {"K": 10, "meta": "reptile", "lr": 1.0, "W": 8, "Kw": 50}]'
     .venv/bin/python benchmarks/meta_design.py stream '{"K": 20, "meta": "reptile", "lr": 1.0, "N": 16}'
@@ -140,6 +142,8 @@ def warmup(spec: dict) -> None:
     x, y = torch.cat([r.images for r in res]), torch.cat([r.labels for r in res])
     print(json.dumps({**spec, "warmup": warm, "eval_ce": [round(float(r.curve[r.best_iteration, 1]), 2) for r in res],
                       "eval_bn": [round(float(r.curve[r.best_iteration, 2]), 1) for r in res],
+                      "eval_ce0": [round(float(r.curve[0, 1]), 2) for r in res],
+                      "eval_bn0": [round(float(r.curve[0, 2]), 1) for r in res],
                       "agree": round(evaluate(teacher, x.half().float(), y, DEVICE)["acc"], 1), "cpu_warm": round(cpu)}),
           flush=True)
     objective.close()
