@@ -313,6 +313,25 @@ def test_a_meta_learned_method_warms_up_once_and_its_shards_stay_independent(pre
     assert (folder / "shard-0.npz").read_bytes() == before
 
 
+def test_a_centered_render_reaches_the_warm_up_and_the_shards(prepared):
+    """acs_center: range through the stages: the warm-up and a shard are given the data's valid range (without it
+    each stops with one line) and render with it: the same shard's images differ from the paper's render."""
+    tmp, params = prepared
+    exp = tmp / "results/tiny-center"
+    params = [*params, "--set", "experiment=tiny-center"]
+    assert main(["data", *params]) == 0
+    assert main(["import-checkpoint", *params, "--teacher", "resnet8-w16", "--checkpoint",
+                 str(tmp / "results/tiny/teachers/resnet8-w16.safetensors")]) == 0
+    shards = {}
+    for mode in ("zero", "range"):
+        job = ["--teacher", "resnet8-w16", "--method", "ni-fast", "--set", "synthesis.run=[ni-fast]",
+               "--set", f"synthesis.methods.ni-fast.acs_center={mode}"]
+        assert main(["meta", *params, *job]) == 0
+        assert main(["synthesize", *params, *job, "--shard", "0"]) == 0
+        shards[mode] = (exp / "synth/resnet8-w16/ni-fast/shard-0.npz").read_bytes()
+    assert shards["range"] != shards["zero"]
+
+
 def test_a_method_with_too_many_curve_points_logs_one_point_per_batch_and_its_curves_as_one_artifact(prepared):
     """Above tracking.live_curve_points (a method's batches x iterations), a shard's run holds `batch/{term}` at each
     batch's step and curves.npz (the arrays the shard stores), not a metric per batch and iteration; below, the live

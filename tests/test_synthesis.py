@@ -418,3 +418,40 @@ class Reads(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.n[func.overloadpacket.__name__] += 1
         return func(*args, **(kwargs or {}))
+
+
+class _FirstImages(Exception):
+    """Raised by a stand-in for optimize with the first images a synthesis renders."""
+
+
+@pytest.mark.parametrize("per_step", [1, 2], ids=["separate", "grouped"])
+def test_a_centered_render_is_the_papers_shifted_to_the_valid_ranges_midpoint(monkeypatch, per_step):
+    """acs_center: range renders c + alpha * tanh(...), c the midpoint of each channel's valid range, from the same
+    start: the first images of two otherwise equal runs differ by c exactly, channel by channel (one module per batch,
+    and two batches as one module of stacked parameters). Without the range it is one line."""
+    from natinv.data import pixel_range
+    from natinv.errors import ConfigError
+
+    def first_images(make_images, *args, **kwargs):
+        raise _FirstImages(make_images().detach().clone())
+
+    monkeypatch.setattr(naturalinversion, "optimize", first_images)
+    teacher = tiny_teacher(width=8)
+    valid = pixel_range((0.2, 0.5, 0.7), (0.3, 0.25, 0.2))
+    center = ((valid[0] + valid[1]) / 2).view(-1)
+    batches = [(torch.arange(8) % 10, s) for s in (21, 22)]
+    images = {}
+    for mode in ("zero", "range"):
+        obj = InversionObjective(teacher, LossWeights.of(NI), engine=EngineConfig(batches_per_step=per_step))
+        with pytest.raises(_FirstImages) as first:
+            list(naturalinversion.synthesize(obj, batches, replace(NI, acs_center=mode), 10, (3, 32, 32),
+                                             torch.device("cpu"), pixel_range=valid))
+        images[mode] = first.value.args[0]
+        obj.close()
+    assert len(images["zero"]) == 8 * per_step
+    shift = (images["range"] - images["zero"]).transpose(0, 1).reshape(3, -1)
+    torch.testing.assert_close(shift, center[:, None].expand_as(shift), rtol=0, atol=1e-6)
+    assert center.tolist() == pytest.approx([1.0, 0.0, -1.0])  # (0.5 - mean) / std
+    with pytest.raises(ConfigError, match="acs_center = range"):
+        list(naturalinversion.synthesize(InversionObjective(teacher, LossWeights.of(NI)), batches,
+                                         replace(NI, acs_center="range"), 10, (3, 32, 32), torch.device("cpu")))

@@ -61,6 +61,12 @@ def normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.de
     return m, s
 
 
+def pixel_range(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str = "cpu"):
+    """(lo, hi), each (1, C, 1, 1): the valid pixel range [0, 1] of every channel in normalized space."""
+    m, s = normalizer(mean, std, device)
+    return (0 - m) / s, (1 - m) / s
+
+
 def normalize(x_uint8: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     m, s = normalizer(mean, std, x_uint8.device)
     return (x_uint8.float() / 255.0 - m) / s

@@ -103,6 +103,9 @@ class NIConfig:
     o2o: bool = True  # one-to-one: a fresh generator per batch (off: one generator for the whole shard)
     ftp: bool = True  # Feature Transfer Pyramid
     acs: bool = True  # Adaptive Channel Scaling (off: alpha fixed to 1)
+    # zero: I = alpha * tanh(...) (the paper); range: I = c + alpha * tanh(...), c the midpoint of the data's valid pixel
+    # range per channel (normalized), so that an asymmetric range ([-0.66, 2.35] for Fashion-MNIST) is reached at both ends
+    acs_center: Literal["zero", "range"] = "zero"
     ftp_stages: list[int] | None = None  # 1-based teacher stages the FTP uses (paper Table 4); None = all
     competition: float = field(default=0.0, metadata=_min(0))  # ADI's teacher-student competition weight (needs cotrain)
     cotrain: CoTrainConfig | None = None  # a student distilled while synthesizing (ADI; the method then runs as one shard)

@@ -28,6 +28,7 @@ def meta_methods(cfg: Config) -> dict:
 
 
 def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome:
+    from natinv.data import pixel_range
     from natinv.synthesis.naturalinversion import new_meta, synthesize
 
     choose(method, meta_methods(cfg), "method (one with `meta`)")
@@ -46,7 +47,9 @@ def run(cfg: Config, device: torch.device, teacher: str, method: str) -> Outcome
     progress = IterationProgress(name, warm.iterations, len(batches), 1)
     start, cpu_start = time.perf_counter(), time.process_time()
     finals = []
-    for k, res in enumerate(synthesize(objective, batches, warm, mm.num_classes, shape, device, progress, meta)):
+    valid = pixel_range(mm.mean, mm.std, device)
+    for k, res in enumerate(synthesize(objective, batches, warm, mm.num_classes, shape, device, progress, meta,
+                                       pixel_range=valid)):
         final = dict(zip(TERMS, res.curve[res.best_iteration].tolist()))
         if first_fault(res.curve, res.images, res.best_iteration) is not None:
             raise ConfigError(f"{name} batch {k + 1}: the loss is not finite; lower synthesis.methods.{method}'s learning "

@@ -48,10 +48,9 @@ def _clamp(pixels: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor) -> Ca
 def run_shard(job):
     """One shard of DeepInversion (natinv.synthesis.shard.ShardJob -> ShardImages); pixels may be clamped to the valid
     [0, 1] range, in normalized space."""
-    from natinv.data import normalizer
+    from natinv.data import pixel_range
     from natinv.synthesis.inversion import run_batches
 
-    lo, hi = normalizer(job.meta.mean, job.meta.std, job.device)
-    pixel_range = ((0 - lo) / hi, (1 - lo) / hi)
+    valid = pixel_range(job.meta.mean, job.meta.std, job.device)
     return run_batches(job, lambda objective, batches, carry: synthesize(
-        objective, batches, job.method, job.meta.num_classes, job.shape, job.device, pixel_range, job.on_step))
+        objective, batches, job.method, job.meta.num_classes, job.shape, job.device, valid, job.on_step))

@@ -1,5 +1,10 @@
 """NaturalInversion (paper Alg. 1): I = alpha * tanh(W1(x + m_L)), m_L = FTP(teacher stage features of x), x = G(z|y).
 
+With `acs_center: range`, I = c + alpha * tanh(...), c the midpoint of the data's valid pixel range per channel: the
+paper's render is symmetric about 0, and on data whose valid range is not (Fashion-MNIST: [-0.66, 2.35] normalized)
+a saturated tanh renders the background exactly when alpha falls to its level (0.66), which then caps the bright
+pixels; a few iterations per batch from a meta-learned start (ni-fast) carry that fall from batch to batch.
+
 With `ftp_input: jittered` (the official code) x is the generator output rolled and flipped at random (the same
 augmentation the teacher's loss pass applies, drawn independently), so the image is rendered in that iteration's
 jittered frame; with `clean` (the paper's Alg. 1) x = G(z|y). The kept image is the rendered one either way.
@@ -59,14 +64,17 @@ def synthesize(
     meta: MetaInit | None = None,
     fresh_z: bool = False,
     carry: Carry | None = None,
+    pixel_range: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Iterator[BatchResult]:
     """One BatchResult per batch, in order. With objective.engine.batches_per_step = K > 1 (one-to-one only), K
     batches advance together: their generators, FTPs and alphas stay separate, the teacher passes are shared.
     `meta`: every batch starts from a copy of these meta-parameters (its alpha drawn around theirs), which are updated
     after each batch (in order).
     `fresh_z`: a new z every iteration (as one-to-many does), so the generator learns to map any z (a warm-up).
-    `carry`: where one-to-many keeps the generator it carries from batch to batch (a resumed shard's is restored)."""
+    `carry`: where one-to-many keeps the generator it carries from batch to batch (a resumed shard's is restored).
+    `pixel_range`: the data's valid (lo, hi) per channel, normalized (data.pixel_range); needed by `acs_center: range`."""
     stage_shapes = check_stages(objective, cfg, shape)
+    center = acs_center(cfg, pixel_range)
     per_step = objective.engine.batches_per_step if cfg.o2o else 1  # one-to-many: the generator carries over in order
     carry = Carry() if carry is None else carry
     for group in chunks(batches, per_step):
@@ -101,12 +109,12 @@ def synthesize(
 
             def make_images():
                 z = torch.randn(len(y), cfg.latent_dim, generator=z_gen, device=device)
-                return render.images(z, y, sizes, objective, jitter)
+                return centered(render.images(z, y, sizes, objective, jitter), center)
         else:
             z, z_gens = concat(zs).to(device), ()
 
             def make_images():
-                return render.images(z, y, sizes, objective, jitter)
+                return centered(render.images(z, y, sizes, objective, jitter), center)
         best, curve, best_iters = optimize(make_images, optimizer, objective, y, cfg.iterations, draws, on_step=on_step,
                                            sizes=sizes, generators=z_gens)
         if meta is not None:
@@ -115,6 +123,21 @@ def synthesize(
                 meta.update(model, {id(p): g["lr"] for g in param_groups(model, None, cfg) for p in g["params"]}, alpha)
         for k, (images, (labels, seed)) in enumerate(zip(split_batches(best, sizes), group)):
             yield BatchResult(images, labels, curve[:, k], best_iters[k], seed)
+
+
+def acs_center(cfg: NIConfig, pixel_range: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+    """The offset c of I = c + alpha * tanh(...), (1, C, 1, 1): None for `acs_center: zero` (the paper's render), the
+    midpoint of the valid pixel range for `range`."""
+    if cfg.acs_center == "zero":
+        return None
+    if pixel_range is None:
+        raise ConfigError("acs_center = range: the data's valid pixel range was not given to the synthesis")
+    lo, hi = pixel_range
+    return (lo + hi) / 2
+
+
+def centered(images: torch.Tensor, center: torch.Tensor | None) -> torch.Tensor:
+    return images if center is None else images + center
 
 
 class Separate:
@@ -221,6 +244,7 @@ def param_groups(model: NaturalInversionImage | GroupedImages, alpha: torch.Tens
 
 def run_shard(job):
     """One shard of NaturalInversion (natinv.synthesis.shard.ShardJob -> ShardImages)."""
+    from natinv.data import pixel_range
     from natinv.synthesis.inversion import run_batches
 
     meta: MetaInit | None = None  # with `meta`: the shard's meta-parameters, from the warm-up's file, then its batches'
@@ -232,6 +256,7 @@ def run_shard(job):
             load_state(job.meta_path, meta, "the meta-parameters of this method's generator, FTP, head and alpha")
             carry.adopt(meta)  # a resumed shard continues from the meta-parameters its batches so far made
         return synthesize(objective, batches, job.method, job.meta.num_classes, job.shape, job.device,
-                          on_step=job.on_step, meta=meta, carry=carry)
+                          on_step=job.on_step, meta=meta, carry=carry,
+                          pixel_range=pixel_range(job.meta.mean, job.meta.std, job.device))
 
     return run_batches(job, optimize)
