@@ -6,7 +6,8 @@ limit still reports what it finished). Run it first whenever a session is lent a
 and commit its output; its synthesis rates feed `natinv cost` (benchmarks/README.md, "GPU check"). The official
 NaturalInversion code is timed beside ours when its files (kdst-team/NaturalInversion: NaturalInversion.py,
 network.py, resnet.py, vgg.py) are in --official (default benchmarks/official/, git-ignored); otherwise that line
-says it was skipped. `--toy` runs every check at toy sizes on the CPU (the test suite does; its numbers mean nothing).
+says it was skipped. `--toy` runs every check at toy sizes on the CPU (the test suite does; its numbers mean nothing;
+engine.capture for one setting per method).
 
 Checks, in order (each line: {"check", "status": ok|failed|skipped, "seconds", ...}):
   env          driver, torch, CUDA, cuDNN, TF32 and autotuning flags, the device and its memory
@@ -88,6 +89,11 @@ def env_check(device: str) -> dict:
     return out
 
 
+# At toy sizes on the CPU a captured step is a torch.compile of its own (most of the toy run's time): each method
+# compiles once, the two together cover both values of autocast and of batches_per_step.
+TOY_CAPTURE = {("ni", None, 1), ("di", "bf16", 4)}
+
+
 def synth_check(device: str, toy: bool) -> dict:
     """NI and DI from each teacher, float32 and bf16, at the paper's batch (the pipeline's own engine settings)."""
     from natinv.bench import bench_synth
@@ -104,7 +110,8 @@ def synth_check(device: str, toy: bool) -> dict:
             for autocast in (None, "bf16"):
                 for per_step in (1, 4):
                     # engine.capture (CUDA graphs) from the first teacher only: the launch overhead it removes
-                    for capture in ((False, True) if arch == archs[0] else (False,)):
+                    captured = arch == archs[0] and (not toy or (method, autocast, per_step) in TOY_CAPTURE)
+                    for capture in ((False, True) if captured else (False,)):
                         r = bench_synth(method, arch, 10, batch, iters, warmup=3 if not toy else 1, device=device,
                                         engine=EngineConfig(autocast=autocast, batches_per_step=per_step, capture=capture))
                         rows.append({k: r[k] for k in ("method", "arch", "batch_size", "s_per_iter", "images_per_s",

@@ -246,6 +246,7 @@ def test_paper_profile_runs_end_to_end_at_smoke_scale(smoke_run, profile):
 
 
 @pytest.mark.slow
+@pytest.mark.paper  # a paper profile's 140-odd stages: minutes of DVC and Snakemake reading them
 @pytest.mark.parametrize("profile", PAPER)
 def test_dvc_yaml_of_a_paper_profile_agrees_with_snakemake(tmp_path, profile):
     """`natinv dvc-yaml` writes the DVC pipeline of a params stack; DVC reads it beside the committed default one."""
