@@ -103,8 +103,9 @@ def synth_check(device: str, toy: bool) -> dict:
     import torch
 
     configure_device(torch.device(device), deterministic=False)  # what a pipeline job runs with
-    # toy batch 2: bf16 convolutions on a CPU without bf16 instructions take seconds per image (the toy run's longest)
-    archs, batch, iters = (["resnet8"], 2, 2) if toy else (["resnet34", "vgg11"], 256, 10)
+    # toy batch 2 of 16x16 images: bf16 convolutions on a CPU without bf16 instructions take seconds per 32x32 image
+    # (NI's generators at bf16 and 4 batches per step: 32 s of the toy run at 32x32, 5 s at 16x16)
+    archs, batch, iters, size = (["resnet8"], 2, 2, 16) if toy else (["resnet34", "vgg11"], 256, 10, 32)
     rows = []
     for arch in archs:
         for method in ("ni", "di"):
@@ -114,7 +115,8 @@ def synth_check(device: str, toy: bool) -> dict:
                     captured = arch == archs[0] and (not toy or (method, autocast, per_step) in TOY_CAPTURE)
                     for capture in ((False, True) if captured else (False,)):
                         r = bench_synth(method, arch, 10, batch, iters, warmup=3 if not toy else 1, device=device,
-                                        engine=EngineConfig(autocast=autocast, batches_per_step=per_step, capture=capture))
+                                        image_size=size, engine=EngineConfig(autocast=autocast, batches_per_step=per_step,
+                                                                             capture=capture))
                         rows.append({k: r[k] for k in ("method", "arch", "batch_size", "s_per_iter", "images_per_s",
                                                        "peak_memory_mb", "hours_50k_images_2k_iterations",
                                                        "ops_per_batch_iteration", "kernels_per_batch_iteration")}
