@@ -40,28 +40,6 @@ def test_flatten_nests_with_dots():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": "x"}) == {"a.b": 1, "a.c.d": [1, 2], "e": "x"}
 
 
-def test_parallel_stage_processes_lose_no_run(tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cfg = Config(experiment="par", results=str(tmp_path))
-    parent = start_pipeline(cfg, "test")  # as Snakemake's onstart: the store and experiment exist before the jobs
-    assert parent is not None
-    env = {**os.environ, PARENT_ENV: parent}
-    procs = [subprocess.Popen([sys.executable, "-c", JOB, str(tmp_path), str(i)], env=env, stderr=subprocess.PIPE, text=True)
-             for i in range(6)]
-    errors = [p.communicate()[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    assert not any("warning" in e for e in errors), errors
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("natinv-par").experiment_id], "tags.stage = 'synthesize'")
-    assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(6))
-    for r in runs:
-        assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
-        assert r.data.metrics["final.ce"] == 0.5 and r.data.params["synthesis.num_images"] == "8"
-        assert [m.value for m in client.get_metric_history(r.info.run_id, "loss/ce")] == [3.0, 2.0, 1.0]
-
-
 def test_a_broken_store_is_one_warning_and_the_stage_goes_on(tmp_path, monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")  # cannot be created
@@ -78,12 +56,14 @@ def test_tracking_can_be_switched_off(tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def _sixteen_at_once(results: Path, first: int, server: str | None = None) -> list[str]:
-    """16 stage processes started together (no parent run: the store may not exist yet), on the project's SQLite store
-    or on a tracking `server`; their stderr."""
+def _sixteen_at_once(results: Path, first: int, server: str | None = None, parent: str | None = None) -> list[str]:
+    """16 stage processes started together, on the project's SQLite store or on a tracking `server`, nested under the
+    pipeline run `parent` (None: no parent run, the store may not exist yet); their stderr."""
     env = {k: v for k, v in os.environ.items() if k not in (PARENT_ENV, "MLFLOW_TRACKING_URI")}
     if server is not None:
         env["MLFLOW_TRACKING_URI"] = server
+    if parent is not None:
+        env[PARENT_ENV] = parent
     procs = [subprocess.Popen([sys.executable, "-c", JOB, str(results), str(first + i)], env=env, stderr=subprocess.PIPE,
                               text=True) for i in range(16)]
     errors = [p.communicate()[1] for p in procs]
@@ -94,19 +74,28 @@ def _sixteen_at_once(results: Path, first: int, server: str | None = None) -> li
 @pytest.mark.slow
 def test_sixteen_processes_on_a_fresh_store_and_on_an_existing_one_lose_no_run(tmp_path, monkeypatch):
     """A new results folder: 16 processes race to create (and migrate) mlflow.db. They take turns under a file lock,
-    so every run is kept, and the store stays healthy for the next 16 and for a reader."""
+    so every run is kept, and the store stays healthy for the next 16 (nested under a pipeline run, as Snakemake's
+    onstart makes one before its jobs) and for a reader."""
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(PARENT_ENV, raising=False)
     assert not (tmp_path / "mlflow.db").exists()
-    for first in (0, 16):  # fresh, then existing
-        errors = _sixteen_at_once(tmp_path, first)
-        assert not any("warning" in e for e in errors), [e for e in errors if e][:2]
+    errors = _sixteen_at_once(tmp_path, 0)  # fresh
+    parent = start_pipeline(Config(experiment="par", results=str(tmp_path)), "test")
+    os.environ.pop(PARENT_ENV, None)  # start_pipeline exports it for the jobs it starts; passed to them below
+    assert parent is not None
+    errors += _sixteen_at_once(tmp_path, 16, parent=parent)  # existing
+    assert not any("warning" in e for e in errors), [e for e in errors if e][:2]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("natinv-par").experiment_id], "tags.stage = 'synthesize'",
                               max_results=100)
     assert sorted(int(r.data.tags["shard"]) for r in runs) == list(range(32))
     assert all(r.info.status == "FINISHED" and r.data.metrics["final.ce"] == 0.5 for r in runs)
+    for r in runs:
+        assert r.data.tags.get("mlflow.parentRunId") == (parent if int(r.data.tags["shard"]) >= 16 else None)
+        assert r.data.params["synthesis.num_images"] == "8"
+        assert [m.value for m in client.get_metric_history(r.info.run_id, "loss/ce")] == [3.0, 2.0, 1.0]
     healthy = client.create_run(client.get_experiment_by_name("natinv-par").experiment_id)  # the schema is complete
     client.log_metric(healthy.info.run_id, "x", 1.0)
     assert client.get_run(healthy.info.run_id).data.metrics == {"x": 1.0}
