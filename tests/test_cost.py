@@ -3,6 +3,7 @@ covers every job of a plan, and the cluster is asked for each job's own memory a
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -85,17 +86,16 @@ def test_the_cost_command_prints_every_stage_and_the_total(tmp_path):
     assert lines[1] == "data: 1x32x32, 10 classes, 2000 training and 500 test images (from fashion-mnist's known shape)"
     assert [ln.split()[0] for ln in lines[3:]] == [*(s for s in STAGES if STAGES[s].jobs(cfg)), "total"]
     assert lines[-1].split()[1] == "28"  # the tiny plan's jobs
-    assert (tmp_path / "cost-probes.json").is_file()  # the counts are kept: the next call counts nothing
-    again = subprocess.run(proc.args, capture_output=True, text=True)
-    assert again.stdout == proc.stdout and "counting" not in again.stderr
+    assert (tmp_path / "cost-probes.json").is_file()  # the counts are kept: the next call counts nothing, nor imports
+    again = subprocess.run([sys.executable, "-X", "importtime", *proc.args[1:]], capture_output=True, text=True)
+    assert again.stdout == proc.stdout and "counting" not in again.stderr  # torch (Snakemake plans with this code)
+    assert not re.search(r"\|\s+torch$", again.stderr, re.M), "a plan whose counts are kept imported torch"
     bad = subprocess.run([*proc.args[:-1], "tpu"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--device = 'tpu': expected one of cpu, h100, h200" in bad.stderr
 
 
 def test_snakemake_asks_each_job_for_what_the_cost_model_says(tmp_path):
     """The Snakefile's mem_mb and runtime of a job are cost.cluster_request's; one-shard methods come first."""
-    import re
-
     from pipeline import BIN
 
     proc = subprocess.run([str(BIN / "snakemake"), "-n", "--configfile", "params/default.yaml", "params/tiny.yaml",

@@ -14,7 +14,8 @@ from natinv.io import npz_bytes
 from natinv.runtime import derive_seed
 from natinv.synthesis import deepinversion, naturalinversion
 from natinv.synthesis.objective import InversionObjective, LossWeights
-from natinv.synthesis.shard import batch_plan, synthesize_shard
+from natinv.plan import batch_plan
+from natinv.synthesis.shard import synthesize_shard
 from conftest import tiny_teacher
 
 NI = NIConfig(iterations=30, latent_dim=32, generator_width=16, lr_generator=1e-2, lr_ftp=1e-2, lr_alpha=5e-2, lambda_bn=1.0)

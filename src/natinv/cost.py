@@ -93,7 +93,7 @@ class JobCost:
 
 def shapes(cfg: Config) -> Shapes:
     """The data set's shape: from the data stage's manifest when it ran, else the data set's known shape."""
-    from natinv.data import STANDIN_DEFAULT_SIZES, STANDIN_SHAPES
+    from natinv import datasets
     from natinv.io import read_json
 
     manifest = cfg.exp_dir / "data/manifest.json"
@@ -105,8 +105,8 @@ def shapes(cfg: Config) -> Shapes:
     if d.dataset == "custom":
         c, s, k, train, test, source = _custom_shapes(d)
     else:
-        c, s, k = STANDIN_SHAPES[d.dataset]
-        train, test = STANDIN_DEFAULT_SIZES if d.standin else (60000, 10000) if d.dataset == "fashion-mnist" else (50000, 10000)
+        c, s, k = datasets.SHAPES[d.dataset]
+        train, test = datasets.STANDIN_SIZES if d.standin else datasets.SIZES[d.dataset]
         source = f"{d.dataset}{' stand-in' if d.standin else ''}'s known shape"
     return Shapes(c, s, k, min(train, d.train_limit or train), min(test, d.test_limit or test), source)
 
@@ -114,13 +114,15 @@ def shapes(cfg: Config) -> Shapes:
 def _custom_shapes(d) -> tuple[int, int, int, int, int, str]:
     """data.path's shape as its files describe it; where they cannot be read, CIFAR-10's (the data stage then says
     why in one line)."""
+    from natinv import datasets
     from natinv.errors import DataNotFound
     from natinv.user_data import describe
 
     try:
         return *describe(d), "data.path's files"
     except DataNotFound as exc:
-        return 3, d.image_size or 32, 10, 50000, 10000, f"CIFAR-10's shape, as data.path cannot be read: {exc}"
+        (c, _, k), (train, test) = datasets.SHAPES["cifar10"], datasets.SIZES["cifar10"]
+        return c, d.image_size or 32, k, train, test, f"CIFAR-10's shape, as data.path cannot be read: {exc}"
 
 
 # ------------------------------------------------------------------------------------------------ counting
@@ -177,14 +179,14 @@ class Probes:
     version and a digest of the package's synthesis and model code), so that planning a run counts nothing twice."""
 
     def __init__(self, path: Path | None):
-        import torch
+        from importlib.metadata import version
 
         from natinv.pipeline import source_modules, SRC
 
         self.path = path
         files = source_modules("natinv.synthesis.shard", "natinv.models")
         code = hashlib.sha256(b"".join((SRC.parent / f).read_bytes() for f in files)).hexdigest()[:12]
-        self.version = f"{torch.__version__}:{code}:{COUNTING}"
+        self.version = f"{version('torch')}:{code}:{COUNTING}"  # torch's installed version: a cached plan imports no torch
         from natinv.errors import NatinvError
         from natinv.io import read_json
 
@@ -363,7 +365,6 @@ def _normalized_mb(images: int, sh: Shapes) -> float:
 
 def _synthesize(cfg: Config, w: dict[str, str], sh: Shapes, probes: Probes) -> JobCost:
     from natinv.synthesis import registry
-    from natinv.synthesis.shard import batch_plan
 
     method = cfg.job_methods[w["method"]]
     per_iter, kd = probes.synth(cfg, w["teacher"], w["method"], sh)
@@ -375,7 +376,8 @@ def _synthesize(cfg: Config, w: dict[str, str], sh: Shapes, probes: Probes) -> J
         batch = method.batch_size
         steps = method.iterations * (1 + method.cotrain.steps)
     else:
-        batches = batch_plan(cfg.synthesis.num_images, cfg.synthesis.batch_size, cfg.shards_of(w["method"]))[int(w["shard"])]
+        shards = plan.batch_plan(cfg.synthesis.num_images, cfg.synthesis.batch_size, cfg.shards_of(w["method"]))
+        batches = shards[int(w["shard"])]
         images = sum(n for _, n in batches)
         flop = images * method.iterations * per_iter.flop
         per_step = cfg.engine.batches_per_step if method.cotrain is None else 1

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from natinv import datasets
 from natinv.config import DataConfig
 from natinv.errors import DataNotFound
 from natinv.models import MIN_IMAGE_SIZE
@@ -106,19 +107,14 @@ def crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None =
 
 # ------------------------------------------------------------------------------------------ sources
 
-# (channels, image size, classes) of the datasets a stand-in can imitate.
-STANDIN_SHAPES = {"fashion-mnist": (1, 32, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
-STANDIN_DEFAULT_SIZES = (5000, 1000)  # train, test images when data.train_limit / test_limit are not set
-
-
 def _make_standin(cfg: DataConfig) -> tuple:
     """Images with the dataset's shape and class count, made here from a fixed seed: each class is a smooth random
     pattern (a 4x4 random image upsampled), each image that pattern shifted by up to 2 pixels, its brightness scaled
     by up to 15 % and noised. The nearest class mean labels all of it, so every stage has something to learn; it is
     not the dataset."""
-    channels, size, classes = STANDIN_SHAPES[cfg.dataset]
-    n_train = cfg.train_limit or STANDIN_DEFAULT_SIZES[0]
-    n_test = cfg.test_limit or STANDIN_DEFAULT_SIZES[1]
+    channels, size, classes = datasets.SHAPES[cfg.dataset]
+    n_train = cfg.train_limit or datasets.STANDIN_SIZES[0]
+    n_test = cfg.test_limit or datasets.STANDIN_SIZES[1]
     rng = np.random.default_rng(20220222)
     coarse = torch.from_numpy(rng.random((classes, channels, 4, 4), dtype=np.float32))
     patterns = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False).numpy()

@@ -33,6 +33,14 @@ def synthesis_jobs(cfg: Config) -> list[tuple[str, str, int]]:
             for s in range(cfg.shards_of(m))]
 
 
+def batch_plan(num_images: int, batch_size: int, shards: int) -> list[list[tuple[int, int]]]:
+    """For every shard, its batches as (global batch index, batch size); the last batch may be smaller."""
+    n_batches = -(-num_images // batch_size)
+    sizes = [min(batch_size, num_images - i * batch_size) for i in range(n_batches)]
+    bounds = [s * n_batches // shards for s in range(shards + 1)]
+    return [[(i, sizes[i]) for i in range(bounds[s], bounds[s + 1])] for s in range(shards)]
+
+
 def meta_jobs(cfg: Config) -> list[tuple[str, str]]:
     """(teacher, method) of every meta job: the warm-up of each method that starts from meta-parameters (ni-fast)."""
     from natinv.synthesis import registry

@@ -11,11 +11,12 @@ import torch
 
 from natinv.errors import NatinvError
 from natinv import tracking
+from natinv.plan import batch_plan
 from natinv.runtime import IterationProgress, derive_seed, eta
 from natinv.synthesis.competition import Competitor
 from natinv.synthesis.labels import batch_labels
 from natinv.synthesis.objective import TERMS, BatchResult, Carry, InversionObjective, LossWeights
-from natinv.synthesis.shard import ShardImages, ShardJob, batch_plan, first_fault
+from natinv.synthesis.shard import ShardImages, ShardJob, first_fault
 
 # (objective, [(labels, seed) per batch], carry) -> each batch's result, in order
 Optimizer = Callable[[InversionObjective, list[tuple[torch.Tensor, int]], "Carry"], Iterator[BatchResult]]

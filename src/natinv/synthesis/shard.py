@@ -33,14 +33,6 @@ from natinv.train import evaluate
 RENDER_CHUNK = 4096  # images rendered, checked and scored at a time: the post-processing's memory beside the images
 
 
-def batch_plan(num_images: int, batch_size: int, shards: int) -> list[list[tuple[int, int]]]:
-    """For every shard, its batches as (global batch index, batch size); the last batch may be smaller."""
-    n_batches = -(-num_images // batch_size)
-    sizes = [min(batch_size, num_images - i * batch_size) for i in range(n_batches)]
-    bounds = [s * n_batches // shards for s in range(shards + 1)]
-    return [[(i, sizes[i]) for i in range(bounds[s], bounds[s + 1])] for s in range(shards)]
-
-
 def first_fault(curve: torch.Tensor, images: torch.Tensor, images_at: int) -> int | None:
     """Where an optimization went wrong: the first step (0-based) of `curve` (steps, terms) whose terms are not all
     finite, `images_at` when only the images are not, or None when both are sound."""
