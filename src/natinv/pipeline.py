@@ -302,7 +302,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           [*_SYNTH, *_PRUNE], lambda cfg: _jobs(plan.prune_jobs(cfg), "teacher", "method", "ratio"),
           variants={"real": Variant([*_TEACHER, *_PRUNE, "prune.real_images", "synthesis.num_images"]),
                     "none": Variant(_TEACHER, gpu=False)}),
-    Stage("report", "write report.md, figures and summary.json from the stage outputs", "natinv.report:run", (),
+    Stage("report", "write report.md, figures and summary.json from the stage outputs", "natinv.stages.report:run", (),
           {"report": Output(paths.REPORT["report"]), "summary": Output(paths.REPORT["summary"]),
            "headline": Output(paths.REPORT["headline"], "metrics", directory=True),
            "html": Output(paths.REPORT["html"], category="1. Report", caption=_REPORT_CAPTION),
