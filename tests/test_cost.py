@@ -86,9 +86,10 @@ def test_the_cost_command_prints_every_stage_and_the_total(tmp_path):
     assert lines[1] == "data: 1x32x32, 10 classes, 2000 training and 500 test images (from fashion-mnist's known shape)"
     assert [ln.split()[0] for ln in lines[3:]] == [*(s for s in STAGES if STAGES[s].jobs(cfg)), "total"]
     assert lines[-1].split()[1] == "28"  # the tiny plan's jobs
-    assert (tmp_path / "cost-probes.json").is_file()  # the counts are kept: the next call counts nothing, nor imports
+    assert (tmp_path / "cost-probes.json").is_file()  # the counts are kept: the next call counts nothing
+    # and imports no torch (Snakemake plans every run with this code)
     again = subprocess.run([sys.executable, "-X", "importtime", *proc.args[1:]], capture_output=True, text=True)
-    assert again.stdout == proc.stdout and "counting" not in again.stderr  # torch (Snakemake plans with this code)
+    assert again.stdout == proc.stdout and "counting" not in again.stderr
     assert not re.search(r"\|\s+torch$", again.stderr, re.M), "a plan whose counts are kept imported torch"
     bad = subprocess.run([*proc.args[:-1], "tpu"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--device = 'tpu': expected one of cpu, h100, h200" in bad.stderr

@@ -11,10 +11,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from natinv.checkpoint import load_model
 from natinv.config import DIConfig, EngineConfig, NIConfig, SynthesisConfig
 from natinv.io import npz_bytes
+from natinv.plan import batch_plan
 from natinv.runtime import derive_seed
 from natinv.synthesis import deepinversion, naturalinversion
 from natinv.synthesis.objective import InversionObjective, LossWeights
-from natinv.plan import batch_plan
 from natinv.synthesis.shard import synthesize_shard
 from conftest import tiny_teacher
 

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from natinv import plan
+from natinv import datasets, plan
 from natinv.config import Config
 
 MB = 2**20
@@ -93,7 +93,6 @@ class JobCost:
 
 def shapes(cfg: Config) -> Shapes:
     """The data set's shape: from the data stage's manifest when it ran, else the data set's known shape."""
-    from natinv import datasets
     from natinv.io import read_json
 
     manifest = cfg.exp_dir / "data/manifest.json"
@@ -114,7 +113,6 @@ def shapes(cfg: Config) -> Shapes:
 def _custom_shapes(d) -> tuple[int, int, int, int, int, str]:
     """data.path's shape as its files describe it; where they cannot be read, CIFAR-10's (the data stage then says
     why in one line)."""
-    from natinv import datasets
     from natinv.errors import DataNotFound
     from natinv.user_data import describe
 
